@@ -1,0 +1,67 @@
+# The two commands: `make demo` and `make test`. Everything else is a building block.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null)
+export KOMBO_SYNC_HOME ?= $(CURDIR)/.local
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv demo test lint typecheck unit up lock bench clean
+
+help:
+	@echo "make demo   - set up, start the local Kombo sandbox and platform stand-in, run the DAGs, print a summary"
+	@echo "make test   - set up and run linters, the type checker and the whole test suite"
+	@echo "make up     - Airflow standalone (UI on http://localhost:8080) against the sandbox"
+	@echo "make bench  - run the benchmarks under bench/"
+	@echo "make lock   - re-pin constraints.txt from the current environment"
+
+venv: $(STAMP)
+
+# uv when it is installed (seconds), pip otherwise (minutes); both install the same pinned set.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+ifdef UV
+	$(UV) venv --allow-existing -p $(PYTHON) $(VENV)
+	$(UV) pip install -p $(BIN)/python -r requirements-dev.txt -c constraints.txt
+	$(UV) pip install -p $(BIN)/python --no-deps -e .
+else
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install -q --no-deps -e .
+endif
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit tests/dags
+
+demo: venv
+	$(BIN)/python -m sandbox.demo
+
+up: venv
+	$(BIN)/python -m sandbox.demo --up
+
+bench: venv
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+lock: venv
+ifdef UV
+	$(UV) pip freeze -p $(BIN)/python | grep -v -e '^-e' -e 'kombo-assessment-sync' > constraints.tmp
+else
+	$(BIN)/pip freeze --exclude-editable | grep -v 'kombo-assessment-sync' > constraints.tmp
+endif
+	{ echo '# Exact versions tested together (Python 3.11, apache-airflow 3.3.2). Regenerate with `make lock`.'; cat constraints.tmp; } > constraints.txt
+	rm constraints.tmp
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,120 @@
+"""Pipeline settings: one YAML file the team owns (`include/config/pipeline.yaml` by default).
+
+The file is read at task run time, never at DAG parse time. `KOMBO_SYNC_CONFIG` points at another file.
+Every key has a default, so an empty file is a valid configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "config" / "pipeline.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CatalogSettings(_Section):
+    source: Literal["sql", "yaml"] = "sql"
+    sql_file: str = "include/sql/catalog.sql"
+    yaml_file: str = "include/config/catalog.yaml"
+    # Share of an integration's published packages that may disappear in one run without `allow_shrink`.
+    max_shrink_share: float = Field(0.5, ge=0, le=1)
+    # Integrations published per mapped task; above `max_map_length` integrations are sharded.
+    shard_size: int = Field(50, ge=1)
+
+
+class IntegrationOverrides(_Section):
+    channel: Literal["platform", "email"] | None = None
+    duplicate_rule: bool | None = None
+
+
+class IntakeSettings(_Section):
+    channel: Literal["platform", "email"] = "platform"
+    platform_conn_id: str = "kombo_platform"
+    smtp_conn_id: str = "kombo_smtp"
+    # Where a candidate starts the assessment when the channel is e-mail ({order_id}, {package_id},
+    # {integration_id} are filled in).
+    assessment_url_template: str = "https://assessments.provider.example/start/{order_id}"
+    templates_dir: str = "include/templates"
+    # Orders created this long before the data interval are polled again, so late-listed orders are seen.
+    overlap_minutes: int = Field(15, ge=0)
+    lease_seconds: int = Field(300, ge=10)
+    max_attempts: int = Field(5, ge=1)
+    retry_backoff_seconds: int = Field(60, ge=0)
+    duplicate_rule: bool = True
+    # Concurrent integrations polled per task (each keeps Kombo's in-flight cap).
+    poll_concurrency: int = Field(32, ge=1)
+    send_concurrency: int = Field(16, ge=1)
+    integrations: dict[str, IntegrationOverrides] = Field(default_factory=dict)
+
+    def channel_for(self, integration_id: str, registry_channel: str | None = None) -> str:
+        override = self.integrations.get(integration_id)
+        if override and override.channel:
+            return override.channel
+        return registry_channel or self.channel
+
+    def duplicate_rule_for(self, integration_id: str) -> bool:
+        override = self.integrations.get(integration_id)
+        if override and override.duplicate_rule is not None:
+            return override.duplicate_rule
+        return self.duplicate_rule
+
+
+class WritebackSettings(_Section):
+    sql_file: str = "include/sql/results.sql"
+    overlap_minutes: int = Field(60, ge=0)
+    chunk_rows: int = Field(5000, ge=1)
+    max_concurrency: int = Field(64, ge=1)
+    max_attempts: int = Field(8, ge=1)
+    retry_backoff_seconds: int = Field(60, ge=0)
+    # Reports larger than this are sent as a link (data_url) or, without one, quarantined.
+    max_attachment_bytes: int = Field(5_000_000, ge=1)
+    fetch_report_urls: bool = False
+
+
+class WebhookSettings(_Section):
+    secret_conn_id: str = "kombo_webhook"
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Dotted path of a callable(order, context) -> str | None returning a rejection message.
+    extra_rejection_rule: str | None = None
+
+
+class PipelineSettings(_Section):
+    kombo_conn_id: str = "kombo_default"
+    state_conn_id: str = "kombo_state"
+    warehouse_conn_id: str = "kombo_warehouse"
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
+    writeback: WritebackSettings = Field(default_factory=WritebackSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+
+    def resolve_path(self, relative: str) -> Path:
+        """Paths in the file are relative to the project root unless absolute."""
+        path = Path(relative)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("KOMBO_SYNC_CONFIG", DEFAULT_CONFIG_PATH))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, mtime: float) -> PipelineSettings:
+    raw: Any = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else None
+    return PipelineSettings.model_validate(raw or {})
+
+
+def load_settings(path: Path | None = None) -> PipelineSettings:
+    """Read and validate the settings file (cached until the file changes)."""
+    path = path or config_path()
+    mtime = path.stat().st_mtime if path.exists() else 0.0
+    return _load(str(path), mtime)
