@@ -14,7 +14,7 @@ EXPECTED_DAGS = {"kombo_package_sync", "kombo_order_intake", "kombo_result_write
 def dag_bag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS_DIR), include_examples=False)
+    return DagBag(dag_folder=str(DAGS_DIR))
 
 
 def test_no_import_errors(dag_bag):
