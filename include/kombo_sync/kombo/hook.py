@@ -1,0 +1,147 @@
+"""Airflow hook that builds a ``KomboClient`` from an HTTP connection (``kombo_default``).
+
+Connection fields follow ``apache-airflow-providers-http``: host = base URL (``https://api.kombo.dev/v1``),
+password = API key, extras = tunables (``timeout``, ``max_retries``, ``backoff_base``, ``backoff_cap``,
+``rate_limit_per_second``, ``rate_limit_burst``, ``max_in_flight_per_integration``). Extras typed in the UI
+arrive as strings and are converted here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from kombo_sync.kombo.client import DEFAULT_BASE_URL, KomboClient
+
+_FLOAT_EXTRAS = ("timeout", "backoff_base", "backoff_cap", "max_retry_after")
+_INT_EXTRAS = ("max_retries", "max_in_flight_per_integration", "rate_limit_burst")
+_OPTIONAL_EXTRAS = ("rate_limit_per_second", "rate_limit_burst")  # empty / "none" means "not set"
+_URL_SCHEMES = ("http", "https")
+
+
+def _is_unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
+
+
+def _convert(name: str, value: Any, kind: Callable[[Any], Any]) -> Any:
+    try:
+        if kind is int and isinstance(value, str):
+            return int(float(value.strip()))  # "6" and "6.0" from the UI both mean 6
+        return kind(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"Kombo connection extra {name!r} must be a number, got {value!r}") from exc
+
+
+def client_options_from_extras(extras: Mapping[str, Any]) -> dict[str, Any]:
+    """KomboClient keyword arguments from connection extras (strings converted, unknown keys ignored)."""
+    options: dict[str, Any] = {}
+    for name in (*_FLOAT_EXTRAS, "rate_limit_per_second", *_INT_EXTRAS):
+        if name not in extras:
+            continue
+        value = extras[name]
+        if _is_unset(value):
+            if name in _OPTIONAL_EXTRAS:
+                options[name] = None
+            continue
+        options[name] = _convert(name, value, int if name in _INT_EXTRAS else float)
+    return options
+
+
+def base_url_from_connection(host: str | None, schema: str | None = None, port: int | None = None) -> str:
+    """Kombo base URL from the connection: host as given (with its path, e.g. /v1), scheme added if missing."""
+    host = (host or "").strip()
+    if not host:
+        return DEFAULT_BASE_URL
+    if "://" in host:
+        url = host
+    else:
+        scheme = (schema or "").strip().lower()
+        path = ""
+        if scheme and scheme not in _URL_SCHEMES:
+            # The URI form (http://:key@api.kombo.dev/v1) parses "v1" into schema: it is the path.
+            path = "/" + scheme.strip("/")
+            scheme = ""
+        netloc, _, rest = host.partition("/")
+        if port and ":" not in netloc:
+            netloc = f"{netloc}:{port}"
+        url = f"{scheme or 'https'}://{netloc}" + (f"/{rest}" if rest else path)
+    return url.rstrip("/")
+
+
+class KomboHook(BaseHook):
+    """Gives tasks a configured, thread-safe ``KomboClient`` for the ``kombo_default`` connection."""
+
+    conn_name_attr = "kombo_conn_id"
+    default_conn_name = "kombo_default"
+    conn_type = "http"
+    hook_name = "Kombo"
+
+    def __init__(self, kombo_conn_id: str = default_conn_name, **client_overrides: Any) -> None:
+        """``client_overrides`` are passed to KomboClient over the connection's values (e.g. a test transport)."""
+        super().__init__()
+        self.kombo_conn_id = kombo_conn_id
+        self._client_overrides = client_overrides
+        self._client: KomboClient | None = None
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["login", "port"],
+            "relabeling": {
+                "host": "Kombo base URL",
+                "password": "API key",
+                "schema": "URL scheme (https when empty)",
+            },
+            "placeholders": {
+                "host": DEFAULT_BASE_URL,
+                "password": "Kombo API key (dashboard > Secrets)",
+                "extra": json.dumps(
+                    {
+                        "timeout": 30,
+                        "max_retries": 6,
+                        "backoff_base": 0.5,
+                        "backoff_cap": 30,
+                        "rate_limit_per_second": None,
+                        "max_in_flight_per_integration": 30,
+                    }
+                ),
+            },
+        }
+
+    def client_config(self, **overrides: Any) -> dict[str, Any]:
+        """KomboClient keyword arguments for the connection (looks the connection up; no network)."""
+        conn = self.get_connection(self.kombo_conn_id)
+        if not conn.password:
+            raise ValueError(f"Kombo connection {self.kombo_conn_id!r} has no API key in its password field")
+        config: dict[str, Any] = {
+            "base_url": base_url_from_connection(conn.host, conn.schema, conn.port),
+            "api_key": conn.password,
+        }
+        config.update(client_options_from_extras(conn.extra_dejson))
+        config.update(self._client_overrides)
+        config.update(overrides)
+        return config
+
+    def get_client(self) -> KomboClient:
+        """The hook's client, built on first use and then reused (its pool and limits are shared)."""
+        if self._client is None:
+            self._client = KomboClient(**self.client_config())
+        return self._client
+
+    def get_conn(self) -> KomboClient:
+        return self.get_client()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the API key with ``GET /check-api-key``; never raises."""
+        try:
+            # A UI check should answer quickly, so no retries and a short timeout.
+            config = self.client_config(max_retries=0)
+            config["timeout"] = min(float(config.get("timeout", 10.0)), 10.0)
+            with KomboClient(**config) as client:
+                data = client.check_api_key()
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, f"Kombo API key is valid for environment {data.environment_id}"

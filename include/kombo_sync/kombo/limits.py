@@ -1,0 +1,191 @@
+"""Client-side limits that keep us inside Kombo's: a shared rate budget and a per-integration in-flight cap."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from kombo_sync.kombo.errors import parse_ratelimit_reset
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IN_FLIGHT = (
+    30  # Kombo's default per-integration concurrency cap (may be lower for some integrations)
+)
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+class RateBudget:
+    """Thread-safe token bucket shared by every thread of a client, which also obeys the server.
+
+    ``rate_per_second=None`` means no client-side rate; the budget then only waits when Kombo says so
+    (``ratelimit-remaining: 0`` or a 429), until ``ratelimit-reset`` has passed. That pause applies to every
+    thread, so one 429 does not turn into thirty.
+    """
+
+    def __init__(
+        self,
+        rate_per_second: float | None = None,
+        burst: int | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        default_pause: float = 1.0,
+    ) -> None:
+        if rate_per_second is not None and rate_per_second <= 0:
+            raise ValueError("rate_per_second must be positive or None")
+        if burst is not None and burst < 1:
+            raise ValueError("burst must be at least 1")
+        self.rate_per_second = rate_per_second
+        self.burst = float(burst if burst is not None else max(1, round(rate_per_second or 1)))
+        self._clock = clock
+        self._sleep = sleep
+        self._default_pause = default_pause
+        self._lock = threading.Lock()
+        self._tokens = self.burst
+        self._updated = clock()
+        self._paused_until = 0.0
+        self.server_limit: float | None = None
+        self.server_remaining: float | None = None
+
+    @property
+    def paused_until(self) -> float:
+        """Clock time before which no request may start (0 when not paused)."""
+        with self._lock:
+            return self._paused_until
+
+    def pause_for(self, seconds: float) -> None:
+        """Hold every new request for ``seconds`` (never shortens an existing pause)."""
+        with self._lock:
+            until = self._clock() + max(0.0, seconds)
+            if until > self._paused_until:
+                self._paused_until = until
+                log.info("Kombo rate budget paused for %.1f s", seconds)
+
+    def _wait_time(self) -> float:
+        """Seconds to wait before a request may start; takes a token when it is 0. Caller holds the lock."""
+        now = self._clock()
+        if now < self._paused_until:
+            return self._paused_until - now
+        if self.rate_per_second is None:
+            return 0.0
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate_per_second)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate_per_second
+
+    def acquire(self) -> float:
+        """Block until a request may start; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                delay = self._wait_time()
+            if delay <= 0:
+                return waited
+            self._sleep(delay)
+            waited += delay
+
+    def observe(self, headers: Mapping[str, str], *, rate_limited: bool = False) -> None:
+        """Learn from a response's ``ratelimit-*`` headers; pause everyone when the window is spent.
+
+        ``rate_limited`` marks a 429 for Kombo's rate limit: it pauses until ``ratelimit-reset`` too, or for
+        ``default_pause`` when the response does not say.
+        """
+        limit = _header_number(headers, "ratelimit-limit")
+        remaining = _header_number(headers, "ratelimit-remaining")
+        with self._lock:
+            if limit is not None:
+                self.server_limit = limit
+            if remaining is not None:
+                self.server_remaining = remaining
+        if rate_limited or (remaining is not None and remaining <= 0):
+            reset = parse_ratelimit_reset(headers.get("ratelimit-reset"))
+            if reset is None and rate_limited:
+                reset = self._default_pause
+            if reset is not None and reset > 0:
+                self.pause_for(reset)
+
+
+class InFlightLimiter:
+    """At most ``max_in_flight`` simultaneous requests per integration id (Kombo's concurrency cap).
+
+    A ``Concurrency-Limit`` response header lower than the configured cap lowers it for that integration,
+    since Kombo sets smaller caps for sensitive integrations.
+    """
+
+    def __init__(
+        self,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.max_in_flight = max_in_flight
+        self._clock = clock
+        self._condition = threading.Condition()
+        self._in_flight: dict[str, int] = {}
+        self._caps: dict[str, int] = {}
+
+    def cap(self, integration_id: str) -> int:
+        with self._condition:
+            return self._caps.get(integration_id, self.max_in_flight)
+
+    def in_flight(self, integration_id: str) -> int:
+        with self._condition:
+            return self._in_flight.get(integration_id, 0)
+
+    def observe(self, integration_id: str | None, headers: Mapping[str, str]) -> None:
+        """Adopt a lower per-integration cap from a ``Concurrency-Limit`` header."""
+        if integration_id is None:
+            return
+        server_cap = _header_number(headers, "concurrency-limit")
+        if server_cap is None or server_cap < 1:
+            return
+        new_cap = min(self.max_in_flight, int(server_cap))
+        with self._condition:
+            if self._caps.get(integration_id, self.max_in_flight) != new_cap:
+                self._caps[integration_id] = new_cap
+                log.info("Kombo concurrency cap for integration %s is %s", integration_id, new_cap)
+                self._condition.notify_all()
+
+    @contextmanager
+    def slot(self, integration_id: str | None, timeout: float | None = None) -> Iterator[None]:
+        """Hold one of the integration's slots for the duration of the block (no limit when id is None)."""
+        if integration_id is None:
+            yield
+            return
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._condition:
+            while self._in_flight.get(integration_id, 0) >= self._caps.get(
+                integration_id, self.max_in_flight
+            ):
+                remaining = None if deadline is None else deadline - self._clock()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"no free request slot for integration {integration_id}")
+                self._condition.wait(remaining)
+            self._in_flight[integration_id] = self._in_flight.get(integration_id, 0) + 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                count = self._in_flight[integration_id] - 1
+                if count:
+                    self._in_flight[integration_id] = count
+                else:
+                    del self._in_flight[integration_id]
+                self._condition.notify_all()

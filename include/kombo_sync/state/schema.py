@@ -1,0 +1,220 @@
+"""Tables of the pipeline's own state store (SQLAlchemy 2 Core, portable between SQLite and PostgreSQL).
+
+Every timestamp is stored as UTC and read back timezone-aware (`UTCDateTime`); JSON columns use `sa.JSON`.
+The repositories in this package are the only writers of these tables. The migration in
+`migrations/versions/0001_initial.py` must produce exactly this metadata (a test compares them).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+# Alembic's version table; named here so the store, the env and the tests agree.
+VERSION_TABLE = "schema_info"
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite has no time zones and returns naive values)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            # A naive timestamp is ambiguous; refusing it keeps local times out of the store.
+            raise ValueError("naive datetime given for a UTC timestamp column")
+        value = value.astimezone(UTC)
+        # SQLite stores the text without an offset; every stored value is UTC so text order is time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _states_check(column: str, values: tuple[str, ...], name: str) -> sa.CheckConstraint:
+    allowed = ", ".join(f"'{value}'" for value in values)
+    return sa.CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+INTEGRATION_STATUSES = ("ACTIVE", "INACTIVE", "INVALID", "DELETED")
+INTEGRATION_SOURCES = ("webhook", "bootstrap", "admin", "api")
+ORDER_STATES = ("received", "inviting", "invited", "rejected", "duplicate", "cancelled", "failed")
+ORDER_SEEN_VIA = ("webhook", "poll")
+INVITATION_CHANNELS = ("platform", "email")
+OUTBOX_STATES = ("pending", "sending", "sent", "dead", "not_writable", "superseded")
+# Known values only: other jobs may quarantine rows too, so the column is not constrained.
+QUARANTINE_JOBS = ("catalog", "writeback", "intake")
+
+
+integrations = sa.Table(
+    "integrations",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True)  # Kombo integration id, tool:xxx,
+    sa.Column("tool", sa.String(100), nullable=False),
+    sa.Column("category", sa.String(32), nullable=False),
+    sa.Column("customer_key", sa.String(255), nullable=True)  # Kombo end_user.origin_id,
+    sa.Column("organization_name", sa.String(), nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("setup_status", sa.String(32), nullable=True),
+    sa.Column("qa_status", sa.String(32), nullable=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
+    sa.Column("invitation_channel", sa.String(16), nullable=True),
+    sa.Column("settings", sa.JSON(), nullable=False),
+    sa.Column("packages_hash", sa.String(128), nullable=True),
+    sa.Column("packages_published_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("deleted_at", UTCDateTime(), nullable=True),
+    _states_check("status", INTEGRATION_STATUSES, "status"),
+    _states_check("source", INTEGRATION_SOURCES, "source"),
+    sa.Index("ix_integrations_customer_key", "customer_key"),
+)
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("integration_id", sa.String(255), nullable=False),
+    sa.Column("package_id", sa.String(255), nullable=False),
+    sa.Column("kombo_status", sa.String(32), nullable=True)  # as last seen,
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("first_seen_via", sa.String(16), nullable=False),
+    sa.Column("candidate_email", sa.String(), nullable=True),
+    sa.Column("candidate_first_name", sa.String(), nullable=True),
+    sa.Column("candidate_last_name", sa.String(), nullable=True),
+    sa.Column("candidate_phone", sa.String(), nullable=True),
+    sa.Column("candidate_remote_id", sa.String(), nullable=True),
+    sa.Column("application_remote_id", sa.String(), nullable=True),
+    sa.Column("job_remote_id", sa.String(), nullable=True),
+    sa.Column("job_name", sa.String(), nullable=True),
+    sa.Column("order_json", sa.JSON(), nullable=False),
+    sa.Column("duplicate_of", sa.String(255), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("invitation_id", sa.String(), nullable=True),
+    sa.Column("invitation_url", sa.Text(), nullable=True),
+    sa.Column("channel", sa.String(16), nullable=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("invited_at", UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(["duplicate_of"], ["orders.id"], ondelete="SET NULL"),
+    _states_check("state", ORDER_STATES, "state"),
+    _states_check("first_seen_via", ORDER_SEEN_VIA, "first_seen_via"),
+    # (integration_id, state) also serves every lookup by integration_id alone (leading column).
+    sa.Index("ix_orders_integration_id_state", "integration_id", "state"),
+    sa.Index("ix_orders_duplicate_rule", "integration_id", "package_id", "candidate_email"),
+    sa.Index("ix_orders_state_next_attempt_at", "state", "next_attempt_at"),
+)
+
+invitations = sa.Table(
+    "invitations",
+    metadata,
+    sa.Column("order_id", sa.String(255), primary_key=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("external_id", sa.String(), nullable=True),  # platform invitation id or SMTP Message-ID
+    sa.Column("url", sa.Text(), nullable=True),
+    sa.Column("sent_at", UTCDateTime(), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(["order_id"], ["orders.id"], ondelete="CASCADE"),
+    _states_check("channel", INVITATION_CHANNELS, "channel"),
+)
+
+result_outbox = sa.Table(
+    "result_outbox",
+    metadata,
+    sa.Column("order_id", sa.String(255), primary_key=True),
+    sa.Column("payload_hash", sa.String(128), primary_key=True),
+    sa.Column("integration_id", sa.String(255), nullable=False),
+    sa.Column("payload_json", sa.JSON(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error_code", sa.String(64), nullable=True),
+    sa.Column("last_error_message", sa.Text(), nullable=True),
+    sa.Column("log_url", sa.Text(), nullable=True),
+    sa.Column("source_updated_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("sent_at", UTCDateTime(), nullable=True),
+    _states_check("state", OUTBOX_STATES, "state"),
+    sa.Index("ix_result_outbox_state_next_attempt_at", "state", "next_attempt_at"),
+)
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("type", sa.String(100), nullable=False),
+    sa.Column("integration_id", sa.String(255), nullable=True),
+    sa.Column("order_id", sa.String(255), nullable=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("response_status", sa.Integer(), nullable=True),
+    sa.Column("response_body", sa.JSON(), nullable=True),
+    sa.Index("ix_webhook_events_received_at", "received_at"),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(32), nullable=False),
+    sa.Column("source_key", sa.String(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("row_json", sa.JSON(), nullable=True),
+    sa.Column("run_id", sa.String(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("resolved_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_quarantine_job_resolved_at", "job", "resolved_at"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("summary", sa.JSON(), nullable=True),
+    sa.Index("ix_runs_job_started_at", "job", "started_at"),
+)
+
+ALL_TABLES: tuple[sa.Table, ...] = (
+    integrations,
+    orders,
+    invitations,
+    result_outbox,
+    webhook_events,
+    quarantine,
+    runs,
+)
+
+
+def table_columns(table: sa.Table) -> tuple[str, ...]:
+    """Column names of a table, in definition order."""
+    return tuple(column.name for column in table.columns)

@@ -1,0 +1,379 @@
+"""`StateStore`: the engine, migrations, transactions and dialect-aware upserts of the pipeline's own database.
+
+The store is never Airflow's metadata DB. Its URL comes from `resolve_state_url()`: the Airflow connection
+`kombo_state` (only looked up when running inside Airflow), then `KOMBO_STATE_DB_URL`, then a SQLite file under
+`$KOMBO_SYNC_HOME` (default `<project>/.local/state.db`).
+
+SQLite runs in WAL mode and every write transaction starts with `BEGIN IMMEDIATE`, so writers queue on the
+database lock (busy timeout 30 s) instead of failing half-way; PostgreSQL uses the default READ COMMITTED and
+row locks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+STATE_CONNECTION_ID = "kombo_state"
+URL_ENV = "KOMBO_STATE_DB_URL"
+HOME_ENV = "KOMBO_SYNC_HOME"
+# include/kombo_sync/state/store.py -> the project root (also the Astro image's /usr/local/airflow).
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# pg_advisory_xact_lock key for migrations: first 8 bytes of sha256("kombo_sync.state.migrate"), signed.
+MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"kombo_sync.state.migrate").digest()[:8], "big", signed=True)
+
+_SQLITE_BEGIN_OPTION = "kombo_sqlite_begin"
+
+
+class StateStoreError(RuntimeError):
+    """The state store cannot be used as configured (unknown revision, unsupported database)."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def normalize_url(url: str) -> str:
+    """Read `postgres://` and driverless `postgresql://` URLs as `postgresql+psycopg://` (psycopg 3)."""
+    url = url.strip()
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password hidden, for logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable url>"
+
+
+def default_sqlite_url() -> str:
+    """`sqlite:///$KOMBO_SYNC_HOME/state.db` (default `<project>/.local`), creating the folder."""
+    home = Path(os.environ.get(HOME_ENV) or PROJECT_ROOT / ".local").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(home / 'state.db').resolve()}"
+
+
+def _running_in_airflow() -> bool:
+    # Only look the connection up where Airflow can answer without a metadata DB of its own making:
+    # a task (supervisor comms), an Airflow server/client process, or an explicit AIRFLOW_CONN_ variable.
+    if os.environ.get(f"AIRFLOW_CONN_{STATE_CONNECTION_ID.upper()}"):
+        return True
+    if os.environ.get("_AIRFLOW_PROCESS_CONTEXT"):
+        return True
+    task_runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
+
+
+def connection_to_url(conn: Any) -> str:
+    """A SQLAlchemy URL from an Airflow connection (conn_type + host/login/password/port/schema/extras)."""
+    conn_type = (conn.conn_type or "").lower().replace("_", "-")
+    if conn_type == "sqlite":
+        path = conn.host or conn.schema
+        if not path:
+            raise StateStoreError(f"connection {STATE_CONNECTION_ID!r} of type sqlite has no file path")
+        return f"sqlite:///{path}"
+    if not conn_type:
+        raise StateStoreError(f"connection {STATE_CONNECTION_ID!r} has no type")
+    drivername = normalize_url(f"{conn_type}://").removesuffix("://")
+    extras = conn.extra_dejson if conn.extra else {}
+    query = {key: str(value) for key, value in extras.items() if isinstance(value, str | int | float | bool)}
+    url = URL.create(
+        drivername,
+        username=conn.login or None,
+        password=conn.password or None,
+        host=conn.host or None,
+        port=conn.port or None,
+        database=conn.schema or None,
+        query=query,
+    )
+    return url.render_as_string(hide_password=False)
+
+
+def _url_from_airflow_connection() -> str | None:
+    if not _running_in_airflow():
+        return None
+    try:
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+    except ImportError:
+        return None
+    try:
+        conn = BaseHook.get_connection(STATE_CONNECTION_ID)
+    except AirflowNotFoundException:
+        log.debug("Airflow connection %s not defined", STATE_CONNECTION_ID)
+        return None
+    except Exception as exc:
+        # No reachable backend (e.g. no metadata DB in this process): fall back, but say so.
+        log.warning("could not read Airflow connection %s (%s); falling back", STATE_CONNECTION_ID, exc)
+        return None
+    return normalize_url(connection_to_url(conn))
+
+
+def resolve_state_url() -> str:
+    """The state store URL: Airflow connection `kombo_state`, then `KOMBO_STATE_DB_URL`, then a SQLite file."""
+    url = _url_from_airflow_connection()
+    if url:
+        log.info("state store from Airflow connection %s: %s", STATE_CONNECTION_ID, mask_url(url))
+        return url
+    env_url = os.environ.get(URL_ENV, "").strip()
+    if env_url:
+        url = normalize_url(env_url)
+        log.info("state store from %s: %s", URL_ENV, mask_url(url))
+        return url
+    url = default_sqlite_url()
+    log.info("state store is the embedded SQLite file %s", url)
+    return url
+
+
+_stores: dict[str, StateStore] = {}
+_stores_lock = threading.Lock()
+
+
+def state_store_from_airflow() -> StateStore:
+    """The process-wide `StateStore` for `resolve_state_url()` (one engine per URL and process)."""
+    url = resolve_state_url()
+    with _stores_lock:
+        store = _stores.get(url)
+        if store is None:
+            store = _stores[url] = StateStore(url)
+        return store
+
+
+# (pid, url) pairs already at head in this process; migrations are checked once per process and URL.
+_migrated: set[tuple[int, str]] = set()
+_migrated_lock = threading.Lock()
+_head_revision: str | None = None
+
+
+def head_revision() -> str:
+    """The newest revision this code ships."""
+    global _head_revision
+    if _head_revision is None:
+        from alembic.script import ScriptDirectory
+
+        from kombo_sync.state.migrations import alembic_config
+
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        if head is None:
+            raise StateStoreError("the state store ships no migration")
+        _head_revision = head
+    return _head_revision
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    from kombo_sync.state.migrations import alembic_config
+
+    return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+class StateStore:
+    """The pipeline's own database: lazy engine, `migrate()`, `transaction()`, dialect-aware `upsert()`."""
+
+    def __init__(self, url: str, *, clock: Clock | None = None) -> None:
+        self.url = normalize_url(url)
+        self._url = make_url(self.url)
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StateStoreError(f"unsupported state database {self.dialect!r}; use SQLite or PostgreSQL")
+        self._clock = clock or utcnow
+        self._engine: Engine | None = None
+        self._engine_pid: int | None = None
+        self._engine_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"StateStore({mask_url(self.url)!r})"
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self._url.get_backend_name()
+
+    def now(self) -> datetime:
+        """The store's clock (injectable for tests), timezone-aware UTC."""
+        value = self._clock()
+        if value.tzinfo is None:
+            raise ValueError("the state store clock returned a naive datetime")
+        return value.astimezone(UTC)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, created on first use (and again in a forked child, whose inherited pool is unusable)."""
+        with self._engine_lock:
+            if self._engine is not None and self._engine_pid != os.getpid():
+                self._engine.dispose(close=False)
+                self._engine = None
+            if self._engine is None:
+                self._engine = self._create_engine()
+                self._engine_pid = os.getpid()
+            return self._engine
+
+    def dispose(self) -> None:
+        """Close pooled connections (the engine is re-created on next use)."""
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def _is_memory_sqlite(self) -> bool:
+        return self.dialect == "sqlite" and self._url.database in (None, "", ":memory:")
+
+    def _create_engine(self, *, foreign_keys: bool = True, pooled: bool = True) -> Engine:
+        if self.dialect == "postgresql":
+            kwargs: dict[str, Any] = {"pool_pre_ping": True}
+            if not pooled:
+                kwargs = {"poolclass": sa.pool.NullPool}
+            return sa.create_engine(self._url, **kwargs)
+        connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        if self._is_memory_sqlite():
+            # One shared connection, or every checkout would see its own empty database.
+            engine = sa.create_engine(self._url, connect_args=connect_args, poolclass=StaticPool)
+        else:
+            Path(self._url.database or "").expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            pool_kwargs: dict[str, Any] = {} if pooled else {"poolclass": sa.pool.NullPool}
+            engine = sa.create_engine(self._url, connect_args=connect_args, **pool_kwargs)
+        _install_sqlite_hooks(engine, foreign_keys=foreign_keys)
+        return engine
+
+    @contextmanager
+    def transaction(self, *, readonly: bool = False) -> Iterator[Connection]:
+        """A connection inside one transaction, committed on exit; SQLite write transactions `BEGIN IMMEDIATE`."""
+        self.ensure_migrated()
+        with self.engine.connect() as conn:
+            if readonly:
+                conn = conn.execution_options(**{_SQLITE_BEGIN_OPTION: "DEFERRED"})
+            with conn.begin():
+                yield conn
+
+    def current_revision(self) -> str | None:
+        """The revision the database is at (None before the first migration)."""
+        from alembic.runtime.migration import MigrationContext
+
+        from kombo_sync.state.schema import VERSION_TABLE
+
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{_SQLITE_BEGIN_OPTION: "DEFERRED"})
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            return context.get_current_revision()
+
+    def migrate(self) -> str:
+        """Upgrade to head; safe to run from several processes at once. Returns the revision."""
+        from alembic import command
+
+        from kombo_sync.state.migrations import alembic_config
+
+        log.info("migrating state store %s to %s", mask_url(self.url), head_revision())
+        if self._is_memory_sqlite():
+            engine = self.engine
+        else:
+            # Own engine: SQLite must run batch migrations with foreign keys off (PRAGMA is per connection
+            # and ignored inside a transaction), and a one-off connection should not stay pooled.
+            engine = self._create_engine(foreign_keys=False, pooled=False)
+        try:
+            with engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Serialises concurrent migrators; released at commit. SQLite: BEGIN IMMEDIATE does it.
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+                command.upgrade(alembic_config(conn), "head")
+                if self.dialect == "sqlite":
+                    problems = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if problems:
+                        raise StateStoreError(f"migration left {len(problems)} foreign key violations")
+        finally:
+            if engine is not self._engine:
+                engine.dispose()
+        with _migrated_lock:
+            _migrated.add((os.getpid(), self.url))
+        revision = self.current_revision()
+        log.info("state store %s is at revision %s", mask_url(self.url), revision)
+        return revision or ""
+
+    def ensure_migrated(self) -> None:
+        """Migrate to head unless this process already saw this URL at head."""
+        key = (os.getpid(), self.url)
+        if key in _migrated:
+            return
+        current = self.current_revision()
+        if current == head_revision():
+            with _migrated_lock:
+                _migrated.add(key)
+            return
+        if current is not None and current not in _known_revisions():
+            raise StateStoreError(
+                f"state database is at revision {current!r}, which this code does not know: deploy newer code"
+            )
+        self.migrate()
+
+    def upsert(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        rows: Iterable[Mapping[str, Any]],
+        key_columns: Sequence[str],
+        update_columns: Sequence[str] | Mapping[str, Any],
+        *,
+        where: sa.ColumnElement[bool] | None = None,
+    ) -> int:
+        """`INSERT ... ON CONFLICT (key_columns)`: update `update_columns` (names take the new row's value,
+        a mapping gives values or SQL expressions), or do nothing when empty. Returns the driver's rowcount
+        (exact for a single row)."""
+        batch = [dict(row) for row in rows]
+        if not batch:
+            return 0
+        insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
+        stmt = insert(table)
+        if update_columns:
+            if isinstance(update_columns, Mapping):
+                set_ = dict(update_columns)
+            else:
+                set_ = {name: stmt.excluded[name] for name in update_columns}
+            upsert_stmt = stmt.on_conflict_do_update(index_elements=list(key_columns), set_=set_, where=where)
+        else:
+            upsert_stmt = stmt.on_conflict_do_nothing(index_elements=list(key_columns))
+        result = conn.execute(upsert_stmt, batch[0] if len(batch) == 1 else batch)
+        return max(result.rowcount, 0)
+
+
+def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 module so that SQLAlchemy's begin emits ours (below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+            cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock up front: a read-then-write transaction (claims, upserts) can then
+        # never fail with SQLITE_BUSY half-way, it waits for the busy timeout instead.
+        mode = conn.get_execution_options().get(_SQLITE_BEGIN_OPTION, "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
