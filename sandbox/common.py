@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
+from fastapi import FastAPI
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -32,7 +34,7 @@ class IdFactory:
 
     def new(self, length: int = 24) -> str:
         with self._lock:
-            return "".join(self._rng.choice(ID_ALPHABET) for _ in range(length))
+            return "".join(self._rng.choices(ID_ALPHABET, k=length))
 
 
 def utc_now() -> datetime:
@@ -132,3 +134,19 @@ async def drop_connection(send: Send, receive: Receive, fallback_hang_seconds: f
         if getattr(cycle, "disconnected", True):
             return
         await asyncio.sleep(0.005)
+
+
+SERVER_SEND_KEY = "sandbox.server_send"
+
+
+class SandboxFastAPI(FastAPI):
+    """FastAPI that keeps the server's own `send` in the scope, so a fault can drop the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        if scope["type"] == "http":
+            scope[SERVER_SEND_KEY] = send
+        await super().__call__(scope, receive, send)  # type: ignore[arg-type]
+
+
+def server_send(scope: Scope, fallback: Send) -> Send:
+    return scope.get(SERVER_SEND_KEY, fallback)

@@ -70,15 +70,28 @@ class IntakeSettings(_Section):
 
 
 class WritebackSettings(_Section):
+    # The team's completed-results query (column contract in docs/writeback.md), run on the warehouse.
     sql_file: str = "include/sql/results.sql"
+    # Rows updated this long before the data interval are read again, so late-committed rows are not skipped.
     overlap_minutes: int = Field(60, ge=0)
+    # Warehouse rows read, mapped and enqueued at a time: memory grows with this, never with the backlog.
     chunk_rows: int = Field(5000, ge=1)
+    # Worker threads sending PUTs; the client still caps each integration at Kombo's 30 in flight.
     max_concurrency: int = Field(64, ge=1)
+    # Outbox rows claimed per batch by the sender (and lease length, after which a dead worker's rows return).
+    claim_batch_rows: int = Field(500, ge=1)
+    lease_seconds: int = Field(300, ge=10)
+    # Transient failures (after the client's own retries) before a result becomes a dead letter.
     max_attempts: int = Field(8, ge=1)
     retry_backoff_seconds: int = Field(60, ge=0)
     # Reports larger than this are sent as a link (data_url) or, without one, quarantined.
     max_attachment_bytes: int = Field(5_000_000, ge=1)
+    # Fetch non-HTTPS report URLs (e.g. an internal file server) and send their bytes instead of a link.
     fetch_report_urls: bool = False
+    # Stop claiming new results after this many seconds (None: drain the outbox); the rest waits for the next run.
+    max_send_seconds: float | None = Field(None, gt=0)
+    # Payloads printed by a dry run (the count and the hashes of the rest are still reported).
+    dry_run_preview_rows: int = Field(20, ge=0)
 
 
 class WebhookSettings(_Section):

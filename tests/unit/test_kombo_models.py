@@ -4,8 +4,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
 from kombo_sync.kombo.models import (
     ORDER_RECEIVED_WEBHOOK_TYPES,
     ORDER_STATUSES,
@@ -36,6 +34,7 @@ from kombo_sync.kombo.models import (
     format_kombo_datetime,
     parse_webhook_data,
 )
+from pydantic import ValidationError
 
 # From openapi-assessment.json (`webhooks.*.post...example`), the job description shortened.
 ORDER_DATA = {
@@ -200,7 +199,9 @@ def test_webhook_examples_of_the_spec_file_parse():
 
 
 def test_order_received_fields():
-    data = parse_webhook_data(WebhookEnvelope.model_validate(WEBHOOK_EXAMPLES[WEBHOOK_ASSESSMENT_ORDER_RECEIVED]))
+    data = parse_webhook_data(
+        WebhookEnvelope.model_validate(WEBHOOK_EXAMPLES[WEBHOOK_ASSESSMENT_ORDER_RECEIVED])
+    )
     assert isinstance(data, OrderReceivedData) and isinstance(data, Order)
     assert data.integration_id == "workday:CBNMt7dSNCzBdnRTx87dev4E"
     assert data.candidate.email == "john.doe@gmail.com"
@@ -210,7 +211,9 @@ def test_order_received_fields():
 
 
 def test_integration_webhook_fields():
-    deleted = parse_webhook_data(WebhookEnvelope.model_validate(WEBHOOK_EXAMPLES[WEBHOOK_INTEGRATION_DELETED]))
+    deleted = parse_webhook_data(
+        WebhookEnvelope.model_validate(WEBHOOK_EXAMPLES[WEBHOOK_INTEGRATION_DELETED])
+    )
     assert isinstance(deleted, IntegrationDeletedData)
     assert deleted.deleted_at == datetime(2021, 9, 1, 12, tzinfo=UTC)
     assert deleted.end_user.origin_id == "36123"
@@ -318,7 +321,13 @@ def test_packages():
     )
     assert remote.type is None and remote.updated_at is None
     new_type = RemotePackage.model_validate(
-        {"id": "1", "name": "n", "description": "d", "updated_at": "2023-06-29T18:47:40.890Z", "type": "CODING"}
+        {
+            "id": "1",
+            "name": "n",
+            "description": "d",
+            "updated_at": "2023-06-29T18:47:40.890Z",
+            "type": "CODING",
+        }
     )
     assert new_type.type == "CODING"
     assert new_type.updated_at == datetime(2023, 6, 29, 18, 47, 40, 890000, tzinfo=UTC)
@@ -357,7 +366,12 @@ def test_result_payload_built_in_code_matches_the_canonical_example():
 
 def test_result_payload_leaves_out_unset_optional_fields():
     wire = ResultPayload(status="CANCELLED", result_url="https://x.test/r/1").to_wire()
-    assert wire == {"status": "CANCELLED", "result_url": "https://x.test/r/1", "attributes": [], "attachments": []}
+    assert wire == {
+        "status": "CANCELLED",
+        "result_url": "https://x.test/r/1",
+        "attributes": [],
+        "attachments": [],
+    }
     zero = ResultPayload(status="COMPLETED", result_url="https://x", score=0).to_wire()
     assert zero["score"] == 0  # zero is a score, not a missing one
 
@@ -367,11 +381,17 @@ def test_result_payload_remote_fields_keep_wire_names():
         {
             "status": "COMPLETED",
             "result_url": "https://x",
-            "remote_fields": {"smartrecruiters": {"score_label": "Top 10%"}, "recruitee": {"subtitle": "Skills"}},
+            "remote_fields": {
+                "smartrecruiters": {"score_label": "Top 10%"},
+                "recruitee": {"subtitle": "Skills"},
+            },
         }
     )
     wire = payload.to_wire()
-    assert wire["remote_fields"] == {"smartrecruiters": {"scoreLabel": "Top 10%"}, "recruitee": {"subtitle": "Skills"}}
+    assert wire["remote_fields"] == {
+        "smartrecruiters": {"scoreLabel": "Top 10%"},
+        "recruitee": {"subtitle": "Skills"},
+    }
     again = ResultPayload.model_validate(wire)
     assert again.remote_fields is not None and again.remote_fields.smartrecruiters is not None
     assert again.remote_fields.smartrecruiters.score_label == "Top 10%"
@@ -382,7 +402,11 @@ def test_result_payload_validation():
         ResultPayload.model_validate({"status": "COMPLETED"})  # result_url is required
     with pytest.raises(ValidationError):
         ResultPayload.model_validate(
-            {"status": "COMPLETED", "result_url": "https://x", "attributes": [{"type": "CHART", "label": "x"}]}
+            {
+                "status": "COMPLETED",
+                "result_url": "https://x",
+                "attributes": [{"type": "CHART", "label": "x"}],
+            }
         )
     with pytest.raises(ValidationError):
         Attachment(name="r.pdf", data="AAAA")  # content_type is required with data
@@ -394,7 +418,9 @@ def test_result_payload_validation():
 
 
 def test_format_kombo_datetime():
-    assert format_kombo_datetime(datetime(2024, 1, 2, 3, 4, 5, 678999, tzinfo=UTC)) == "2024-01-02T03:04:05.678Z"
+    assert (
+        format_kombo_datetime(datetime(2024, 1, 2, 3, 4, 5, 678999, tzinfo=UTC)) == "2024-01-02T03:04:05.678Z"
+    )
     assert format_kombo_datetime(datetime(2024, 1, 2, 3, 4, 5)) == "2024-01-02T03:04:05.000Z"  # naive = UTC
     cet = timezone(timedelta(hours=1))
     assert format_kombo_datetime(datetime(2024, 1, 1, 0, 30, tzinfo=cet)) == "2023-12-31T23:30:00.000Z"

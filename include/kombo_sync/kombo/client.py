@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kombo_sync.kombo.errors import (
     KomboError,
@@ -44,6 +44,7 @@ from kombo_sync.kombo.models import (
 )
 
 log = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 DEFAULT_BASE_URL = "https://api.kombo.dev/v1"
 DEFAULT_USER_AGENT = "kombo-assessment-sync/0.1 (+httpx)"
@@ -179,7 +180,7 @@ class KomboClient:
                 raise KomboTimeoutError(
                     f"timed out after {self.timeout:g} s ({type(exc).__name__})", method=method, path=path
                 ) from exc
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # connection, protocol and decoding failures
                 raise KomboTransportError(
                     f"transport error ({type(exc).__name__})", method=method, path=path
                 ) from exc
@@ -244,7 +245,7 @@ class KomboClient:
                 attempt += 1
 
     @staticmethod
-    def _parse(model: Any, data: Any, method: str, path: str) -> Any:
+    def _parse(model: type[ModelT], data: Any, method: str, path: str) -> ModelT:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -269,15 +270,13 @@ class KomboClient:
     def check_api_key(self) -> CheckApiKeyData:
         """``GET /check-api-key``: verifies the key, returns its environment."""
         body = self._request("GET", "/check-api-key")
-        result: CheckApiKeyData = self._parse(CheckApiKeyData, body["data"], "GET", "/check-api-key")
-        return result
+        return self._parse(CheckApiKeyData, body["data"], "GET", "/check-api-key")
 
     def get_integration(self, integration_id: str) -> IntegrationDetails:
         """``GET /integrations/{integration_id}``."""
         path = f"/integrations/{quote(integration_id, safe=':')}"
         body = self._request("GET", path)
-        result: IntegrationDetails = self._parse(IntegrationDetails, body["data"], "GET", path)
-        return result
+        return self._parse(IntegrationDetails, body["data"], "GET", path)
 
     def get_packages(self, integration_id: str) -> list[RemotePackage]:
         """``GET /assessment/packages`` (a debugging aid: Kombo's copy of what we last set)."""
@@ -329,7 +328,7 @@ class KomboClient:
         while True:
             params = dict(filters) if cursor is None else {**filters, "cursor": cursor}
             body = self._request("GET", path, integration_id=integration_id, params=params)
-            page: OrdersPage = self._parse(OrdersPage, body["data"], "GET", path)
+            page = self._parse(OrdersPage, body["data"], "GET", path)
             page_number += 1
             total += len(page.results)
             log.info(

@@ -8,6 +8,7 @@ The repositories in this package are the only writers of these tables. The migra
 from __future__ import annotations
 
 from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
@@ -67,10 +68,10 @@ QUARANTINE_JOBS = ("catalog", "writeback", "intake")
 integrations = sa.Table(
     "integrations",
     metadata,
-    sa.Column("id", sa.String(255), primary_key=True)  # Kombo integration id, tool:xxx,
+    sa.Column("id", sa.String(255), primary_key=True),  # Kombo integration id, tool:xxx
     sa.Column("tool", sa.String(100), nullable=False),
     sa.Column("category", sa.String(32), nullable=False),
-    sa.Column("customer_key", sa.String(255), nullable=True)  # Kombo end_user.origin_id,
+    sa.Column("customer_key", sa.String(255), nullable=True),  # Kombo end_user.origin_id
     sa.Column("organization_name", sa.String(), nullable=True),
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("setup_status", sa.String(32), nullable=True),
@@ -95,7 +96,7 @@ orders = sa.Table(
     sa.Column("id", sa.String(255), primary_key=True),
     sa.Column("integration_id", sa.String(255), nullable=False),
     sa.Column("package_id", sa.String(255), nullable=False),
-    sa.Column("kombo_status", sa.String(32), nullable=True)  # as last seen,
+    sa.Column("kombo_status", sa.String(32), nullable=True),  # as last seen
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("first_seen_via", sa.String(16), nullable=False),
     sa.Column("candidate_email", sa.String(), nullable=True),
@@ -218,3 +219,16 @@ ALL_TABLES: tuple[sa.Table, ...] = (
 def table_columns(table: sa.Table) -> tuple[str, ...]:
     """Column names of a table, in definition order."""
     return tuple(column.name for column in table.columns)
+
+
+# Wake-up requests from the webhook to the triggerer (kombo_sync.wakeups; migration 0002_wakeups).
+wakeups = sa.Table(
+    "wakeups",
+    metadata,
+    sa.Column("topic", sa.String(64), primary_key=True),
+    sa.Column("requested", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    sa.Column("consumed", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    sa.Column("requested_at", UTCDateTime(), nullable=True),
+    sa.Column("consumed_at", UTCDateTime(), nullable=True),
+)
+ALL_TABLES = (*ALL_TABLES, wakeups)

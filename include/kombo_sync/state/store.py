@@ -25,8 +25,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
+
+from kombo_sync.connections import normalize_url, sqlalchemy_url
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,9 @@ HOME_ENV = "KOMBO_SYNC_HOME"
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 # pg_advisory_xact_lock key for migrations: first 8 bytes of sha256("kombo_sync.state.migrate"), signed.
-MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"kombo_sync.state.migrate").digest()[:8], "big", signed=True)
+MIGRATION_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"kombo_sync.state.migrate").digest()[:8], "big", signed=True
+)
 
 _SQLITE_BEGIN_OPTION = "kombo_sqlite_begin"
 
@@ -51,15 +55,6 @@ class StateStoreError(RuntimeError):
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
-
-
-def normalize_url(url: str) -> str:
-    """Read `postgres://` and driverless `postgresql://` URLs as `postgresql+psycopg://` (psycopg 3)."""
-    url = url.strip()
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
 
 
 def mask_url(url: str) -> str:
@@ -77,10 +72,11 @@ def default_sqlite_url() -> str:
     return f"sqlite:///{(home / 'state.db').resolve()}"
 
 
-def _running_in_airflow() -> bool:
-    # Only look the connection up where Airflow can answer without a metadata DB of its own making:
-    # a task (supervisor comms), an Airflow server/client process, or an explicit AIRFLOW_CONN_ variable.
-    if os.environ.get(f"AIRFLOW_CONN_{STATE_CONNECTION_ID.upper()}"):
+def _running_in_airflow(conn_id: str) -> bool:
+    # Only look the connection up where Airflow can answer it: a task (supervisor comms), an Airflow
+    # server/client process, or an explicit AIRFLOW_CONN_ variable. Elsewhere (CLI, tests, the sandbox) Airflow
+    # may be installed without a metadata DB or a task context, and the lookup is skipped.
+    if os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"):
         return True
     if os.environ.get("_AIRFLOW_PROCESS_CONTEXT"):
         return True
@@ -88,33 +84,8 @@ def _running_in_airflow() -> bool:
     return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
 
 
-def connection_to_url(conn: Any) -> str:
-    """A SQLAlchemy URL from an Airflow connection (conn_type + host/login/password/port/schema/extras)."""
-    conn_type = (conn.conn_type or "").lower().replace("_", "-")
-    if conn_type == "sqlite":
-        path = conn.host or conn.schema
-        if not path:
-            raise StateStoreError(f"connection {STATE_CONNECTION_ID!r} of type sqlite has no file path")
-        return f"sqlite:///{path}"
-    if not conn_type:
-        raise StateStoreError(f"connection {STATE_CONNECTION_ID!r} has no type")
-    drivername = normalize_url(f"{conn_type}://").removesuffix("://")
-    extras = conn.extra_dejson if conn.extra else {}
-    query = {key: str(value) for key, value in extras.items() if isinstance(value, str | int | float | bool)}
-    url = URL.create(
-        drivername,
-        username=conn.login or None,
-        password=conn.password or None,
-        host=conn.host or None,
-        port=conn.port or None,
-        database=conn.schema or None,
-        query=query,
-    )
-    return url.render_as_string(hide_password=False)
-
-
-def _url_from_airflow_connection() -> str | None:
-    if not _running_in_airflow():
+def _url_from_airflow_connection(conn_id: str) -> str | None:
+    if not _running_in_airflow(conn_id):
         return None
     try:
         from airflow.sdk import BaseHook
@@ -122,22 +93,23 @@ def _url_from_airflow_connection() -> str | None:
     except ImportError:
         return None
     try:
-        conn = BaseHook.get_connection(STATE_CONNECTION_ID)
+        conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
-        log.debug("Airflow connection %s not defined", STATE_CONNECTION_ID)
+        log.debug("Airflow connection %s not defined", conn_id)
         return None
     except Exception as exc:
         # No reachable backend (e.g. no metadata DB in this process): fall back, but say so.
-        log.warning("could not read Airflow connection %s (%s); falling back", STATE_CONNECTION_ID, exc)
+        log.warning("could not read Airflow connection %s (%s); falling back", conn_id, type(exc).__name__)
         return None
-    return normalize_url(connection_to_url(conn))
+    return normalize_url(sqlalchemy_url(conn))
 
 
-def resolve_state_url() -> str:
-    """The state store URL: Airflow connection `kombo_state`, then `KOMBO_STATE_DB_URL`, then a SQLite file."""
-    url = _url_from_airflow_connection()
+def resolve_state_url(conn_id: str = STATE_CONNECTION_ID) -> str:
+    """The state store URL: Airflow connection `conn_id` (inside Airflow only), then `KOMBO_STATE_DB_URL`,
+    then `sqlite:///$KOMBO_SYNC_HOME/state.db`."""
+    url = _url_from_airflow_connection(conn_id)
     if url:
-        log.info("state store from Airflow connection %s: %s", STATE_CONNECTION_ID, mask_url(url))
+        log.info("state store from Airflow connection %s: %s", conn_id, mask_url(url))
         return url
     env_url = os.environ.get(URL_ENV, "").strip()
     if env_url:
@@ -153,9 +125,9 @@ _stores: dict[str, StateStore] = {}
 _stores_lock = threading.Lock()
 
 
-def state_store_from_airflow() -> StateStore:
-    """The process-wide `StateStore` for `resolve_state_url()` (one engine per URL and process)."""
-    url = resolve_state_url()
+def state_store_from_airflow(conn_id: str = STATE_CONNECTION_ID) -> StateStore:
+    """The process-wide `StateStore` for `resolve_state_url(conn_id)` (one engine per URL and process)."""
+    url = resolve_state_url(conn_id)
     with _stores_lock:
         store = _stores.get(url)
         if store is None:

@@ -1,0 +1,105 @@
+"""`WebhookEventLog`: the only writer of `webhook_events`, Kombo's webhook event ids for dedupe.
+
+A redelivered event (same `id`) gets the answer stored for its first delivery, so a retry by Kombo can never
+turn an accepted order into a rejected one or the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from kombo_sync.state._util import to_jsonable
+from kombo_sync.state.schema import webhook_events
+from kombo_sync.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    id: str
+    type: str
+    integration_id: str | None
+    order_id: str | None
+    received_at: datetime
+    response_status: int | None
+    response_body: Any
+    # True only for the call that recorded the event first.
+    created: bool = False
+
+    @property
+    def answered(self) -> bool:
+        """Whether a response was stored (a redelivery should get the same one)."""
+        return self.response_status is not None
+
+
+class WebhookEventLog:
+    """Webhook events seen, and the answer given to each."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def record_or_get(
+        self,
+        event_id: str,
+        type: str,
+        integration_id: str | None = None,
+        order_id: str | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> WebhookEvent:
+        """Record the event if it is new (`created=True`), else return the stored one with its answer."""
+        row = {
+            "id": event_id,
+            "type": type,
+            "integration_id": integration_id,
+            "order_id": order_id,
+            "received_at": now or self.store.now(),
+            "response_status": None,
+            "response_body": None,
+        }
+        with self.store.transaction() as conn:
+            created = bool(self.store.upsert(conn, webhook_events, [row], ["id"], []))
+            stored = (
+                conn.execute(sa.select(webhook_events).where(webhook_events.c.id == event_id))
+                .mappings()
+                .one()
+            )
+        if not created:
+            log.info("webhook event %s (%s) is a redelivery", event_id, type)
+        return WebhookEvent(**stored, created=created)
+
+    def store_response(self, event_id: str, status: int, body: Any) -> bool:
+        """Store the answer given to the event; False if the event was never recorded."""
+        with self.store.transaction() as conn:
+            return bool(
+                conn.execute(
+                    sa.update(webhook_events)
+                    .where(webhook_events.c.id == event_id)
+                    .values(response_status=status, response_body=to_jsonable(body))
+                ).rowcount
+            )
+
+    def get(self, event_id: str) -> WebhookEvent | None:
+        """The stored event, or None."""
+        with self.store.transaction(readonly=True) as conn:
+            row = (
+                conn.execute(sa.select(webhook_events).where(webhook_events.c.id == event_id))
+                .mappings()
+                .first()
+            )
+        return None if row is None else WebhookEvent(**row)
+
+    def purge_received_before(self, cutoff: datetime) -> int:
+        """Forget events received before `cutoff` (housekeeping); returns how many."""
+        with self.store.transaction() as conn:
+            purged = conn.execute(
+                sa.delete(webhook_events).where(webhook_events.c.received_at < cutoff)
+            ).rowcount
+        log.info("webhook events: %d older than %s purged", purged, cutoff.isoformat())
+        return purged

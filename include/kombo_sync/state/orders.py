@@ -1,0 +1,467 @@
+"""`OrderRepository`: the only writer of `orders` and `invitations`.
+
+Every order is one row with a state machine (`TRANSITIONS`). Invites are claimed by compare-and-set with a
+lease, so two workers never hold the same order, and a worker that lost its lease cannot mark it invited.
+Nothing here logs candidate data: only order ids, states and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from kombo_sync.state._util import clip, to_jsonable
+from kombo_sync.state.schema import INVITATION_CHANNELS, ORDER_SEEN_VIA, ORDER_STATES, invitations, orders
+from kombo_sync.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+RECEIVED = "received"
+INVITING = "inviting"
+INVITED = "invited"
+REJECTED = "rejected"
+DUPLICATE = "duplicate"
+CANCELLED = "cancelled"
+FAILED = "failed"
+
+# An order in one of these states still stands for a candidate who has, or will get, an invitation.
+ACTIVE_STATES = (RECEIVED, INVITING, INVITED)
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    sources: frozenset[str]
+    target: str
+
+
+TRANSITIONS: dict[str, Transition] = {
+    t.name: t
+    for t in (
+        # inviting -> inviting is a re-claim of an order whose lease expired (the worker died mid-send).
+        Transition("claim", frozenset({RECEIVED, INVITING}), INVITING),
+        Transition("mark_invited", frozenset({INVITING}), INVITED),
+        Transition("release_with_error", frozenset({INVITING}), RECEIVED),
+        Transition("mark_failed", frozenset({RECEIVED, INVITING}), FAILED),
+        Transition("mark_duplicate", frozenset({RECEIVED}), DUPLICATE),
+        Transition("mark_rejected", frozenset({RECEIVED}), REJECTED),
+        Transition("mark_cancelled", frozenset({RECEIVED, INVITING}), CANCELLED),
+    )
+}
+
+ALLOWED_TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
+    (source, t.target) for t in TRANSITIONS.values() for source in t.sources
+)
+
+
+def is_allowed(source: str, target: str) -> bool:
+    """Whether the state machine has an edge `source -> target`."""
+    return (source, target) in ALLOWED_TRANSITIONS
+
+
+class OrderNotFound(LookupError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id} is not in the state store")
+        self.order_id = order_id
+
+
+class InvalidTransition(RuntimeError):
+    def __init__(self, order_id: str, current: str, target: str) -> None:
+        super().__init__(f"order {order_id}: {current} -> {target} is not an allowed transition")
+        self.order_id = order_id
+        self.current = current
+        self.target = target
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    created: bool
+    state: str
+
+
+@dataclass(frozen=True)
+class ClaimedOrder:
+    """An order this worker holds the lease on. Candidate fields are kept out of `repr` (and so out of logs)."""
+
+    order_id: str
+    integration_id: str
+    package_id: str
+    kombo_status: str | None
+    attempts: int
+    lease_owner: str
+    lease_expires_at: datetime
+    received_at: datetime
+    candidate_email: str | None = field(repr=False)
+    candidate_first_name: str | None = field(repr=False)
+    candidate_last_name: str | None = field(repr=False)
+    candidate_phone: str | None = field(repr=False)
+    candidate_remote_id: str | None = field(repr=False)
+    application_remote_id: str | None
+    job_remote_id: str | None
+    job_name: str | None
+    order_json: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """One row of `orders`. Candidate fields are kept out of `repr`."""
+
+    id: str
+    integration_id: str
+    package_id: str
+    kombo_status: str | None
+    state: str
+    first_seen_via: str
+    candidate_email: str | None = field(repr=False)
+    candidate_first_name: str | None = field(repr=False)
+    candidate_last_name: str | None = field(repr=False)
+    candidate_phone: str | None = field(repr=False)
+    candidate_remote_id: str | None = field(repr=False)
+    application_remote_id: str | None
+    job_remote_id: str | None
+    job_name: str | None
+    order_json: dict[str, Any] = field(repr=False)
+    duplicate_of: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None = field(repr=False)
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    invitation_id: str | None
+    invitation_url: str | None
+    channel: str | None
+    received_at: datetime
+    updated_at: datetime
+    invited_at: datetime | None
+
+
+_CLAIMED_COLUMNS = [orders.c.id if f.name == "order_id" else orders.c[f.name] for f in fields(ClaimedOrder)]
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _order_columns(order: Mapping[str, Any], integration_id: str | None) -> dict[str, Any]:
+    order_id = _text(order.get("id"))
+    package_id = _text(order.get("package_id"))
+    integration = _text(integration_id or order.get("integration_id"))
+    missing = [
+        name
+        for name, value in (("id", order_id), ("package_id", package_id), ("integration_id", integration))
+        if not value
+    ]
+    if missing:
+        raise ValueError(f"order {order_id or '?'} lacks {', '.join(missing)}")
+    candidate = order.get("candidate") or {}
+    application = order.get("application") or {}
+    job = order.get("job") or {}
+    return {
+        "id": order_id,
+        "integration_id": integration,
+        "package_id": package_id,
+        "kombo_status": _text(order.get("status")),
+        "candidate_email": _text(candidate.get("email")),
+        "candidate_first_name": _text(candidate.get("first_name")),
+        "candidate_last_name": _text(candidate.get("last_name")),
+        "candidate_phone": _text(candidate.get("phone")),
+        "candidate_remote_id": _text(candidate.get("remote_id")),
+        "application_remote_id": _text(application.get("remote_id")),
+        "job_remote_id": _text(job.get("remote_id")),
+        "job_name": _text(job.get("name")),
+        "order_json": to_jsonable(dict(order)),
+    }
+
+
+class OrderRepository:
+    """Orders and their invitations: record, claim for invite, and the named state transitions."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def record_order(
+        self,
+        order: Mapping[str, Any],
+        seen_via: str,
+        *,
+        integration_id: str | None = None,
+        now: datetime | None = None,
+    ) -> RecordResult:
+        """Record a Kombo order once (webhook or poll, concurrently or not); a later sighting only refreshes
+        `kombo_status` and `order_json`. `integration_id` is for poll results, which do not carry it."""
+        if seen_via not in ORDER_SEEN_VIA:
+            raise ValueError(f"seen_via must be one of {ORDER_SEEN_VIA}, not {seen_via!r}")
+        columns = _order_columns(order, integration_id)
+        now = now or self.store.now()
+        row = {
+            **columns,
+            "state": RECEIVED,
+            "first_seen_via": seen_via,
+            "attempts": 0,
+            "received_at": now,
+            "updated_at": now,
+        }
+        with self.store.transaction() as conn:
+            # DO NOTHING, then a plain UPDATE: only the first writer's first_seen_via/received_at survive, and
+            # a concurrent insert of the same id waits for the other commit instead of failing.
+            if self.store.upsert(conn, orders, [row], ["id"], []):
+                log.info("order %s recorded via %s", columns["id"], seen_via)
+                return RecordResult(created=True, state=RECEIVED)
+            state = conn.execute(
+                sa.update(orders)
+                .where(orders.c.id == columns["id"])
+                .values(
+                    kombo_status=columns["kombo_status"], order_json=columns["order_json"], updated_at=now
+                )
+                .returning(orders.c.state)
+            ).scalar_one()
+        return RecordResult(created=False, state=state)
+
+    def claim_orders_for_invite(
+        self,
+        owner: str,
+        lease_seconds: int,
+        limit: int,
+        integration_ids: Iterable[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[ClaimedOrder]:
+        """Claim up to `limit` orders that are due (received, retry time reached) or whose lease expired;
+        each claim is a compare-and-set, so concurrent claimers never get the same order. Attempts +1."""
+        if limit <= 0:
+            return []
+        wanted = None if integration_ids is None else sorted(set(integration_ids))
+        if wanted == []:
+            return []
+        now = now or self.store.now()
+        claimable = sa.or_(
+            sa.and_(
+                orders.c.state == RECEIVED,
+                sa.or_(orders.c.next_attempt_at.is_(None), orders.c.next_attempt_at <= now),
+            ),
+            sa.and_(
+                orders.c.state == INVITING,
+                sa.or_(orders.c.lease_expires_at.is_(None), orders.c.lease_expires_at <= now),
+            ),
+        )
+        candidates = (
+            sa.select(orders.c.id).where(claimable).order_by(orders.c.received_at, orders.c.id).limit(limit)
+        )
+        if wanted is not None:
+            candidates = candidates.where(orders.c.integration_id.in_(wanted))
+        if self.store.dialect == "postgresql":
+            # Concurrent claimers skip each other's rows instead of queueing behind them.
+            candidates = candidates.with_for_update(skip_locked=True)
+        with self.store.transaction() as conn:
+            ids = list(conn.execute(candidates).scalars())
+            if not ids:
+                return []
+            # The UPDATE repeats the condition: a row someone else claimed meanwhile is simply not returned.
+            rows = conn.execute(
+                sa.update(orders)
+                .where(orders.c.id.in_(ids), claimable)
+                .values(
+                    state=INVITING,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    attempts=orders.c.attempts + 1,
+                    next_attempt_at=None,
+                    updated_at=now,
+                )
+                .returning(*_CLAIMED_COLUMNS)
+            ).all()
+        claimed = sorted(
+            (ClaimedOrder(*row) for row in rows), key=lambda claim: (claim.received_at, claim.order_id)
+        )
+        log.info("%s claimed %d order(s) for invite (asked for %d)", owner, len(claimed), limit)
+        return claimed
+
+    def mark_invited(
+        self,
+        order_id: str,
+        owner: str,
+        invitation_id: str | None,
+        url: str | None,
+        channel: str,
+        external_id: str | None,
+        *,
+        now: datetime | None = None,
+    ) -> bool:
+        """inviting -> invited and the `invitations` row, in one transaction; False if `owner` no longer holds
+        the lease (another worker re-claimed the order, or it was cancelled meanwhile)."""
+        if channel not in INVITATION_CHANNELS:
+            raise ValueError(f"channel must be one of {INVITATION_CHANNELS}, not {channel!r}")
+        now = now or self.store.now()
+        with self.store.transaction() as conn:
+            # An expired lease that nobody took over is still honoured: the invitation did go out.
+            attempt = conn.execute(
+                sa.update(orders)
+                .where(orders.c.id == order_id, orders.c.state == INVITING, orders.c.lease_owner == owner)
+                .values(
+                    state=INVITED,
+                    invitation_id=invitation_id,
+                    invitation_url=url,
+                    channel=channel,
+                    invited_at=now,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_attempt_at=None,
+                    last_error=None,
+                )
+                .returning(orders.c.attempts)
+            ).scalar_one_or_none()
+            if attempt is None:
+                self._require(conn, order_id)
+                log.warning("order %s: %s no longer holds the lease; not marked invited", order_id, owner)
+                return False
+            conn.execute(
+                sa.insert(invitations).values(
+                    order_id=order_id,
+                    channel=channel,
+                    external_id=external_id,
+                    url=url,
+                    sent_at=now,
+                    attempt=attempt,
+                )
+            )
+        log.info("order %s invited via %s (attempt %d)", order_id, channel, attempt)
+        return True
+
+    def release_with_error(
+        self, order_id: str, owner: str, error: str, retry_at: datetime, *, now: datetime | None = None
+    ) -> bool:
+        """inviting -> received with the error and the time of the next attempt; False if the lease is lost."""
+        now = now or self.store.now()
+        with self.store.transaction() as conn:
+            released = conn.execute(
+                sa.update(orders)
+                .where(orders.c.id == order_id, orders.c.state == INVITING, orders.c.lease_owner == owner)
+                .values(
+                    state=RECEIVED,
+                    last_error=clip(error),
+                    next_attempt_at=retry_at,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+            ).rowcount
+            if not released:
+                self._require(conn, order_id)
+                return False
+        log.info("order %s released for retry at %s", order_id, retry_at.isoformat())
+        return True
+
+    def mark_failed(self, order_id: str, reason: str, *, owner: str | None = None) -> bool:
+        """received/inviting -> failed (no more attempts). With `owner`, an inviting order must be leased by it."""
+        fence = None
+        if owner is not None:
+            fence = sa.or_(orders.c.state == RECEIVED, orders.c.lease_owner == owner)
+        return self._transition(order_id, "mark_failed", {"last_error": clip(reason)}, fence=fence)
+
+    def mark_duplicate(self, order_id: str, duplicate_of: str) -> bool:
+        """received -> duplicate of another (active) order."""
+        if duplicate_of == order_id:
+            raise ValueError(f"order {order_id} cannot be a duplicate of itself")
+        return self._transition(order_id, "mark_duplicate", {"duplicate_of": duplicate_of})
+
+    def mark_rejected(self, order_id: str, reason: str) -> bool:
+        """received -> rejected (the webhook answered ORDER_REJECTED with `reason`)."""
+        return self._transition(order_id, "mark_rejected", {"last_error": clip(reason)})
+
+    def mark_cancelled(self, order_id: str) -> bool:
+        """received/inviting -> cancelled (cancelled in the ATS); a worker holding the lease then cannot mark it
+        invited."""
+        return self._transition(order_id, "mark_cancelled", {})
+
+    def _transition(
+        self,
+        order_id: str,
+        name: str,
+        values: dict[str, Any],
+        *,
+        fence: sa.ColumnElement[bool] | None = None,
+    ) -> bool:
+        """Apply a named transition by compare-and-set. True when applied; False when the order is already in
+        the target state (a repeated call) or the fence (lease) does not hold; raises otherwise."""
+        transition = TRANSITIONS[name]
+        now = self.store.now()
+        stmt = (
+            sa.update(orders)
+            .where(orders.c.id == order_id, orders.c.state.in_(sorted(transition.sources)))
+            .values(
+                state=transition.target, updated_at=now, lease_owner=None, lease_expires_at=None, **values
+            )
+        )
+        if fence is not None:
+            stmt = stmt.where(fence)
+        with self.store.transaction() as conn:
+            if conn.execute(stmt).rowcount:
+                log.info("order %s -> %s", order_id, transition.target)
+                return True
+            current = self._require(conn, order_id)
+        if current == transition.target or (fence is not None and current in transition.sources):
+            return False
+        raise InvalidTransition(order_id, current, transition.target)
+
+    @staticmethod
+    def _require(conn: Connection, order_id: str) -> str:
+        state = conn.execute(sa.select(orders.c.state).where(orders.c.id == order_id)).scalar_one_or_none()
+        if state is None:
+            raise OrderNotFound(order_id)
+        return str(state)
+
+    def find_active_duplicate(
+        self,
+        integration_id: str,
+        package_id: str,
+        candidate_email: str | None,
+        application_remote_id: str | None,
+        exclude_order_id: str | None,
+    ) -> str | None:
+        """The oldest other active order (received/inviting/invited) of the same integration, package, candidate
+        e-mail (case-insensitive) and application (None matches only None), or None."""
+        email = (candidate_email or "").strip().lower()
+        if not email:
+            return None
+        query = (
+            sa.select(orders.c.id)
+            .where(
+                orders.c.integration_id == integration_id,
+                orders.c.package_id == package_id,
+                sa.func.lower(orders.c.candidate_email) == email,
+                orders.c.application_remote_id.is_not_distinct_from(application_remote_id),
+                orders.c.state.in_(ACTIVE_STATES),
+            )
+            .order_by(orders.c.received_at, orders.c.id)
+            .limit(1)
+        )
+        if exclude_order_id is not None:
+            query = query.where(orders.c.id != exclude_order_id)
+        with self.store.transaction(readonly=True) as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def get(self, order_id: str) -> OrderRecord | None:
+        """The order, or None."""
+        with self.store.transaction(readonly=True) as conn:
+            row = conn.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().first()
+        return None if row is None else OrderRecord(**row)
+
+    def counts_by_state(self, integration_id: str | None = None) -> dict[str, int]:
+        """Number of orders in every state (zeros included), for one integration or all."""
+        query = sa.select(orders.c.state, sa.func.count()).group_by(orders.c.state)
+        if integration_id is not None:
+            query = query.where(orders.c.integration_id == integration_id)
+        counts = dict.fromkeys(ORDER_STATES, 0)
+        with self.store.transaction(readonly=True) as conn:
+            for state, count in conn.execute(query):
+                counts[state] = count
+        return counts

@@ -1,0 +1,469 @@
+"""`ResultOutbox`: the only writer of `result_outbox`, keyed by (order id, payload hash).
+
+A result is enqueued once per distinct payload (anti-join on the key); a newer payload of the same order
+supersedes an older pending or dead one, so only the latest version is ever sent. Rows are claimed with a
+lease; at most one version of an order is in flight at a time, so an older payload can never land after a
+newer one. Permanent failures become dead letters the team can list and `requeue`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+
+from kombo_sync.state._util import chunked, clip, to_jsonable
+from kombo_sync.state.schema import OUTBOX_STATES, result_outbox
+from kombo_sync.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+DEAD = "dead"
+NOT_WRITABLE = "not_writable"
+SUPERSEDED = "superseded"
+
+DEAD_LETTER_STATES = (DEAD, NOT_WRITABLE)
+
+
+class OutboxEntry(NamedTuple):
+    """One result to send; a plain tuple in this order works too."""
+
+    order_id: str
+    integration_id: str
+    payload_hash: str
+    payload_json: Mapping[str, Any]
+    source_updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    order_id: str
+    payload_hash: str
+    integration_id: str
+    payload_json: dict[str, Any] = field(repr=False)
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_error_code: str | None
+    last_error_message: str | None = field(repr=False)
+    log_url: str | None
+    source_updated_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+
+def hash_payload(payload: Mapping[str, Any]) -> str:
+    """SHA-256 of the payload's canonical JSON (sorted keys, no spaces): equal results, equal hash."""
+    canonical = json.dumps(to_jsonable(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _newer(a: datetime | None, b: datetime | None) -> bool:
+    # Unknown times are never "newer": ordering is only decided on two known timestamps.
+    return a is not None and b is not None and a > b
+
+
+_sibling = result_outbox.alias("sibling")
+_row = result_outbox.c
+
+
+class ResultOutbox:
+    """The result write-back queue."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def enqueue(
+        self,
+        rows: Iterable[OutboxEntry | tuple[str, str, str, Mapping[str, Any], datetime | None]],
+        *,
+        now: datetime | None = None,
+    ) -> int:
+        """Add results not seen before (by order id and payload hash) as pending; returns how many.
+
+        The newer payload of an order supersedes its older pending and dead rows; a payload older (by
+        `source_updated_at`) than one already queued or sent is kept as superseded; a superseded payload that
+        comes back with a newer `source_updated_at` (the data reverted) is pending again."""
+        now = now or self.store.now()
+        added = 0
+        for batch in chunked(OutboxEntry(*row) for row in rows):
+            added += self._enqueue_batch(batch, now)
+        if added:
+            log.info("result outbox: %d new result(s) queued", added)
+        return added
+
+    def _enqueue_batch(self, batch: list[OutboxEntry], now: datetime) -> int:
+        # Within one batch only the latest version of each order counts (later rows win ties).
+        latest: dict[str, OutboxEntry] = {}
+        for entry in batch:
+            held = latest.get(entry.order_id)
+            if held is None or not _newer(held.source_updated_at, entry.source_updated_at):
+                latest[entry.order_id] = entry
+        inserts: list[dict[str, Any]] = []
+        revive: list[OutboxEntry] = []
+        fresh: list[OutboxEntry] = []
+        with self.store.transaction() as conn:
+            existing: dict[str, list[Any]] = {}
+            query = sa.select(_row.order_id, _row.payload_hash, _row.state, _row.source_updated_at).where(
+                _row.order_id.in_(list(latest))
+            )
+            for found in conn.execute(query):
+                existing.setdefault(found.order_id, []).append(found)
+            for entry in latest.values():
+                known = existing.get(entry.order_id, [])
+                same = next((row for row in known if row.payload_hash == entry.payload_hash), None)
+                if same is not None:
+                    if same.state == SUPERSEDED and (
+                        entry.source_updated_at is not None
+                        and (
+                            same.source_updated_at is None or entry.source_updated_at > same.source_updated_at
+                        )
+                    ):
+                        revive.append(entry)
+                    continue
+                stale = any(
+                    row.state in (PENDING, SENDING, SENT)
+                    and _newer(row.source_updated_at, entry.source_updated_at)
+                    for row in known
+                )
+                inserts.append(self._new_row(entry, SUPERSEDED if stale else PENDING, now))
+                if not stale:
+                    fresh.append(entry)
+            added = 0
+            if inserts:
+                # DO NOTHING: a concurrent enqueue of the same key is not an error and not counted twice.
+                insert = self._insert()(result_outbox).on_conflict_do_nothing(
+                    index_elements=["order_id", "payload_hash"]
+                )
+                inserted = {
+                    (order_id, payload_hash, state)
+                    for order_id, payload_hash, state in conn.execute(
+                        insert.returning(_row.order_id, _row.payload_hash, _row.state), inserts
+                    )
+                }
+                added += sum(1 for *_key, state in inserted if state == PENDING)
+                fresh = [
+                    entry for entry in fresh if (entry.order_id, entry.payload_hash, PENDING) in inserted
+                ]
+            for entry in revive:
+                conn.execute(
+                    sa.update(result_outbox)
+                    .where(
+                        _row.order_id == entry.order_id,
+                        _row.payload_hash == entry.payload_hash,
+                        _row.state == SUPERSEDED,
+                    )
+                    .values(
+                        state=PENDING,
+                        source_updated_at=entry.source_updated_at,
+                        next_attempt_at=None,
+                        attempts=0,
+                        updated_at=now,
+                    )
+                )
+            added += len(revive)
+            for entry in [*fresh, *revive]:
+                conn.execute(
+                    sa.update(result_outbox)
+                    .where(
+                        _row.order_id == entry.order_id,
+                        _row.payload_hash != entry.payload_hash,
+                        _row.state.in_([PENDING, DEAD]),
+                    )
+                    .values(state=SUPERSEDED, updated_at=now)
+                )
+        return added
+
+    def _insert(self) -> Any:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        return postgresql.insert if self.store.dialect == "postgresql" else sqlite.insert
+
+    @staticmethod
+    def _new_row(entry: OutboxEntry, state: str, now: datetime) -> dict[str, Any]:
+        return {
+            "order_id": entry.order_id,
+            "payload_hash": entry.payload_hash,
+            "integration_id": entry.integration_id,
+            "payload_json": to_jsonable(dict(entry.payload_json)),
+            "state": state,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "last_error_code": None,
+            "last_error_message": None,
+            "log_url": None,
+            "source_updated_at": entry.source_updated_at,
+            "created_at": now,
+            "updated_at": now,
+            "sent_at": None,
+        }
+
+    def claim_batch(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: int,
+        *,
+        integration_ids: Iterable[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[OutboxItem]:
+        """Claim up to `limit` due results (pending and due, or sending with an expired lease) by
+        compare-and-set; skips an order whose newer version is queued or another version is in flight."""
+        if limit <= 0:
+            return []
+        wanted = None if integration_ids is None else sorted(set(integration_ids))
+        if wanted == []:
+            return []
+        now = now or self.store.now()
+        busy_sibling = sa.exists().where(
+            _sibling.c.order_id == _row.order_id,
+            _sibling.c.payload_hash != _row.payload_hash,
+            sa.or_(
+                sa.and_(_sibling.c.state == SENDING, _sibling.c.lease_expires_at > now),
+                sa.and_(_sibling.c.state.in_([PENDING, SENDING]), _sibling.c.created_at > _row.created_at),
+            ),
+        )
+        claimable = sa.and_(
+            sa.or_(
+                sa.and_(
+                    _row.state == PENDING, sa.or_(_row.next_attempt_at.is_(None), _row.next_attempt_at <= now)
+                ),
+                sa.and_(
+                    _row.state == SENDING,
+                    sa.or_(_row.lease_expires_at.is_(None), _row.lease_expires_at <= now),
+                ),
+            ),
+            ~busy_sibling,
+        )
+        candidates = (
+            sa.select(_row.order_id, _row.payload_hash)
+            .where(claimable)
+            .order_by(_row.created_at, _row.order_id)
+            .limit(limit)
+        )
+        if wanted is not None:
+            candidates = candidates.where(_row.integration_id.in_(wanted))
+        if self.store.dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True, of=result_outbox)
+        with self.store.transaction() as conn:
+            keys = [tuple(key) for key in conn.execute(candidates)]
+            if not keys:
+                return []
+            rows = conn.execute(
+                sa.update(result_outbox)
+                .where(sa.tuple_(_row.order_id, _row.payload_hash).in_(keys), claimable)
+                .values(
+                    state=SENDING,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    attempts=_row.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(*result_outbox.c)
+            ).mappings()
+            claimed = sorted((OutboxItem(**row) for row in rows), key=lambda i: (i.created_at, i.order_id))
+        log.info("%s claimed %d result(s) to send (asked for %d)", owner, len(claimed), limit)
+        return claimed
+
+    def mark_sent(self, order_id: str, payload_hash: str, *, sent_at: datetime | None = None) -> bool:
+        """The result reached Kombo (whoever sent it); older leftover versions of the order are superseded."""
+        now = self.store.now()
+        with self.store.transaction() as conn:
+            created_at = conn.execute(
+                sa.update(result_outbox)
+                .where(
+                    _row.order_id == order_id,
+                    _row.payload_hash == payload_hash,
+                    _row.state.in_([PENDING, SENDING]),
+                )
+                .values(
+                    state=SENT,
+                    sent_at=sent_at or now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_attempt_at=None,
+                    updated_at=now,
+                )
+                .returning(_row.created_at)
+            ).scalar_one_or_none()
+            if created_at is None:
+                return False
+            conn.execute(
+                sa.update(result_outbox)
+                .where(
+                    _row.order_id == order_id,
+                    _row.payload_hash != payload_hash,
+                    _row.state.in_([PENDING, SENDING, DEAD]),
+                    _row.created_at <= created_at,
+                )
+                .values(state=SUPERSEDED, lease_owner=None, lease_expires_at=None, updated_at=now)
+            )
+        log.info("result of order %s sent", order_id)
+        return True
+
+    def mark_retry(
+        self,
+        order_id: str,
+        payload_hash: str,
+        error_code: str | None,
+        message: str | None,
+        log_url: str | None,
+        next_attempt_at: datetime,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """sending -> pending, due again at `next_attempt_at`; False if not sending (or not leased by `owner`)."""
+        return self._finish(
+            order_id,
+            payload_hash,
+            PENDING,
+            (SENDING,),
+            owner,
+            last_error_code=error_code,
+            last_error_message=clip(message),
+            log_url=log_url,
+            next_attempt_at=next_attempt_at,
+        )
+
+    def mark_dead(
+        self,
+        order_id: str,
+        payload_hash: str,
+        error_code: str | None,
+        message: str | None,
+        log_url: str | None = None,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """A permanent error: the result becomes a dead letter (listed by `dead_letters`, replayed by `requeue`)."""
+        return self._finish(
+            order_id,
+            payload_hash,
+            DEAD,
+            (PENDING, SENDING),
+            owner,
+            last_error_code=error_code,
+            last_error_message=clip(message),
+            log_url=log_url,
+        )
+
+    def mark_not_writable(
+        self,
+        order_id: str,
+        payload_hash: str,
+        error_code: str | None,
+        message: str | None,
+        log_url: str | None = None,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """The order can no longer take a result (no longer OPEN, integration gone); kept for the team to see."""
+        return self._finish(
+            order_id,
+            payload_hash,
+            NOT_WRITABLE,
+            (PENDING, SENDING),
+            owner,
+            last_error_code=error_code,
+            last_error_message=clip(message),
+            log_url=log_url,
+        )
+
+    def _finish(
+        self,
+        order_id: str,
+        payload_hash: str,
+        target: str,
+        sources: tuple[str, ...],
+        owner: str | None,
+        **values: Any,
+    ) -> bool:
+        stmt = (
+            sa.update(result_outbox)
+            .where(_row.order_id == order_id, _row.payload_hash == payload_hash, _row.state.in_(sources))
+            .values(
+                state=target, lease_owner=None, lease_expires_at=None, updated_at=self.store.now(), **values
+            )
+        )
+        if owner is not None:
+            stmt = stmt.where(sa.or_(_row.state != SENDING, _row.lease_owner == owner))
+        with self.store.transaction() as conn:
+            changed = bool(conn.execute(stmt).rowcount)
+        if changed:
+            log.info("result of order %s -> %s (%s)", order_id, target, values.get("last_error_code"))
+        return changed
+
+    def requeue(self, order_ids: Iterable[str]) -> int:
+        """Replay dead letters: the newest dead / not_writable version of each order becomes pending again
+        (attempts reset), unless a newer version is already queued. Returns how many."""
+        now = self.store.now()
+        requeued = 0
+        newer_or_active = sa.exists().where(
+            _sibling.c.order_id == _row.order_id,
+            _sibling.c.payload_hash != _row.payload_hash,
+            sa.or_(
+                _sibling.c.state.in_([PENDING, SENDING]),
+                sa.and_(_sibling.c.state.in_(DEAD_LETTER_STATES), _sibling.c.created_at > _row.created_at),
+            ),
+        )
+        with self.store.transaction() as conn:
+            for batch in chunked(sorted(set(order_ids))):
+                requeued += conn.execute(
+                    sa.update(result_outbox)
+                    .where(_row.order_id.in_(batch), _row.state.in_(DEAD_LETTER_STATES), ~newer_or_active)
+                    .values(state=PENDING, attempts=0, next_attempt_at=None, updated_at=now)
+                ).rowcount
+        log.info("result outbox: %d dead letter(s) requeued", requeued)
+        return requeued
+
+    def dead_letters(
+        self, *, integration_id: str | None = None, limit: int | None = None
+    ) -> list[OutboxItem]:
+        """Dead and not-writable results, newest first."""
+        query = (
+            sa.select(result_outbox)
+            .where(_row.state.in_(DEAD_LETTER_STATES))
+            .order_by(_row.updated_at.desc(), _row.order_id)
+        )
+        if integration_id is not None:
+            query = query.where(_row.integration_id == integration_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.store.transaction(readonly=True) as conn:
+            return [OutboxItem(**row) for row in conn.execute(query).mappings()]
+
+    def get(self, order_id: str, payload_hash: str) -> OutboxItem | None:
+        """One outbox row, or None."""
+        query = sa.select(result_outbox).where(_row.order_id == order_id, _row.payload_hash == payload_hash)
+        with self.store.transaction(readonly=True) as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else OutboxItem(**row)
+
+    def counts_by_state(self) -> dict[str, int]:
+        """Number of rows in every state (zeros included)."""
+        counts = dict.fromkeys(OUTBOX_STATES, 0)
+        query = sa.select(_row.state, sa.func.count()).group_by(_row.state)
+        with self.store.transaction(readonly=True) as conn:
+            for state, count in conn.execute(query):
+                counts[state] = count
+        return counts
+
+    def sent_payload_hashes(self, order_id: str) -> set[str]:
+        """Hashes of the payloads already delivered for the order."""
+        query = sa.select(_row.payload_hash).where(_row.order_id == order_id, _row.state == SENT)
+        with self.store.transaction(readonly=True) as conn:
+            return set(conn.execute(query).scalars())

@@ -1,0 +1,196 @@
+"""Read the team's completed-results query from the warehouse in bounded chunks.
+
+The query (``include/sql/results.sql`` by default) takes ``:window_start`` and ``:window_end`` and returns the
+rows whose ``updated_at`` lies in ``[window_start, window_end)``. Rows are streamed (a server-side cursor on
+PostgreSQL, ``fetchmany`` on SQLite) ``chunk_rows`` at a time, so memory does not grow with the backlog.
+A manual run can also ask for chosen orders: the query is then wrapped and filtered on the id column.
+Results keyed by the platform's invitation id are joined to Kombo order ids through the state store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from kombo_sync.state.schema import invitations, orders
+from kombo_sync.state.store import StateStore
+from kombo_sync.writeback.mapping import check_columns
+
+log = logging.getLogger(__name__)
+
+# Stands in for "no lower / upper bound" when a manual run names orders instead of a window.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+_IDS_PER_QUERY = 500
+
+
+def load_results_sql(path: Path) -> str:
+    """The query text, checked for the two bind parameters it must take."""
+    sql = path.read_text(encoding="utf-8").strip().rstrip(";").strip()
+    missing = [name for name in (":window_start", ":window_end") if name not in sql]
+    if missing:
+        raise ValueError(f"{path} must use the bind parameter(s) {', '.join(missing)} (see docs/writeback.md)")
+    return sql
+
+
+def _bind_time(value: datetime, dialect: str) -> datetime:
+    """UTC for the warehouse: naive on SQLite (stored as text without offset), aware elsewhere."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.replace(tzinfo=None) if dialect == "sqlite" else value
+
+
+def _statement(sql: str, id_column: str | None = None, id_count: int = 0) -> sa.TextClause:
+    if id_column is None:
+        return sa.text(sql)
+    placeholders = ", ".join(f":id_{index}" for index in range(id_count))
+    return sa.text(
+        f"SELECT * FROM (\n{sql}\n) AS results WHERE results.{id_column} IN ({placeholders}) "
+        "ORDER BY results.updated_at"
+    )
+
+
+def query_columns(engine: Engine, sql: str) -> list[str]:
+    """The column names the query returns (runs it with an empty window, so it reads nothing)."""
+    with engine.connect() as conn:
+        params = {
+            "window_start": _bind_time(LATEST, engine.dialect.name),
+            "window_end": _bind_time(EARLIEST, engine.dialect.name),
+        }
+        return list(conn.execute(sa.text(sql), params).keys())
+
+
+def _read_chunks(
+    conn: Connection, statement: sa.TextClause, params: dict[str, Any], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    for chunk in pd.read_sql(statement, conn, params=params, chunksize=chunk_rows):
+        if len(chunk):
+            yield chunk
+
+
+def read_result_chunks(
+    engine: Engine,
+    sql: str,
+    *,
+    window_start: datetime,
+    window_end: datetime,
+    chunk_rows: int,
+    order_ids: Sequence[str] | None = None,
+    invitation_ids: Sequence[str] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Yield DataFrames of at most ``chunk_rows`` rows: the window, or (when ids are given) those results.
+
+    ``order_ids`` filters on the query's ``order_id`` column, ``invitation_ids`` on ``invitation_id``; each
+    list is sent in slices so the bound-parameter count stays small.
+    """
+    if window_end <= window_start:
+        return
+    dialect = engine.dialect.name
+    base = {"window_start": _bind_time(window_start, dialect), "window_end": _bind_time(window_end, dialect)}
+    # stream_results: a named (server-side) cursor on PostgreSQL; yield_per bounds the driver's buffer.
+    options = {"stream_results": True, "yield_per": chunk_rows}
+    with engine.connect() as conn:
+        conn = conn.execution_options(**options)
+        if order_ids is None and invitation_ids is None:
+            yield from _read_chunks(conn, _statement(sql), base, chunk_rows)
+            return
+        column, ids = ("order_id", order_ids) if order_ids is not None else ("invitation_id", invitation_ids)
+        unique = list(dict.fromkeys(ids or []))
+        for start in range(0, len(unique), _IDS_PER_QUERY):
+            batch = unique[start : start + _IDS_PER_QUERY]
+            params = {**base, **{f"id_{index}": value for index, value in enumerate(batch)}}
+            yield from _read_chunks(conn, _statement(sql, column, len(batch)), params, chunk_rows)
+
+
+def resolve_orders(store: StateStore, frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill ``order_id`` (from ``invitation_id``) and ``integration_id`` from the state store's orders.
+
+    A result whose order the pipeline never recorded keeps a null ``integration_id`` (and is quarantined by
+    the mapping), unless the query itself returns ``integration_id``.
+    """
+    check_columns(frame.columns)
+    frame = frame.copy()
+    if "order_id" not in frame.columns:
+        frame["order_id"] = None
+    order_ids = frame["order_id"].astype("string").str.strip()
+    if "invitation_id" in frame.columns:
+        missing = order_ids.isna() | (order_ids == "")
+        wanted = [str(value) for value in frame.loc[missing, "invitation_id"].dropna().unique()]
+        if wanted:
+            by_invitation = invitation_to_order(store, wanted)
+            mapped = frame.loc[missing, "invitation_id"].map(
+                lambda value: by_invitation.get(str(value)) if pd.notna(value) else None
+            )
+            order_ids = order_ids.where(~missing, mapped.astype("string"))
+    frame["order_id"] = order_ids
+    known = [str(value) for value in order_ids.dropna().unique() if str(value)]
+    integration_by_order = order_integrations(store, known)
+    from_store = order_ids.map(lambda value: integration_by_order.get(value) if pd.notna(value) else None)
+    if "integration_id" in frame.columns:
+        given = frame["integration_id"].astype("string").str.strip().replace("", pd.NA)
+        # The state store knows which integration an order came from; a query value only fills gaps.
+        frame["integration_id"] = from_store.astype("string").fillna(given)
+    else:
+        frame["integration_id"] = from_store.astype("string")
+    return frame
+
+
+def invitation_to_order(store: StateStore, invitation_ids: Sequence[str]) -> dict[str, str]:
+    """Platform invitation id -> Kombo order id, from ``invitations.external_id`` and ``orders.invitation_id``."""
+    found: dict[str, str] = {}
+    with store.transaction(readonly=True) as conn:
+        for start in range(0, len(invitation_ids), _IDS_PER_QUERY):
+            batch = list(invitation_ids[start : start + _IDS_PER_QUERY])
+            for external_id, order_id in conn.execute(
+                sa.select(invitations.c.external_id, invitations.c.order_id).where(
+                    invitations.c.external_id.in_(batch)
+                )
+            ):
+                found[str(external_id)] = str(order_id)
+            for invitation_id, order_id in conn.execute(
+                sa.select(orders.c.invitation_id, orders.c.id).where(orders.c.invitation_id.in_(batch))
+            ):
+                found.setdefault(str(invitation_id), str(order_id))
+    return found
+
+
+def order_integrations(store: StateStore, order_ids: Sequence[str]) -> dict[str, str]:
+    """Kombo order id -> integration id, for the orders the state store has recorded."""
+    found: dict[str, str] = {}
+    with store.transaction(readonly=True) as conn:
+        for start in range(0, len(order_ids), _IDS_PER_QUERY):
+            batch = list(order_ids[start : start + _IDS_PER_QUERY])
+            for order_id, integration_id in conn.execute(
+                sa.select(orders.c.id, orders.c.integration_id).where(orders.c.id.in_(batch))
+            ):
+                found[str(order_id)] = str(integration_id)
+    return found
+
+
+def order_ids_for_invitations(store: StateStore, order_ids: Sequence[str]) -> list[str]:
+    """The platform invitation ids of these orders (to filter a query keyed by ``invitation_id``)."""
+    result: list[str] = []
+    with store.transaction(readonly=True) as conn:
+        for start in range(0, len(order_ids), _IDS_PER_QUERY):
+            batch = list(order_ids[start : start + _IDS_PER_QUERY])
+            rows = conn.execute(
+                sa.select(invitations.c.external_id).where(
+                    invitations.c.order_id.in_(batch), invitations.c.external_id.is_not(None)
+                )
+            )
+            result.extend(str(row[0]) for row in rows)
+            rows = conn.execute(
+                sa.select(orders.c.invitation_id).where(
+                    orders.c.id.in_(batch), orders.c.invitation_id.is_not(None)
+                )
+            )
+            result.extend(str(row[0]) for row in rows)
+    return list(dict.fromkeys(result))
