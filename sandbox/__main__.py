@@ -18,11 +18,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--api-key", default="sandbox-key", help="the bearer key clients must send")
-    parser.add_argument("--extra-api-key", action="append", default=[], help="another accepted key (repeatable)")
+    parser.add_argument(
+        "--extra-api-key", action="append", default=[], help="another accepted key (repeatable)"
+    )
     parser.add_argument("--environment-id", default=None, help="returned by /v1/check-api-key")
     parser.add_argument("--webhook-url", default=None, help="where webhooks are POSTed")
-    parser.add_argument("--webhook-secret", default="sandbox-webhook-secret", help="HMAC key for X-Kombo-Signature")
-    parser.add_argument("--webhook-timeout", type=float, default=10.0, help="seconds to wait for a webhook answer")
+    parser.add_argument(
+        "--webhook-secret", default="sandbox-webhook-secret", help="HMAC key for X-Kombo-Signature"
+    )
+    parser.add_argument(
+        "--webhook-timeout", type=float, default=10.0, help="seconds to wait for a webhook answer"
+    )
     knobs = parser.add_argument_group("knobs (all can be changed at runtime: PATCH /_sandbox/knobs)")
     knobs.add_argument("--latency-ms", default=None, help='fixed ("100") or a range ("50-150")')
     knobs.add_argument("--rate-limit", type=int, default=None, help="requests per window per API key")
@@ -30,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     knobs.add_argument("--concurrency-limit", type=int, default=30, help="per integration; 0 = unlimited")
     knobs.add_argument("--error-rate", type=float, default=0.0, help="503 REMOTE.SERVICE_UNAVAILABLE")
     knobs.add_argument("--bare-503-rate", type=float, default=0.0, help="503 without a JSON body")
-    knobs.add_argument("--throttle-rate", type=float, default=0.0, help="random 429 PLATFORM.RATE_LIMIT_EXCEEDED")
+    knobs.add_argument(
+        "--throttle-rate", type=float, default=0.0, help="random 429 PLATFORM.RATE_LIMIT_EXCEEDED"
+    )
     knobs.add_argument("--timeout-rate", type=float, default=0.0, help="hang without applying the request")
     knobs.add_argument("--timeout-hang-seconds", type=float, default=60.0)
     knobs.add_argument("--lost-response-rate", type=float, default=0.0, help="apply, then drop the reply")
@@ -45,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOOL[:ID]",
         help="create an ACTIVE assessment integration at start-up (repeatable); ids are printed",
     )
+    parser.add_argument("--request-log-size", type=int, default=50_000, help="request log entries kept")
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs one line per request")
     return parser
 
@@ -76,6 +85,7 @@ def settings_from_args(args: argparse.Namespace) -> KomboSandboxSettings:
         webhook_timeout_seconds=args.webhook_timeout,
         knobs=KomboKnobs.model_validate(knob_values),
         integrations=tuple(args.integration),
+        request_log_size=args.request_log_size,
     )
 
 

@@ -30,11 +30,17 @@ class IdFactory:
 
     def __init__(self, seed: int | str | None = None) -> None:
         self._lock = threading.Lock()
-        self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
+        # Not a secret, just unique: a fast PRNG (seeded from the OS when no seed is given) is enough.
+        self._rng = random.Random(seed)
 
     def new(self, length: int = 24) -> str:
         with self._lock:
-            return "".join(self._rng.choices(ID_ALPHABET, k=length))
+            number = self._rng.getrandbits(6 * length)
+        chars = []
+        for _ in range(length):
+            number, digit = divmod(number, 62)
+            chars.append(ID_ALPHABET[digit])
+        return "".join(chars)
 
 
 def utc_now() -> datetime:

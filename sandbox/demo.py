@@ -194,10 +194,13 @@ def services(home: Path) -> Iterator[tuple[Processes, dict[str, int]]]:
             env,
         )  # fmt: skip
         procs.start(
-            "smtp", [py, "-m", "sandbox.smtp", "--port", str(ports["smtp"]), "--mailbox", str(home / "mailbox")], env
+            "smtp",
+            [py, "-m", "sandbox.smtp", "--port", str(ports["smtp"]), "--mailbox", str(home / "mailbox")],
+            env,
         )
         wait_http(
-            f"http://127.0.0.1:{ports['kombo']}/v1/check-api-key", headers={"Authorization": f"Bearer {API_KEY}"}
+            f"http://127.0.0.1:{ports['kombo']}/v1/check-api-key",
+            headers={"Authorization": f"Bearer {API_KEY}"},
         )
         wait_http(f"http://127.0.0.1:{ports['platform']}/_platform/invitations")
         wait_port(ports["smtp"])
@@ -303,7 +306,9 @@ def summarize(home: Path, ports: dict[str, int], integrations: dict[str, str]) -
             kombo_packages = admin.list_packages(integration_id)
             expected = sorted(ENTITLEMENTS[customer])
             if sorted(p["id"] for p in kombo_packages) != expected:
-                problems.append(f"{integration_id}: Kombo has {len(kombo_packages)} packages, expected {expected}")
+                problems.append(
+                    f"{integration_id}: Kombo has {len(kombo_packages)} packages, expected {expected}"
+                )
             states = dict(
                 conn.execute(
                     text("SELECT state, count(*) FROM orders WHERE integration_id = :i GROUP BY state"),
@@ -314,11 +319,15 @@ def summarize(home: Path, ports: dict[str, int], integrations: dict[str, str]) -
             written = [o for o in orders if o.get("results")]
             completed_at_kombo = sum(1 for o in orders if o["status"] in ("COMPLETED", "CANCELLED"))
             sent = conn.execute(
-                text("SELECT count(DISTINCT order_id) FROM result_outbox WHERE integration_id = :i AND state = 'sent'"),
+                text(
+                    "SELECT count(DISTINCT order_id) FROM result_outbox WHERE integration_id = :i AND state = 'sent'"
+                ),
                 {"i": integration_id},
             ).scalar_one()
             if sent != completed_at_kombo:
-                problems.append(f"{integration_id}: {sent} results sent but Kombo shows {completed_at_kombo} done")
+                problems.append(
+                    f"{integration_id}: {sent} results sent but Kombo shows {completed_at_kombo} done"
+                )
             rows.append(
                 (integration_id, len(kombo_packages), len(orders), states.get("invited", 0),
                  states.get("duplicate", 0), states.get("failed", 0), len(written))
@@ -337,7 +346,9 @@ def summarize(home: Path, ports: dict[str, int], integrations: dict[str, str]) -
     for row in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
     print()
-    print(f"invitations in the platform stand-in: {len(platform_invitations)}   e-mails in the SMTP mailbox: {len(mailbox)}")
+    print(
+        f"invitations in the platform stand-in: {len(platform_invitations)}   e-mails in the SMTP mailbox: {len(mailbox)}"
+    )
     print(f"dead-lettered results: {dead}   quarantined rows: {quarantined}")
     invited_total = sum(r[3] for r in rows)
     if invited_total != len(platform_invitations) + len(mailbox):
@@ -368,7 +379,9 @@ def demo(home: Path) -> int:
         orders = create_orders(ports, integrations)
         say(f"recruiters created {orders} orders in their ATSs")
         run_dag(env, home, "kombo_order_intake")
-        finished = httpx.post(f"http://127.0.0.1:{ports['platform']}/_platform/simulate", json={"all": True}, timeout=30)
+        finished = httpx.post(
+            f"http://127.0.0.1:{ports['platform']}/_platform/simulate", json={"all": True}, timeout=30
+        )
         finished.raise_for_status()
         say(f"candidates finished their assessments: {finished.json()}")
         run_dag(env, home, "kombo_result_writeback")
@@ -387,7 +400,9 @@ def up(home: Path) -> int:
             airflow(env, "pools", "set", pool["pool_name"], str(pool["pool_slot"]), pool["pool_description"])
         integrations = seed(home, ports, env)
         create_orders(ports, integrations)
-        say(f"starting Airflow standalone: UI on http://localhost:{ports['webhook']} (Ctrl-C stops everything)")
+        say(
+            f"starting Airflow standalone: UI on http://localhost:{ports['webhook']} (Ctrl-C stops everything)"
+        )
         say(f"admin password: see {home / 'airflow' / 'simple_auth_manager_passwords.json.generated'}")
         proc = procs.start("airflow-standalone", [str(BIN / "airflow"), "standalone"], env)
         try:
@@ -398,9 +413,13 @@ def up(home: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--up", action="store_true", help="start Airflow standalone with its UI instead")
-    parser.add_argument("--home", default=str(ROOT / ".local" / "demo"), help="working folder (reset each run)")
+    parser.add_argument(
+        "--home", default=str(ROOT / ".local" / "demo"), help="working folder (reset each run)"
+    )
     args = parser.parse_args(argv)
     home = Path(args.home)
     # A fresh pipeline state and warehouse each run; Airflow's own home is kept (its migration is slow).

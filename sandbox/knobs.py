@@ -80,7 +80,11 @@ class KomboKnobs(LatencyKnobs):
     @model_validator(mode="after")
     def _rates_sum(self) -> KomboKnobs:
         total = (
-            self.error_rate + self.bare_503_rate + self.throttle_rate + self.timeout_rate + self.lost_response_rate
+            self.error_rate
+            + self.bare_503_rate
+            + self.throttle_rate
+            + self.timeout_rate
+            + self.lost_response_rate
         )
         if total > 1.0 + 1e-9:
             raise ValueError("the fault rates add up to more than 1")

@@ -99,7 +99,7 @@ class KomboSandboxSettings:
     webhook_secret: str = "sandbox-webhook-secret"
     webhook_timeout_seconds: float = 10.0
     knobs: KomboKnobs = field(default_factory=KomboKnobs)
-    request_log_size: int = 100_000
+    request_log_size: int = 50_000  # entries kept; counters cover every request
     log_url_base: str | None = None  # default: this server's own `/_sandbox/logs/{id}`
     integrations: tuple[str, ...] = ()  # "tool" or "tool:id": ACTIVE integrations present from the start
 
@@ -135,9 +135,9 @@ class KomboRuntime:
             self.dice = Dice(self.knobs.seed)
         seed = self.knobs.seed
         self.ids = IdFactory(None if seed is None else f"{seed}:ids")
-        self.environment_id = settings.environment_id or IdFactory(
-            None if seed is None else f"{seed}:env"
-        ).new()
+        self.environment_id = (
+            settings.environment_id or IdFactory(None if seed is None else f"{seed}:env").new()
+        )
         self.cursor_key = self.ids.new(32).encode()
         if not keep_webhook:
             self.webhook_url = settings.webhook_url
@@ -171,7 +171,11 @@ class KomboRuntime:
             setup_status=setup_status,
             qa_status=qa_status,
             end_user=end_user
-            or {"organization_name": "Acme Inc.", "creator_email": "it-admin@acme.example.com", "origin_id": None},
+            or {
+                "organization_name": "Acme Inc.",
+                "creator_email": "it-admin@acme.example.com",
+                "origin_id": None,
+            },
             created_at=truncate_ms(created_at) if created_at else now,
             updated_at=now,
             scope_config_id=self.ids.new(),
@@ -236,7 +240,9 @@ class KomboFrontDoor:
         headers = Headers(scope=scope)
         integration_id = headers.get("x-integration-id")
         api_key = _bearer(headers.get("authorization"))
-        entry = runtime.log.start(method, path, scope.get("query_string", b"").decode("latin-1"), integration_id)
+        entry = runtime.log.start(
+            method, path, scope.get("query_string", b"").decode("latin-1"), integration_id
+        )
         scope.setdefault("state", {})["sandbox_log_id"] = entry["log_id"]
         log_url = runtime.log_url(_scope_base_url(scope), entry["log_id"])
         extra_headers: list[tuple[bytes, bytes]] = []
@@ -295,7 +301,9 @@ class KomboFrontDoor:
             fault = runtime.dice.kombo_fault(knobs, method, path)
             entry["fault"] = fault
             if fault == "error":
-                await send_error(503, "REMOTE.SERVICE_UNAVAILABLE", "The remote system is temporarily unavailable.")
+                await send_error(
+                    503, "REMOTE.SERVICE_UNAVAILABLE", "The remote system is temporarily unavailable."
+                )
             elif fault == "bare_503":
                 await send_raw(send_with_headers, 503, BARE_503_BODY, content_type=b"text/html")
             elif fault == "throttle":
@@ -321,9 +329,7 @@ class KomboFrontDoor:
         finally:
             if slot_taken:
                 runtime.in_flight.release(slot_integration)
-            runtime.log.finish(entry, outcome["status"], started)
-            if "applied_status" in outcome:
-                entry["applied_status"] = outcome["applied_status"]
+            runtime.log.finish(entry, outcome["status"], started, outcome.get("applied_status"))
             logger.debug(
                 "%s %s integration=%s status=%s fault=%s %.1fms",
                 method,
@@ -364,7 +370,9 @@ def _integration(request: Request, *, writes_to_ats: bool = False) -> Integratio
         )
     if integration.status == "INACTIVE":
         raise KomboAPIError(
-            403, "INTEGRATION.INACTIVE", "The integration is inactive. Enable it again in the Kombo dashboard."
+            403,
+            "INTEGRATION.INACTIVE",
+            "The integration is inactive. Enable it again in the Kombo dashboard.",
         )
     if writes_to_ats and integration.status == "INVALID":
         raise KomboAPIError(
@@ -413,7 +421,9 @@ def _decode_cursor(runtime: KomboRuntime, cursor: str, fingerprint: str) -> tupl
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
         raise _input_invalid("The `cursor` is invalid or has expired.") from None
     if cursor_fingerprint != fingerprint:
-        raise _input_invalid("The `cursor` was created with different filters; keep the filters while paginating.")
+        raise _input_invalid(
+            "The `cursor` was created with different filters; keep the filters while paginating."
+        )
     return created_ms, order_id
 
 
@@ -551,7 +561,9 @@ async def put_result(request: Request, assessment_order_id: str) -> JSONResponse
         raise _input_invalid(str(exc)) from None
     order = runtime.state.get_order(assessment_order_id)
     if order is None or order.integration_id != integration.id:
-        raise _input_invalid(f"No assessment order with id {assessment_order_id!r} exists for this integration.", 404)
+        raise _input_invalid(
+            f"No assessment order with id {assessment_order_id!r} exists for this integration.", 404
+        )
     if runtime.knobs.fetch_attachment_urls:
         await _fetch_attachments(runtime, body)
     try:
@@ -613,7 +625,9 @@ class OrderIn(BaseModel):
     application: dict[str, Any] | None = None
     created_at: datetime | None = None
     status: OrderStatus = "OPEN"
-    deliver_webhook: bool | None = Field(default=None, description="default: when a webhook URL is configured")
+    deliver_webhook: bool | None = Field(
+        default=None, description="default: when a webhook URL is configured"
+    )
 
 
 class BulkOrdersIn(BaseModel):
@@ -661,7 +675,18 @@ class ResetIn(BaseModel):
     keep_webhook: bool = False
 
 
-_FIRST_NAMES = ("Ada", "Grace", "Alan", "Katherine", "Edsger", "Barbara", "Donald", "Frances", "Linus", "Margaret")
+_FIRST_NAMES = (
+    "Ada",
+    "Grace",
+    "Alan",
+    "Katherine",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Linus",
+    "Margaret",
+)
 _LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Johnson", "Dijkstra", "Liskov", "Knuth", "Allen", "Torvalds")
 
 
@@ -696,7 +721,9 @@ def _default_order_parts(runtime: KomboRuntime, order_id: str) -> dict[str, dict
     }
 
 
-def _complete(default: dict[str, Any], given: dict[str, Any] | None, required: tuple[str, ...]) -> dict[str, Any]:
+def _complete(
+    default: dict[str, Any], given: dict[str, Any] | None, required: tuple[str, ...]
+) -> dict[str, Any]:
     """Merge admin input onto the defaults; every key the contract requires is present (maybe null)."""
     if given is None:
         return default
@@ -718,6 +745,11 @@ def _new_order(runtime: KomboRuntime, spec: OrderIn, created_at: datetime | None
     if candidate["email"] is None:
         # The contract says a candidate's e-mail is never null.
         candidate["email"] = defaults["candidate"]["email"]
+    job = _complete(
+        defaults["job"], spec.job, ("remote_id", "name", "job_code", "description", "location", "hiring_team")
+    )
+    if job["hiring_team"] is None:
+        job["hiring_team"] = []
     return Order(
         id=order_id,
         integration_id=spec.integration_id,
@@ -725,11 +757,7 @@ def _new_order(runtime: KomboRuntime, spec: OrderIn, created_at: datetime | None
         status=spec.status,
         candidate=candidate,
         application=_complete(defaults["application"], spec.application, ("remote_id",)),
-        job=_complete(
-            defaults["job"],
-            spec.job,
-            ("remote_id", "name", "job_code", "description", "location", "hiring_team"),
-        ),
+        job=job,
         created_at=created,
         updated_at=now,
     )
@@ -751,7 +779,7 @@ def _integration_event_data(event_type: str, integration: Integration) -> dict[s
             "state": integration.status,
             "updated_at": iso_ms(integration.updated_at),
         }
-    data = {
+    data: dict[str, Any] = {
         "id": integration.id,
         "tool": integration.tool,
         "category": integration.category,
@@ -799,10 +827,22 @@ async def _emit(
     return delivery
 
 
-def _apply_order_answer(runtime: KomboRuntime, event_type: str, order_id: str, delivery: dict[str, Any]) -> None:
+def _require_webhook_target(runtime: KomboRuntime, explicit: bool | None, url: str | None = None) -> None:
+    """Refuse before changing anything when a webhook is demanded but has nowhere to go."""
+    if explicit and (url or runtime.webhook_url) is None:
+        raise HTTPException(400, "No webhook URL is configured (PUT /_sandbox/webhook or --webhook-url).")
+
+
+def _apply_order_answer(
+    runtime: KomboRuntime, event_type: str, order_id: str, delivery: dict[str, Any]
+) -> None:
     """What Kombo does with the receiver's answer: a 422 ORDER_REJECTED rejects, an inline answer is kept."""
-    if event_type == "assessment:order-received" and is_order_rejection(delivery["status_code"], delivery["json"]):
-        runtime.state.set_order_status(order_id, "REJECTED", only_if_open=True, message=delivery["json"]["message"])
+    if event_type == "assessment:order-received" and is_order_rejection(
+        delivery["status_code"], delivery["json"]
+    ):
+        runtime.state.set_order_status(
+            order_id, "REJECTED", only_if_open=True, message=delivery["json"]["message"]
+        )
     if event_type == "inline-assessment:order-received" and isinstance(delivery["json"], dict):
         url = delivery["json"].get("assessment_url")
         if isinstance(url, str):
@@ -875,6 +915,7 @@ async def admin_reset(request: Request, options: ResetIn | None = None) -> dict[
 @admin.post("/integrations", status_code=201)
 async def admin_create_integration(request: Request, spec: IntegrationIn) -> dict[str, Any]:
     runtime = _runtime(request)
+    _require_webhook_target(runtime, spec.emit_webhook)
     try:
         integration = runtime.add_integration(
             spec.tool,
@@ -895,7 +936,7 @@ async def admin_create_integration(request: Request, spec: IntegrationIn) -> dic
         subject=integration.id,
         explicit=spec.emit_webhook,
     )
-    return {"integration": integration.admin_view(), "webhook": delivery}
+    return {**integration.admin_view(), "webhook": delivery}
 
 
 @admin.get("/integrations")
@@ -912,8 +953,11 @@ async def admin_get_integration(request: Request, integration_id: str) -> dict[s
 
 
 @admin.patch("/integrations/{integration_id}")
-async def admin_update_integration(request: Request, integration_id: str, patch: IntegrationPatch) -> dict[str, Any]:
+async def admin_update_integration(
+    request: Request, integration_id: str, patch: IntegrationPatch
+) -> dict[str, Any]:
     runtime = _runtime(request)
+    _require_webhook_target(runtime, patch.emit_webhook)
     try:
         integration = runtime.state.update_integration(
             integration_id, status=patch.status, setup_status=patch.setup_status, qa_status=patch.qa_status
@@ -927,7 +971,7 @@ async def admin_update_integration(request: Request, integration_id: str, patch:
         subject=integration.id,
         explicit=patch.emit_webhook,
     )
-    return {"integration": integration.admin_view(), "webhook": delivery}
+    return {**integration.admin_view(), "webhook": delivery}
 
 
 @admin.delete("/integrations/{integration_id}")
@@ -935,6 +979,7 @@ async def admin_delete_integration(
     request: Request, integration_id: str, emit_webhook: bool | None = None
 ) -> dict[str, Any]:
     runtime = _runtime(request)
+    _require_webhook_target(runtime, emit_webhook)
     try:
         integration = runtime.state.delete_integration(integration_id)
     except NotFound:
@@ -946,7 +991,7 @@ async def admin_delete_integration(
         subject=integration.id,
         explicit=emit_webhook,
     )
-    return {"integration": integration.admin_view(), "webhook": delivery}
+    return {**integration.admin_view(), "webhook": delivery}
 
 
 @admin.get("/integrations/{integration_id}/packages")
@@ -963,6 +1008,7 @@ def _require_integration(runtime: KomboRuntime, integration_id: str) -> None:
 async def admin_create_order(request: Request, spec: OrderIn) -> dict[str, Any]:
     runtime = _runtime(request)
     _require_integration(runtime, spec.integration_id)
+    _require_webhook_target(runtime, spec.deliver_webhook)
     order = _new_order(runtime, spec)
     try:
         runtime.state.add_orders([order])
@@ -977,7 +1023,7 @@ async def admin_create_order(request: Request, spec: OrderIn) -> dict[str, Any]:
     )
     if delivery is not None:
         _apply_order_answer(runtime, "assessment:order-received", order.id, delivery)
-    return {"order": _admin_order(runtime, order.id), "webhook": delivery}
+    return {**_admin_order(runtime, order.id), "webhook": delivery}
 
 
 @admin.post("/orders/bulk", status_code=201)
@@ -1021,7 +1067,11 @@ async def admin_list_orders(
     except InputInvalid as exc:
         raise HTTPException(422, str(exc)) from None
     return _runtime(request).state.list_orders(
-        integration_id=integration_id, statuses=wanted_statuses, ids=parse_ids(ids), offset=offset, limit=limit
+        integration_id=integration_id,
+        statuses=wanted_statuses,
+        ids=parse_ids(ids),
+        offset=offset,
+        limit=limit,
     )
 
 
@@ -1044,6 +1094,7 @@ async def admin_cancel_order(request: Request, order_id: str) -> dict[str, Any]:
 @admin.post("/webhooks")
 async def admin_send_webhook(request: Request, spec: WebhookIn) -> dict[str, Any]:
     runtime = _runtime(request)
+    _require_webhook_target(runtime, True, spec.url)
     subject: str | None = None
     order_id: str | None = None
     if spec.data is not None:
@@ -1057,7 +1108,9 @@ async def admin_send_webhook(request: Request, spec: WebhookIn) -> dict[str, Any
             order = found
         elif spec.integration_id:
             _require_integration(runtime, spec.integration_id)
-            order = _new_order(runtime, OrderIn(integration_id=spec.integration_id, package_id=spec.package_id))
+            order = _new_order(
+                runtime, OrderIn(integration_id=spec.integration_id, package_id=spec.package_id)
+            )
             runtime.state.add_orders([order])
         else:
             raise HTTPException(422, "order_id, integration_id or data is required")
@@ -1090,7 +1143,9 @@ async def admin_send_webhook(request: Request, spec: WebhookIn) -> dict[str, Any
 
 
 @admin.post("/webhooks/{event_id}/redeliver")
-async def admin_redeliver(request: Request, event_id: str, options: RedeliverIn | None = None) -> dict[str, Any]:
+async def admin_redeliver(
+    request: Request, event_id: str, options: RedeliverIn | None = None
+) -> dict[str, Any]:
     """Send an earlier event again, byte for byte (same id, same body)."""
     runtime = _runtime(request)
     options = options or RedeliverIn()
@@ -1166,7 +1221,9 @@ def _is_api_path(request: Request) -> bool:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    def envelope_response(request: Request, status: int, code: str | None, message: str, title: str | None = None):
+    def envelope_response(
+        request: Request, status: int, code: str | None, message: str, title: str | None = None
+    ):
         runtime = _runtime(request)
         log_url = runtime.log_url(str(request.base_url), getattr(request.state, "sandbox_log_id", None))
         return JSONResponse(error_payload(code, message, title, log_url), status_code=status)

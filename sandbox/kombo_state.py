@@ -120,7 +120,7 @@ class Order:
     updated_at: datetime
     rejection_message: str | None = None
     inline_assessment_url: str | None = None
-    writes: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)  # every accepted write, in order
 
     @property
     def sort_key(self) -> tuple[int, str]:
@@ -143,7 +143,7 @@ class Order:
         return view
 
     def admin_view(self) -> dict[str, Any]:
-        applied = [write for write in self.writes if write["outcome"] == "applied"]
+        applied = [write for write in self.results if write["outcome"] == "applied"]
         return {
             **self.api_view(),
             "integration_id": self.integration_id,
@@ -152,7 +152,7 @@ class Order:
             "rejection_message": self.rejection_message,
             "inline_assessment_url": self.inline_assessment_url,
             "result": copy.deepcopy(applied[-1]["body"]) if applied else None,
-            "writes": copy.deepcopy(self.writes),
+            "results": copy.deepcopy(self.results),
         }
 
 
@@ -267,9 +267,18 @@ class RequestLog:
                 self._by_id.popitem(last=False)
         return entry
 
-    def finish(self, entry: dict[str, Any], status: int | str | None, started: float) -> None:
+    def finish(
+        self,
+        entry: dict[str, Any],
+        status: int | str | None,
+        started: float,
+        applied_status: int | None = None,
+    ) -> None:
+        """Complete an entry; `applied_status` is what the app answered when the reply was then dropped."""
         with self._lock:
             entry["status"] = status
+            if applied_status is not None:
+                entry["applied_status"] = applied_status
             entry["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
             route = f"{entry['method']} {route_template(entry['path'])}"
             self.counters[(route, str(status))] += 1
@@ -386,17 +395,23 @@ class KomboState:
         warnings = []
         with self._lock:
             current = self.packages[integration_id]
-            sent = {package["id"] for package in packages}
-            for package in packages:
-                existing = current.get(package["id"])
+            sent = {given["id"] for given in packages}
+            for given in packages:
+                existing = current.get(given["id"])
                 same = (
                     existing is not None
                     and existing.deleted_at is None
                     and (existing.type, existing.name, existing.description)
-                    == (package["type"], package["name"], package["description"])
+                    == (given["type"], given["name"], given["description"])
                 )
                 if not same:
-                    current[package["id"]] = Package(updated_at=now, **package)
+                    current[given["id"]] = Package(
+                        id=given["id"],
+                        type=given["type"],
+                        name=given["name"],
+                        description=given["description"],
+                        updated_at=now,
+                    )
             for package in current.values():
                 if package.id not in sent and package.deleted_at is None:
                     package.deleted_at = now
@@ -493,7 +508,9 @@ class KomboState:
                 last = key
             return results, None
 
-    def record_result(self, integration_id: str, order_id: str, body: dict[str, Any], log_id: str | None) -> str:
+    def record_result(
+        self, integration_id: str, order_id: str, body: dict[str, Any], log_id: str | None
+    ) -> str:
         """Apply a validated result write; returns "applied" or "noop". Raises WriteRejected or NotFound."""
         with self._lock:
             order = self.orders.get(order_id)
@@ -507,13 +524,13 @@ class KomboState:
                     f"The order's status is {status_before}; its status can only be changed while it is OPEN."
                 )
             else:
-                applied = [write for write in order.writes if write["outcome"] == "applied"]
+                applied = [write for write in order.results if write["outcome"] == "applied"]
                 outcome = "noop" if applied and applied[-1]["body"] == body else "applied"
             now = utc_now()
             if outcome == "applied":
                 order.status = body["status"]
                 order.updated_at = now
-            order.writes.append(
+            order.results.append(
                 {
                     "at": iso_ms(now),
                     "outcome": outcome,

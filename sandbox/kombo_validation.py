@@ -66,7 +66,9 @@ def validate_packages(body: Any) -> list[dict[str, str]]:
         if package.get("type") not in PACKAGE_TYPES:
             raise InputInvalid(f"`{where}.type` must be one of {', '.join(PACKAGE_TYPES)}.")
         if package["id"] in seen:
-            raise InputInvalid(f"`{where}.id` duplicates the package id {package['id']!r}; ids must be unique.")
+            raise InputInvalid(
+                f"`{where}.id` duplicates the package id {package['id']!r}; ids must be unique."
+            )
         seen.add(package["id"])
         cleaned.append({key: package[key] for key in ("id", "type", "name", "description")})
     return cleaned
@@ -114,10 +116,14 @@ def _validate_attribute(index: int, attribute: Any) -> None:
     elif kind == "SUB_RESULT":
         for key in ("id", "label"):
             if not isinstance(attribute.get(key), str):
-                raise InputInvalid(f"`{where}.{key}` is required for SUB_RESULT attributes and must be a string.")
+                raise InputInvalid(
+                    f"`{where}.{key}` is required for SUB_RESULT attributes and must be a string."
+                )
         score = attribute.get("score")
         if not isinstance(score, dict):
-            raise InputInvalid(f"`{where}.score` is required for SUB_RESULT attributes and must be an object.")
+            raise InputInvalid(
+                f"`{where}.score` is required for SUB_RESULT attributes and must be an object."
+            )
         if not _is_number(score.get("value")):
             raise InputInvalid(f"`{where}.score.value` is required and must be a number.")
         if not _is_number(score.get("max")):

@@ -151,7 +151,9 @@ def run_in_thread(mailbox: Path | str, host: str = "127.0.0.1", port: int | None
 
 
 @contextmanager
-def smtp_sandbox(mailbox: Path | str, host: str = "127.0.0.1", port: int | None = None) -> Iterator[SmtpSandbox]:
+def smtp_sandbox(
+    mailbox: Path | str, host: str = "127.0.0.1", port: int | None = None
+) -> Iterator[SmtpSandbox]:
     """Context manager (and pytest-fixture body) around ``run_in_thread``."""
     server = run_in_thread(mailbox, host, port)
     try:

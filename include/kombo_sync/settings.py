@@ -28,8 +28,13 @@ class CatalogSettings(_Section):
     yaml_file: str = "include/config/catalog.yaml"
     # Share of an integration's published packages that may disappear in one run without `allow_shrink`.
     max_shrink_share: float = Field(0.5, ge=0, le=1)
-    # Integrations published per mapped task; above `max_map_length` integrations are sharded.
+    # Integrations published per mapped task (one shard); the shard size grows when there would be more
+    # shards than Airflow's max_map_length (1024).
     shard_size: int = Field(50, ge=1)
+    # Threads per shard sending PUTs concurrently (the client keeps Kombo's rate and in-flight limits).
+    publish_concurrency: int = Field(16, ge=1)
+    # Bad catalog rows stored in the quarantine table per run (all are counted and reported).
+    max_quarantine_rows: int = Field(1000, ge=0)
 
 
 class IntegrationOverrides(_Section):
@@ -47,13 +52,25 @@ class IntakeSettings(_Section):
     templates_dir: str = "include/templates"
     # Orders created this long before the data interval are polled again, so late-listed orders are seen.
     overlap_minutes: int = Field(15, ge=0)
+    # Runs without a data interval (manual without a logical date, woken by the webhook) poll this far back.
+    lookback_minutes: int = Field(60, ge=1)
+    # A scheduled run after missed runs polls back to the last successful run's interval, at most this far.
+    max_gap_hours: int = Field(72, ge=1)
+    page_size: int = Field(250, ge=1, le=250)
+    # A claim is a lease: a worker that dies holding it gives the order back after this long.
     lease_seconds: int = Field(300, ge=10)
+    # Orders claimed at once; each batch is re-checked with Kombo (GET ?ids=) right before sending.
+    claim_batch_size: int = Field(500, ge=1)
     max_attempts: int = Field(5, ge=1)
+    # Delay before retry n is retry_backoff_seconds * 2**(n-1), at most retry_backoff_max_seconds.
     retry_backoff_seconds: int = Field(60, ge=0)
+    retry_backoff_max_seconds: int = Field(3600, ge=0)
     duplicate_rule: bool = True
     # Concurrent integrations polled per task (each keeps Kombo's in-flight cap).
     poll_concurrency: int = Field(32, ge=1)
     send_concurrency: int = Field(16, ge=1)
+    # Package names for the e-mail when Kombo's copy of the catalog (GET /assessment/packages) lacks one.
+    package_names: dict[str, str] = Field(default_factory=dict)
     integrations: dict[str, IntegrationOverrides] = Field(default_factory=dict)
 
     def channel_for(self, integration_id: str, registry_channel: str | None = None) -> str:
@@ -90,6 +107,9 @@ class WritebackSettings(_Section):
     fetch_report_urls: bool = False
     # Stop claiming new results after this many seconds (None: drain the outbox); the rest waits for the next run.
     max_send_seconds: float | None = Field(None, gt=0)
+    # Hosts whose plain http:// result and report URLs are accepted (a local platform stand-in); everything else
+    # must be https://, since recruiters open these links and Kombo downloads reports without credentials.
+    insecure_url_hosts: list[str] = Field(default_factory=list)
     # Payloads printed by a dry run (the count and the hashes of the rest are still reported).
     dry_run_preview_rows: int = Field(20, ge=0)
 
@@ -99,6 +119,9 @@ class WebhookSettings(_Section):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     # Dotted path of a callable(order, context) -> str | None returning a rejection message.
     extra_rejection_rule: str | None = None
+    # Inline flow: how long the webhook waits for the platform to create the invitation before answering 503
+    # (Kombo then keeps the order; ATSs give up after 15-30 s).
+    inline_timeout_seconds: float = Field(8.0, gt=0, le=25)
 
 
 class PipelineSettings(_Section):

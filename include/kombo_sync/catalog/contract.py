@@ -12,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -48,29 +51,48 @@ def package_list_hash(packages: Iterable[PackageDef]) -> str:
 
 
 def _key_text(value: Any) -> Any:
-    # Warehouses hand numeric keys back as int, or as float when the column has NULLs (36123.0).
+    # Warehouses hand numeric keys back as int, Decimal, or float when the column has NULLs (36123.0).
     if isinstance(value, bool):
         return value
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, numbers.Integral):
         return str(int(value))
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, float | Decimal) and value == value and value not in (float("inf"), float("-inf")):
+        return str(int(value)) if value == int(value) else str(value)
     return value
 
 
-class CatalogRow(BaseModel):
-    """One entitlement row as the contract defines it (strings already stripped by the pandas step)."""
+class _Opaque:
+    """A list or mapping found in a cell: hashable for grouping, still rejected by the contract."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    def __init__(self, value: Any) -> None:
+        self.text = repr(value)
 
-    customer_key: str = Field(min_length=1)
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Opaque) and other.text == self.text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _hashable(value: Any) -> Any:
+    return _Opaque(value) if isinstance(value, list | dict | set) else value
+
+
+class PackageRow(BaseModel):
+    """The package half of a row: what Kombo receives, plus `active` (strings are stripped)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
     package_id: str = Field(min_length=1)
     type: str
     name: str = Field(min_length=1)
     description: str = Field(min_length=1)
     active: bool
 
-    @field_validator("customer_key", "package_id", mode="before")
+    @field_validator("package_id", mode="before")
     @classmethod
     def _numbers_as_text(cls, value: Any) -> Any:
         return _key_text(value)
@@ -87,6 +109,19 @@ class CatalogRow(BaseModel):
 
     def package(self) -> PackageDef:
         return PackageDef(self.package_id, self.type, self.name, self.description)
+
+
+class CustomerRow(BaseModel):
+    """The customer half of a row."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
+    customer_key: str = Field(min_length=1)
+
+    @field_validator("customer_key", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        return _key_text(value)
 
 
 @dataclass(frozen=True)
@@ -129,7 +164,7 @@ class ValidatedCatalog:
         return self.packages_by_customer.get(customer_key, ())
 
 
-def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+def _contract_columns(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame.columns = [str(column).strip().lower() for column in frame.columns]
     missing = [column for column in CONTRACT_COLUMNS if column not in frame.columns]
@@ -142,13 +177,13 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     if duplicated:
         raise CatalogSourceError(f"the catalog has column(s) {', '.join(duplicated)} more than once")
     frame = frame.loc[:, list(CONTRACT_COLUMNS)].astype(object)
-    for column in ("customer_key", "package_id", "type", "name", "description"):
+    frame = frame.where(frame.notna(), None).reset_index(drop=True)
+    for column in CONTRACT_COLUMNS:
         values = frame[column]
-        is_text = values.map(lambda value: isinstance(value, str))
-        # Blank stays "" (not NULL) so the report says "is empty" rather than "is missing".
-        frame[column] = values.where(~is_text, values[is_text].str.strip())
-    frame["active"] = frame["active"].map(lambda value: value.strip() if isinstance(value, str) else value)
-    return frame.astype(object).where(frame.notna(), None)
+        nested = values.map(lambda value: isinstance(value, list | dict | set))
+        if nested.any():
+            frame[column] = values.map(_hashable)
+    return frame
 
 
 def _describe(error: Mapping[str, Any]) -> str:
@@ -171,6 +206,8 @@ def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if value is None or isinstance(value, bool | int | float | str):
             out[key] = value
+        elif isinstance(value, _Opaque):
+            out[key] = value.text
         else:
             item = getattr(value, "item", None)
             out[key] = item() if callable(item) else str(value)
@@ -179,57 +216,119 @@ def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _text_or_none(value: Any) -> str | None:
     value = _key_text(value)
-    return value if isinstance(value, str) and value else None
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _problems(model: type[BaseModel], record: Mapping[str, Any]) -> tuple[BaseModel | None, tuple[str, ...]]:
+    try:
+        return model.model_validate(record), ()
+    except ValidationError as exc:
+        return None, tuple(dict.fromkeys(_describe(error) for error in exc.errors()))
+
+
+_PACKAGE_COLUMNS = ["package_id", "type", "name", "description", "active"]
 
 
 def validate_catalog(frame: pd.DataFrame) -> ValidatedCatalog:
-    """Check every row against the contract; raises `CatalogSourceError` only when a column is missing."""
-    frame = _normalise(frame)
-    records: list[dict[str, Any]] = frame.to_dict("records")
-    good: list[tuple[int, CatalogRow]] = []
+    """Check every row against the contract; raises `CatalogSourceError` only when a column is missing.
+
+    A catalog repeats the same package definitions and customer keys many times (1,000 customers x 50 shared
+    packages is 50,000 rows but a few hundred definitions), so pydantic validates each distinct value once and
+    pandas maps the verdicts back onto the rows.
+    """
+    frame = _contract_columns(frame)
+    rows = len(frame)
+    # Group ids of identical raw values (None included); one pydantic validation per group.
+    def_group = frame.groupby(_PACKAGE_COLUMNS, dropna=False, sort=False).ngroup().to_numpy()
+    key_group = frame.groupby("customer_key", dropna=False, sort=False).ngroup().to_numpy()
+    first_def = frame.assign(_g=def_group).drop_duplicates("_g").sort_values("_g")
+    first_key = frame.assign(_g=key_group).drop_duplicates("_g").sort_values("_g")
+
+    definitions: list[tuple[PackageDef, bool] | None] = []
+    def_problems: list[tuple[str, ...]] = []
+    for record in first_def[_PACKAGE_COLUMNS].to_dict("records"):
+        model, problems = _problems(PackageRow, record)
+        definitions.append(None if model is None else (model.package(), model.active))  # type: ignore[attr-defined]
+        def_problems.append(problems)
+    keys: list[str | None] = []
+    key_problems: list[tuple[str, ...]] = []
+    for record in first_key[["customer_key"]].to_dict("records"):
+        model, problems = _problems(CustomerRow, record)
+        keys.append(None if model is None else model.customer_key)  # type: ignore[attr-defined]
+        key_problems.append(problems)
+
+    def_ok = (
+        np.array([item is not None for item in definitions], dtype=bool)[def_group]
+        if rows
+        else np.array([], bool)
+    )
+    key_ok = (
+        np.array([item is not None for item in keys], dtype=bool)[key_group] if rows else np.array([], bool)
+    )
+    bad_positions = np.flatnonzero(~(def_ok & key_ok))
+
     bad: list[BadRow] = []
-    for number, record in enumerate(records, start=1):
-        try:
-            good.append((number, CatalogRow.model_validate(record)))
-        except ValidationError as exc:
-            problems = tuple(dict.fromkeys(_describe(error) for error in exc.errors()))
+    for position in bad_positions:
+        problems = key_problems[key_group[position]] + def_problems[def_group[position]]
+        record = frame.iloc[position].to_dict()
+        definition = definitions[def_group[position]]
+        bad.append(
+            BadRow(
+                int(position) + 1,
+                keys[key_group[position]] or _text_or_none(record.get("customer_key")),
+                definition[0].id if definition else _text_or_none(record.get("package_id")),
+                problems,
+                _jsonable(record),
+            )
+        )
+
+    # Good rows: (customer, definition). Kombo needs unique package ids per integration: repeats that agree
+    # collapse, repeats that disagree are all bad, since nobody can tell which one the customer should see.
+    good_positions = np.flatnonzero(def_ok & key_ok)
+    canonical: dict[tuple[PackageDef, bool], int] = {}
+    canonical_of_group = np.array(
+        [-1 if item is None else canonical.setdefault(item, len(canonical)) for item in definitions],
+        dtype=np.int64,
+    )
+    canonical_items = list(canonical)
+    good = pd.DataFrame(
+        {
+            "position": good_positions,
+            "customer": np.array(keys, dtype=object)[key_group[good_positions]] if rows else [],
+            "definition": canonical_of_group[def_group[good_positions]] if rows else [],
+        }
+    )
+    good["package_id"] = [canonical_items[index][0].id for index in good["definition"]]
+    per_package = good.groupby(["customer", "package_id"], sort=False)["definition"]
+    variants = per_package.transform("nunique")
+    conflicting = good[variants > 1]
+    for (customer, package_id), members in conflicting.groupby(["customer", "package_id"], sort=False):
+        numbers = [int(position) + 1 for position in members["position"]]
+        problem = (
+            f"package_id {package_id!r} appears {len(numbers)} times for customer {customer!r} "
+            f"with different definitions (rows {', '.join(map(str, numbers))})"
+        )
+        for position in members["position"]:
             bad.append(
                 BadRow(
-                    number,
-                    _text_or_none(record.get("customer_key")),
-                    _text_or_none(record.get("package_id")),
-                    problems,
-                    _jsonable(record),
+                    int(position) + 1,
+                    customer,
+                    package_id,
+                    (problem,),
+                    _jsonable(frame.iloc[position].to_dict()),
                 )
             )
+    consistent = good[variants <= 1].drop_duplicates(["customer", "package_id"])
+    duplicates = int((variants <= 1).sum()) - len(consistent)
+    active_flags = np.array([item[1] for item in canonical_items], dtype=bool)
+    is_active = active_flags[consistent["definition"].to_numpy()] if len(consistent) else np.array([], bool)
+    inactive = int((~is_active).sum())
 
-    # Kombo needs unique package ids per integration: repeats that agree collapse, repeats that disagree
-    # are all bad, since nobody can tell which definition the customer should see.
-    groups: dict[tuple[str, str], list[tuple[int, CatalogRow]]] = defaultdict(list)
-    for number, row in good:
-        groups[(row.customer_key, row.package_id)].append((number, row))
-    lists: dict[str, list[PackageDef]] = defaultdict(list)
-    inactive = duplicates = 0
-    for (customer_key, package_id), members in groups.items():
-        variants = {(row.type, row.name, row.description, row.active) for _, row in members}
-        if len(variants) > 1:
-            numbers = ", ".join(str(number) for number, _ in members)
-            problem = (
-                f"package_id {package_id!r} appears {len(members)} times for customer {customer_key!r} "
-                f"with different definitions (rows {numbers})"
-            )
-            for number, row in members:
-                bad.append(
-                    BadRow(number, customer_key, package_id, (problem,), _jsonable(records[number - 1]))
-                )
-            continue
-        duplicates += len(members) - 1
-        row = members[0][1]
-        lists.setdefault(customer_key, [])
-        if row.active:
-            lists[customer_key].append(row.package())
-        else:
-            inactive += 1
+    lists: dict[str, list[PackageDef]] = {customer: [] for customer in good["customer"].unique()}
+    for customer, definition in zip(
+        consistent["customer"][is_active], consistent["definition"][is_active], strict=True
+    ):
+        lists[customer].append(canonical_items[definition][0])
 
     bad.sort(key=lambda item: item.row_number)
     tainted: dict[str, list[BadRow]] = defaultdict(list)
@@ -242,15 +341,16 @@ def validate_catalog(frame: pd.DataFrame) -> ValidatedCatalog:
             for customer, packages in lists.items()
         },
         bad_rows=bad,
-        rows=len(records),
+        rows=rows,
         inactive_rows=inactive,
         duplicate_rows=duplicates,
         tainted=dict(tainted),
     )
     log.info(
-        "catalog contract: %s rows, %s customers, %s bad rows (%s customers affected), %s inactive, "
-        "%s identical repeats",
-        result.rows,
+        "catalog contract: %s rows (%s distinct packages, %s customers), %s bad rows (%s customers affected), "
+        "%s inactive, %s identical repeats",
+        rows,
+        len(definitions),
         len(result.packages_by_customer),
         len(bad),
         len(result.tainted),
@@ -262,7 +362,10 @@ def validate_catalog(frame: pd.DataFrame) -> ValidatedCatalog:
 
 def describe_bad_rows(bad_rows: Sequence[BadRow], limit: int = 20) -> list[str]:
     """Human-readable lines for logs and summaries (the first `limit`)."""
-    lines = [f"{bad.reason} (customer {bad.customer_key or '?'}, package {bad.package_id or '?'})" for bad in bad_rows[:limit]]
+    lines = [
+        f"{bad.reason} (customer {bad.customer_key or '?'}, package {bad.package_id or '?'})"
+        for bad in bad_rows[:limit]
+    ]
     if len(bad_rows) > limit:
         lines.append(f"... and {len(bad_rows) - limit} more")
     return lines

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import Engine
 
@@ -38,7 +37,12 @@ def read_catalog_sql(engine: Engine, sql_file: Path) -> pd.DataFrame:
     if not query:
         raise CatalogSourceError(f"catalog SQL file {sql_file} is empty")
     with engine.connect() as conn:
-        frame = pd.read_sql_query(sa.text(query), conn, dtype=object)
+        # Run as written: no bind-parameter parsing, so `tool:xxx` in a literal or a comment is harmless;
+        # drivers with %-placeholders (psycopg) get `%` escaped, so LIKE '%x' works too.
+        if engine.dialect.paramstyle in ("format", "pyformat"):
+            query = query.replace("%", "%%")
+        result = conn.exec_driver_sql(query)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()), dtype=object)
     log.info("catalog query %s returned %s rows on %s", sql_file.name, len(frame), engine.dialect.name)
     return frame
 
@@ -63,13 +67,17 @@ def catalog_frame_from_mapping(document: Any, *, where: str = "catalog") -> pd.D
     the contract check quarantines it like any other bad row (instead of the customer silently losing it).
     """
     if not isinstance(document, Mapping):
-        raise CatalogSourceError(f"{where}: the top level must be a mapping with `packages` and `entitlements`")
+        raise CatalogSourceError(
+            f"{where}: the top level must be a mapping with `packages` and `entitlements`"
+        )
     packages = document.get("packages") or []
     entitlements = document.get("entitlements") or {}
     if not isinstance(packages, list):
         raise CatalogSourceError(f"{where}: `packages` must be a list of package definitions")
     if not isinstance(entitlements, Mapping):
-        raise CatalogSourceError(f"{where}: `entitlements` must map each customer key to a list of package ids")
+        raise CatalogSourceError(
+            f"{where}: `entitlements` must map each customer key to a list of package ids"
+        )
 
     definitions: dict[str, dict[str, Any]] = {}
     order: list[str] = []

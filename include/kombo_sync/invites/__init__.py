@@ -1,0 +1,107 @@
+"""Invitation channels: the provider's platform API (``platform``) and e-mail over SMTP (``email``).
+
+``Inviters`` builds each channel once per task from its Airflow connection (``kombo_platform``,
+``kombo_smtp``) and hands out the one configured for an integration (per-integration override in
+``pipeline.yaml``, then the registry's ``invitation_channel``, then ``intake.channel``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+
+from kombo_sync.invites.base import (
+    CHANNEL_EMAIL,
+    CHANNEL_PLATFORM,
+    CHANNELS,
+    InvitationError,
+    InvitationRequest,
+    InvitationResult,
+    Inviter,
+    PermanentInvitationError,
+    RetriableInvitationError,
+)
+from kombo_sync.settings import PipelineSettings
+
+__all__ = [
+    "CHANNELS",
+    "CHANNEL_EMAIL",
+    "CHANNEL_PLATFORM",
+    "InvitationError",
+    "InvitationRequest",
+    "InvitationResult",
+    "Inviter",
+    "InviterConfigurationError",
+    "Inviters",
+    "PermanentInvitationError",
+    "RetriableInvitationError",
+    "build_inviter",
+]
+
+
+class InviterConfigurationError(RuntimeError):
+    """A channel's connection is missing or unusable: nothing can be sent through it until it is fixed."""
+
+
+def build_inviter(channel: str, settings: PipelineSettings) -> Inviter:
+    """The inviter for ``channel``, built from its Airflow connection (raises InviterConfigurationError)."""
+    from kombo_sync.connections import get_connection
+
+    intake = settings.intake
+    if channel == CHANNEL_PLATFORM:
+        from kombo_sync.invites.platform import PlatformInviter
+
+        conn = get_connection(intake.platform_conn_id)
+        if conn is None:
+            raise InviterConfigurationError(
+                f"channel 'platform' needs the Airflow connection '{intake.platform_conn_id}' "
+                "(HTTP: host = invitation API base URL, password = token)"
+            )
+        try:
+            return PlatformInviter.from_connection(conn)
+        except ValueError as exc:
+            raise InviterConfigurationError(f"connection '{intake.platform_conn_id}': {exc}") from exc
+    if channel == CHANNEL_EMAIL:
+        from kombo_sync.invites.email import EmailInviter
+
+        conn = get_connection(intake.smtp_conn_id)
+        if conn is None:
+            raise InviterConfigurationError(
+                f"channel 'email' needs the Airflow connection '{intake.smtp_conn_id}' "
+                "(SMTP: host, port, optional login/password, extra from_email)"
+            )
+        templates_dir = settings.resolve_path(intake.templates_dir)
+        if not templates_dir.is_dir():
+            raise InviterConfigurationError(f"invitation templates directory {templates_dir} does not exist")
+        try:
+            return EmailInviter.from_connection(
+                conn, templates_dir=templates_dir, url_template=intake.assessment_url_template
+            )
+        except ValueError as exc:
+            raise InviterConfigurationError(f"connection '{intake.smtp_conn_id}': {exc}") from exc
+    raise InviterConfigurationError(f"unknown invitation channel {channel!r}; use one of {CHANNELS}")
+
+
+class Inviters:
+    """Channel name -> inviter, each built once on first use (thread-safe). Tests pass ready inviters."""
+
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        prebuilt: Mapping[str, Inviter] | None = None,
+        factory: Callable[[str, PipelineSettings], Inviter] = build_inviter,
+    ) -> None:
+        self.settings = settings
+        self._inviters: dict[str, Inviter] = dict(prebuilt or {})
+        self._factory = factory
+        self._lock = threading.Lock()
+
+    def get(self, channel: str) -> Inviter:
+        with self._lock:
+            inviter = self._inviters.get(channel)
+            if inviter is None:
+                inviter = self._inviters[channel] = self._factory(channel, self.settings)
+            return inviter
+
+    def channel_for(self, integration_id: str, registry_channel: str | None = None) -> str:
+        return self.settings.intake.channel_for(integration_id, registry_channel)

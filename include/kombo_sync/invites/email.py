@@ -18,6 +18,7 @@ import re
 import smtplib
 import ssl
 from dataclasses import dataclass
+from email.errors import MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -178,7 +179,7 @@ class EmailInviter:
         message = EmailMessage()
         try:
             message["To"] = Address(addr_spec=order.candidate_email)
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, MessageError) as exc:
             raise PermanentInvitationError(
                 "candidate e-mail address is malformed", channel=CHANNEL_EMAIL, code="BAD_ADDRESS"
             ) from exc

@@ -198,10 +198,34 @@ class OrderRepository:
     ) -> RecordResult:
         """Record a Kombo order once (webhook or poll, concurrently or not); a later sighting only refreshes
         `kombo_status` and `order_json`. `integration_id` is for poll results, which do not carry it."""
+        [result] = self.record_orders([order], seen_via, integration_id=integration_id, now=now)
+        return result
+
+    def record_orders(
+        self,
+        orders_: Iterable[Mapping[str, Any]],
+        seen_via: str,
+        *,
+        integration_id: str | None = None,
+        now: datetime | None = None,
+    ) -> list[RecordResult]:
+        """`record_order` for a page of orders in one transaction; results in input order."""
         if seen_via not in ORDER_SEEN_VIA:
             raise ValueError(f"seen_via must be one of {ORDER_SEEN_VIA}, not {seen_via!r}")
-        columns = _order_columns(order, integration_id)
+        rows = [_order_columns(order, integration_id) for order in orders_]
         now = now or self.store.now()
+        with self.store.transaction() as conn:
+            results = [self._record(conn, columns, seen_via, now) for columns in rows]
+        created = sum(result.created for result in results)
+        if created:
+            log.info(
+                "%d new order(s) recorded via %s (%d seen again)", created, seen_via, len(results) - created
+            )
+        return results
+
+    def _record(
+        self, conn: Connection, columns: dict[str, Any], seen_via: str, now: datetime
+    ) -> RecordResult:
         row = {
             **columns,
             "state": RECEIVED,
@@ -210,20 +234,16 @@ class OrderRepository:
             "received_at": now,
             "updated_at": now,
         }
-        with self.store.transaction() as conn:
-            # DO NOTHING, then a plain UPDATE: only the first writer's first_seen_via/received_at survive, and
-            # a concurrent insert of the same id waits for the other commit instead of failing.
-            if self.store.upsert(conn, orders, [row], ["id"], []):
-                log.info("order %s recorded via %s", columns["id"], seen_via)
-                return RecordResult(created=True, state=RECEIVED)
-            state = conn.execute(
-                sa.update(orders)
-                .where(orders.c.id == columns["id"])
-                .values(
-                    kombo_status=columns["kombo_status"], order_json=columns["order_json"], updated_at=now
-                )
-                .returning(orders.c.state)
-            ).scalar_one()
+        # DO NOTHING, then a plain UPDATE: only the first writer's first_seen_via/received_at survive, and a
+        # concurrent insert of the same id waits for the other commit instead of failing.
+        if self.store.upsert(conn, orders, [row], ["id"], []):
+            return RecordResult(created=True, state=RECEIVED)
+        state = conn.execute(
+            sa.update(orders)
+            .where(orders.c.id == columns["id"])
+            .values(kombo_status=columns["kombo_status"], order_json=columns["order_json"], updated_at=now)
+            .returning(orders.c.state)
+        ).scalar_one()
         return RecordResult(created=False, state=state)
 
     def claim_orders_for_invite(

@@ -233,8 +233,12 @@ class ResultOutbox:
             _sibling.c.order_id == _row.order_id,
             _sibling.c.payload_hash != _row.payload_hash,
             sa.or_(
+                # another version is in flight
                 sa.and_(_sibling.c.state == SENDING, _sibling.c.lease_expires_at > now),
-                sa.and_(_sibling.c.state.in_([PENDING, SENDING]), _sibling.c.created_at > _row.created_at),
+                # an abandoned send of an older version, now that a newer one is queued
+                sa.and_(_row.state == SENDING, _sibling.c.state == PENDING),
+                # two queued versions (concurrent enqueues): the later one goes
+                sa.and_(_row.state == PENDING, _sibling.c.state == PENDING, _sibling.c.created_at > _row.created_at),
             ),
         )
         claimable = sa.and_(

@@ -1,6 +1,7 @@
 """Tables of the pipeline's own state store (SQLAlchemy 2 Core, portable between SQLite and PostgreSQL).
 
-Every timestamp is stored as UTC and read back timezone-aware (`UTCDateTime`); JSON columns use `sa.JSON`.
+Every timestamp is stored as UTC and read back timezone-aware (`UTCDateTime`); JSON columns use `sa.JSON`, with
+Python None stored as SQL NULL.
 The repositories in this package are the only writers of these tables. The migration in
 `migrations/versions/0001_initial.py` must produce exactly this metadata (a test compares them).
 """
@@ -79,7 +80,7 @@ integrations = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.Column("invitation_channel", sa.String(16), nullable=True),
-    sa.Column("settings", sa.JSON(), nullable=False),
+    sa.Column("settings", sa.JSON(none_as_null=True), nullable=False),
     sa.Column("packages_hash", sa.String(128), nullable=True),
     sa.Column("packages_published_at", UTCDateTime(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -107,7 +108,7 @@ orders = sa.Table(
     sa.Column("application_remote_id", sa.String(), nullable=True),
     sa.Column("job_remote_id", sa.String(), nullable=True),
     sa.Column("job_name", sa.String(), nullable=True),
-    sa.Column("order_json", sa.JSON(), nullable=False),
+    sa.Column("order_json", sa.JSON(none_as_null=True), nullable=False),
     sa.Column("duplicate_of", sa.String(255), nullable=True),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
     sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
@@ -148,7 +149,7 @@ result_outbox = sa.Table(
     sa.Column("order_id", sa.String(255), primary_key=True),
     sa.Column("payload_hash", sa.String(128), primary_key=True),
     sa.Column("integration_id", sa.String(255), nullable=False),
-    sa.Column("payload_json", sa.JSON(), nullable=False),
+    sa.Column("payload_json", sa.JSON(none_as_null=True), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
     sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
@@ -174,7 +175,7 @@ webhook_events = sa.Table(
     sa.Column("order_id", sa.String(255), nullable=True),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("response_status", sa.Integer(), nullable=True),
-    sa.Column("response_body", sa.JSON(), nullable=True),
+    sa.Column("response_body", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_webhook_events_received_at", "received_at"),
 )
 
@@ -185,7 +186,7 @@ quarantine = sa.Table(
     sa.Column("job", sa.String(32), nullable=False),
     sa.Column("source_key", sa.String(), nullable=True),
     sa.Column("reason", sa.Text(), nullable=False),
-    sa.Column("row_json", sa.JSON(), nullable=True),
+    sa.Column("row_json", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("run_id", sa.String(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("resolved_at", UTCDateTime(), nullable=True),
@@ -201,7 +202,7 @@ runs = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("finished_at", UTCDateTime(), nullable=True),
     sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("summary", sa.JSON(), nullable=True),
+    sa.Column("summary", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_runs_job_started_at", "job", "started_at"),
 )
 
@@ -214,11 +215,6 @@ ALL_TABLES: tuple[sa.Table, ...] = (
     quarantine,
     runs,
 )
-
-
-def table_columns(table: sa.Table) -> tuple[str, ...]:
-    """Column names of a table, in definition order."""
-    return tuple(column.name for column in table.columns)
 
 
 # Wake-up requests from the webhook to the triggerer (kombo_sync.wakeups; migration 0002_wakeups).

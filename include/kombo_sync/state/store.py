@@ -326,6 +326,8 @@ class StateStore:
             upsert_stmt = stmt.on_conflict_do_update(index_elements=list(key_columns), set_=set_, where=where)
         else:
             upsert_stmt = stmt.on_conflict_do_nothing(index_elements=list(key_columns))
+        # Without preserve_rowcount SQLAlchemy does not keep an INSERT's rowcount (psycopg then reports 0).
+        upsert_stmt = upsert_stmt.execution_options(preserve_rowcount=True)
         result = conn.execute(upsert_stmt, batch[0] if len(batch) == 1 else batch)
         return max(result.rowcount, 0)
 

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kombo_sync.connections import get_connection
@@ -34,8 +34,8 @@ DEFAULT_CACHE_SECONDS = 30.0
 class WebhookSecrets:
     """The secrets accepted now and where they came from (never the values in `describe`)."""
 
-    secrets: tuple[str, ...]
-    source: str
+    secrets: tuple[str, ...] = field(repr=False)
+    source: str = "nowhere"
 
     def __bool__(self) -> bool:
         return bool(self.secrets)
@@ -83,7 +83,9 @@ def read_webhook_secrets(
     try:
         conn = connection_getter(conn_id)
     except Exception as exc:  # a broken secrets backend must not hide the environment fallback
-        log.warning("could not read Airflow connection %s (%s); trying the environment", conn_id, type(exc).__name__)
+        log.warning(
+            "could not read Airflow connection %s (%s); trying the environment", conn_id, type(exc).__name__
+        )
         conn = None
     if conn is not None:
         values = _split(getattr(conn, "password", None)) + _split(

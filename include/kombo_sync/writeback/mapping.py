@@ -15,7 +15,7 @@ import math
 import mimetypes
 import posixpath
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,6 +55,7 @@ _STATUS_ALIASES = {
     "CANCELED": RESULT_STATUS_CANCELLED,
 }
 _HTTPS_URL = r"^https://[^\s/?#@]+(?:[/?#][^\s]*)?$"
+_HTTP_HOST = r"^http://([^\s/?#@:]+)(?::\d+)?(?:[/?#][^\s]*)?$"
 _CONTENT_TYPE = re.compile(r"^[\w.-]+/[\w.-]+$")
 _DEFAULT_REPORT_NAME = "assessment-report"
 
@@ -195,7 +196,9 @@ def _finite_number(value: Any) -> float | None:
 
 
 def _sub_results(value: Any) -> list[dict[str, Any]]:
-    """SUB_RESULT attributes from the ``sub_results`` JSON: [{id, label, score, max, status}]; raises ValueError."""
+    """SUB_RESULT attributes from the ``sub_results`` JSON: [{id, label, score, max, status}]; raises ValueError.
+
+    A cancelled sub-test without a score is left out (Kombo requires a score on every SUB_RESULT)."""
     parsed = _parse_json(value)
     if parsed is None:
         return []
@@ -214,15 +217,17 @@ def _sub_results(value: Any) -> list[dict[str, Any]]:
             raise ValueError(f"{where}.label is required")
         score = _finite_number(item.get("score"))
         maximum = _finite_number(item.get("max", item.get("max_score")))
+        status = _STATUS_ALIASES.get(str(item.get("status") or RESULT_STATUS_COMPLETED).strip().upper())
+        if status is None:
+            raise ValueError(f"{where}.status must be completed or cancelled")
+        if status == RESULT_STATUS_CANCELLED and item.get("score") is None:
+            continue  # a sub-test never taken has no score, and Kombo's SUB_RESULT needs one: left out
         if score is None or maximum is None:
             raise ValueError(f"{where} needs numeric score and max")
         if maximum < 1:
             raise ValueError(f"{where}.max must be at least 1 (Kombo's rule), got {maximum:g}")
         if not 0 <= score <= maximum:
             raise ValueError(f"{where}.score {score:g} is outside [0, {maximum:g}]")
-        status = _STATUS_ALIASES.get(str(item.get("status") or RESULT_STATUS_COMPLETED).strip().upper())
-        if status is None:
-            raise ValueError(f"{where}.status must be completed or cancelled")
         attributes.append(
             {
                 "type": ATTRIBUTE_TYPE_SUB_RESULT,
@@ -345,6 +350,15 @@ def _attachment(
     return [{"name": file_name, "content_type": content_type, "data": base64.b64encode(data).decode("ascii")}]
 
 
+def _secure_urls(urls: pd.Series, insecure_hosts: Sequence[str]) -> pd.Series:
+    """True for https:// URLs, and for http:// URLs on the hosts explicitly allowed (a local sandbox)."""
+    secure = urls.str.match(_HTTPS_URL).fillna(False).astype(bool)
+    if insecure_hosts:
+        hosts = urls.str.extract(_HTTP_HOST, expand=False).str.lower()
+        secure |= hosts.isin([host.lower() for host in insecure_hosts]).fillna(False).astype(bool)
+    return secure
+
+
 def _per_row(values: pd.Series, convert: Callable[[Any], Any], column: str, reasons: _Reasons) -> pd.Series:
     """Apply ``convert`` to each value of rows still valid; a ValueError becomes that row's reason."""
     out: dict[Any, Any] = {}
@@ -389,11 +403,12 @@ def map_results(
     *,
     max_attachment_bytes: int = 5_000_000,
     fetch_report: ReportFetcher | None = None,
+    insecure_url_hosts: Sequence[str] = (),
 ) -> MappedChunk:
     """Map a chunk of result rows (with ``order_id`` and ``integration_id`` resolved) to Kombo payloads.
 
     Rows with a missing order or integration id, a status other than completed/cancelled, a non-HTTPS
-    result URL, a score outside [0, max_score], bad JSON or an unsendable report are rejected with the reason.
+    result URL (``insecure_url_hosts`` lists hosts whose plain http:// is accepted, e.g. a local sandbox), a score outside [0, max_score], bad JSON or an unsendable report are rejected with the reason.
     When an order appears twice in the chunk, the row with the latest ``updated_at`` wins.
     """
     check_columns(frame.columns)
@@ -413,7 +428,7 @@ def map_results(
 
     result_url = _text(frame["result_url"])
     reasons.flag(_blank(result_url), "result_url is missing (Kombo requires it)")
-    reasons.flag(~result_url.str.match(_HTTPS_URL).fillna(False), "result_url must be an https:// URL")
+    reasons.flag(~_secure_urls(result_url, insecure_url_hosts), "result_url must be an https:// URL")
 
     updated_at = _timestamps(_column(frame, "updated_at"))
     completed_raw = _column(frame, "completed_at")
@@ -438,7 +453,7 @@ def map_results(
     text_attributes = _per_row(_column(frame, "attributes"), _text_attributes, "attributes", reasons)
 
     report_url = _text(_column(frame, "report_url"))
-    report_https = report_url.str.match(_HTTPS_URL).fillna(False)
+    report_https = _secure_urls(report_url, insecure_url_hosts)
     attachments: dict[Any, list[dict[str, Any]]] = {}
     bad_reports: dict[Any, str] = {}
     report_bytes, report_name = _column(frame, "report_bytes"), _column(frame, "report_name")

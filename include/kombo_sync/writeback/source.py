@@ -33,19 +33,24 @@ _IDS_PER_QUERY = 500
 
 def load_results_sql(path: Path) -> str:
     """The query text, checked for the two bind parameters it must take."""
-    sql = path.read_text(encoding="utf-8").strip().rstrip(";").strip()
+    # Whole-line comments go: SQLAlchemy would read a ":name" in a comment as a bind parameter.
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("--")]
+    sql = "\n".join(lines).strip().rstrip(";").strip()
     missing = [name for name in (":window_start", ":window_end") if name not in sql]
     if missing:
         raise ValueError(f"{path} must use the bind parameter(s) {', '.join(missing)} (see docs/writeback.md)")
     return sql
 
 
-def _bind_time(value: datetime, dialect: str) -> datetime:
-    """UTC for the warehouse: naive on SQLite (stored as text without offset), aware elsewhere."""
+def _bind_time(value: datetime, dialect: str) -> datetime | str:
+    """UTC for the warehouse: on SQLite the text SQLAlchemy stores (``YYYY-MM-DD HH:MM:SS.ffffff``), so text
+    comparison is time comparison; elsewhere an aware datetime (the session runs in UTC, see below)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     value = value.astimezone(UTC)
-    return value.replace(tzinfo=None) if dialect == "sqlite" else value
+    if dialect == "sqlite":
+        return value.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 def _statement(sql: str, id_column: str | None = None, id_count: int = 0) -> sa.TextClause:
@@ -97,8 +102,11 @@ def read_result_chunks(
     base = {"window_start": _bind_time(window_start, dialect), "window_end": _bind_time(window_end, dialect)}
     # stream_results: a named (server-side) cursor on PostgreSQL; yield_per bounds the driver's buffer.
     options = {"stream_results": True, "yield_per": chunk_rows}
-    with engine.connect() as conn:
+    with engine.connect() as conn, conn.begin():
         conn = conn.execution_options(**options)
+        if dialect == "postgresql":
+            # Naive timestamp columns then compare with the UTC window as UTC, whatever the server's zone.
+            conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
         if order_ids is None and invitation_ids is None:
             yield from _read_chunks(conn, _statement(sql), base, chunk_rows)
             return

@@ -1,0 +1,333 @@
+"""Benchmarks of the result write-back (issue 5; targets in shared/DESIGN.md section 5).
+
+1. Throughput: N results (default 10,000) against the Kombo sandbox (its own process) with a fixed latency
+   (default 50 ms) and a set rate limit. Prints the achieved rate over the allowed rate (target >= 0.9) and the
+   speed-up over a one-PUT-at-a-time loop measured in the same run (target >= 20x). The sequential loop is
+   measured on a sample (default 200 results) and extrapolated to N; the output says so.
+2. Memory: the read + map + enqueue path for 1,000,000 pending warehouse rows against 10,000, each in a fresh
+   subprocess, peak RSS (ru_maxrss) compared (target: nearly the same).
+
+    .venv/bin/python bench/writeback.py                      # both, full size (about 10 minutes)
+    .venv/bin/python bench/writeback.py --quick              # 2,000 results, 20,000 vs 2,000 rows (~1 min)
+    .venv/bin/python bench/writeback.py --skip-memory --results 5000 --rate 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
+
+import httpx  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+API_KEY = "bench-key"
+# The bench's warehouse query: the platform table plus the integration of each order, so the bench needs no
+# million-row orders table in the state store (the column contract allows the query to return integration_id).
+BENCH_SQL = """
+SELECT r.order_id, r.invitation_id, r.status, r.score, r.max_score, r.completed_at, r.result_url, r.report_url,
+       r.report_bytes, r.report_name, r.report_content_type, r.sub_results, r.attributes, r.updated_at,
+       o.integration_id
+FROM assessment_results AS r
+JOIN bench_order_integrations AS o ON o.order_id = r.order_id
+WHERE r.updated_at >= :window_start AND r.updated_at < :window_end
+ORDER BY r.updated_at, r.order_id
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_warehouse(url: str, rows: int, order_ids: list[str] | None, integrations: list[str], now: datetime) -> None:
+    """`rows` synthetic results (https URLs, report as a link) and the order -> integration table."""
+    from sandbox import warehouse
+
+    def results() -> Any:
+        for index, row in enumerate(
+            warehouse.generate_results(rows, base_url="https://platform.example", now=now - timedelta(minutes=5))
+        ):
+            if order_ids is not None:
+                row["order_id"] = order_ids[index]
+            yield row
+
+    warehouse.write_results(url, results(), batch_size=20_000)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS bench_order_integrations (order_id TEXT PRIMARY KEY, integration_id TEXT)"
+        )
+        batch: list[tuple[str, str]] = []
+        for index in range(rows):
+            order_id = order_ids[index] if order_ids is not None else f"order-{index:07d}"
+            batch.append((order_id, integrations[index % len(integrations)]))
+            if len(batch) >= 50_000:
+                conn.exec_driver_sql("INSERT INTO bench_order_integrations VALUES (?, ?)", batch)
+                batch = []
+        if batch:
+            conn.exec_driver_sql("INSERT INTO bench_order_integrations VALUES (?, ?)", batch)
+    engine.dispose()
+
+
+def bench_settings(workdir: Path, **writeback: Any) -> Any:
+    from kombo_sync.settings import PipelineSettings
+
+    sql_file = workdir / "bench_results.sql"
+    sql_file.write_text(BENCH_SQL)
+    return PipelineSettings.model_validate({"writeback": {"sql_file": str(sql_file), **writeback}})
+
+
+def enqueue_window(store: Any, engine: Any, settings: Any, now: datetime) -> dict[str, Any]:
+    from kombo_sync.writeback.job import enqueue_results
+
+    return enqueue_results(
+        store, engine, settings, window_start=now - timedelta(hours=1), window_end=now + timedelta(hours=1)
+    )
+
+
+# Throughput
+
+
+def start_sandbox(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    log = open(workdir / "sandbox.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "sandbox", "--port", str(port), "--api-key", API_KEY,
+            "--latency-ms", str(args.latency_ms),
+            "--rate-limit", str(int(args.rate * args.rate_window)), "--rate-limit-window", str(args.rate_window),
+            "--concurrency-limit", "30", "--seed", "1", "--log-level", "WARNING",
+        ],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT)])},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/_sandbox/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the sandbox did not start; see sandbox.log")
+
+
+def make_client(base_url: str, args: argparse.Namespace, concurrency: int) -> Any:
+    from kombo_sync.kombo.client import KomboClient
+
+    return KomboClient(
+        f"{base_url}/v1",
+        API_KEY,
+        timeout=30,
+        # What a team sets in the kombo_default connection extras when it knows its allowed rate.
+        rate_limit_per_second=None if args.no_client_rate else args.rate,
+        rate_limit_burst=None if args.no_client_rate else max(1, int(args.rate * 0.02)),
+        max_in_flight_per_integration=30,
+        max_connections=max(concurrency, 10),
+    )
+
+
+def prepare(admin: Any, store: Any, workdir: Path, name: str, count: int, integrations: list[str], now: datetime,
+            settings: Any) -> dict[str, Any]:  # fmt: skip
+    """Orders at the sandbox, their results in a warehouse, enqueued into the store's outbox."""
+    order_ids = admin.bulk_create_orders(integrations, count)
+    url = f"sqlite:///{workdir / f'{name}-warehouse.db'}"
+    write_warehouse(url, count, order_ids, integrations, now)
+    engine = sa.create_engine(url)
+    summary = enqueue_window(store, engine, settings, now)
+    engine.dispose()
+    if summary["enqueued"] != count:
+        raise RuntimeError(f"expected {count} results enqueued, got {summary}")
+    return summary
+
+
+def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from kombo_sync.state.store import StateStore
+    from kombo_sync.writeback.sender import ResultSender
+    from sandbox.testing import SandboxAdmin
+
+    proc, base_url = start_sandbox(args, workdir)
+    try:
+        admin = SandboxAdmin(base_url)
+        integrations = [admin.create_integration(tool="workday")["id"] for _ in range(args.integrations)]
+        now = datetime.now(UTC)
+        settings = bench_settings(workdir, max_concurrency=args.concurrency, claim_batch_rows=1000)
+
+        # The one-PUT-at-a-time loop: the same sender at concurrency 1, on a sample, in its own store.
+        seq_store = StateStore(f"sqlite:///{workdir / 'sequential-state.db'}")
+        seq_store.migrate()
+        seq_settings = bench_settings(workdir, max_concurrency=1, claim_batch_rows=args.sequential_sample)
+        prepare(admin, seq_store, workdir, "sequential", args.sequential_sample, integrations, now, seq_settings)
+        with make_client(base_url, args, 1) as client:
+            seq = ResultSender(seq_store, client, seq_settings.writeback).run()
+        sequential_rate = seq["sent"] / seq["elapsed_seconds"]
+
+        store = StateStore(args.state_url or f"sqlite:///{workdir / 'state.db'}")
+        store.migrate()
+        started = time.monotonic()
+        read = prepare(admin, store, workdir, "concurrent", args.results, integrations, now, settings)
+        enqueue_seconds = time.monotonic() - started
+        time.sleep(args.rate_window)  # a fresh rate-limit window for the timed part
+        admin.clear_requests()
+        with make_client(base_url, args, args.concurrency) as client:
+            sent = ResultSender(store, client, settings.writeback).run()
+        stats = admin.stats()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    achieved = sent["sent"] / sent["elapsed_seconds"]
+    return {
+        "results": args.results,
+        "latency_ms": args.latency_ms,
+        "allowed_rate_per_s": args.rate,
+        "integrations": args.integrations,
+        "concurrency": args.concurrency,
+        "enqueue_seconds": round(enqueue_seconds, 1),
+        "read_rows": read["rows"],
+        "send_seconds": sent["elapsed_seconds"],
+        "sent": sent["sent"],
+        "dead": sent["dead"],
+        "retry": sent["retry"],
+        "achieved_rate_per_s": round(achieved, 1),
+        "achieved_over_allowed": round(achieved / args.rate, 3),
+        "sandbox_responses": stats.get("by_route", {}),
+        "sandbox_faults": stats.get("faults", {}),
+        "sandbox_max_concurrency": stats.get("max_concurrency"),
+        "sequential_sample": args.sequential_sample,
+        "sequential_rate_per_s": round(sequential_rate, 2),
+        "sequential_seconds_for_all_extrapolated": round(args.results / sequential_rate, 1),
+        "speedup": round(achieved / sequential_rate, 1),
+    }
+
+
+# Memory
+
+
+def memory_child(rows: int, workdir: Path) -> None:
+    """Runs in a fresh process: read + map + enqueue `rows` pending results; prints peak RSS as JSON."""
+    from kombo_sync.state.store import StateStore
+
+    logging.disable(logging.INFO)
+    now = datetime.now(UTC)
+    warehouse_url = f"sqlite:///{workdir / f'memory-{rows}-warehouse.db'}"
+    store = StateStore(f"sqlite:///{workdir / f'memory-{rows}-state.db'}")
+    store.migrate()
+    settings = bench_settings(workdir)
+    engine = sa.create_engine(warehouse_url)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    summary = enqueue_window(store, engine, settings, now)
+    elapsed = time.monotonic() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "enqueued": summary["enqueued"],
+                "chunks": summary["chunks"],
+                "seconds": round(elapsed, 1),
+                "rows_per_second": round(rows / elapsed),
+                "rss_before_mb": round(baseline / 1024, 1),
+                "peak_rss_mb": round(peak / 1024, 1),
+            }
+        )
+    )
+
+
+def memory(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    results = {}
+    for rows in (args.memory_baseline_rows, args.memory_rows):
+        write_warehouse(f"sqlite:///{workdir / f'memory-{rows}-warehouse.db'}", rows, None, ["bench:one"], datetime.now(UTC))
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(rows), "--workdir", str(workdir)],
+            check=True, capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
+        results[rows] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  memory, {rows} rows: {results[rows]}", flush=True)
+    small, large = results[args.memory_baseline_rows], results[args.memory_rows]
+    return {
+        "baseline_rows": args.memory_baseline_rows,
+        "rows": args.memory_rows,
+        "peak_rss_mb_baseline": small["peak_rss_mb"],
+        "peak_rss_mb": large["peak_rss_mb"],
+        "peak_ratio": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
+        "rows_per_second": large["rows_per_second"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--rate", type=float, default=400.0, help="allowed requests per second (sandbox limit)")
+    parser.add_argument("--rate-window", type=float, default=5.0, help="sandbox rate-limit window, seconds")
+    parser.add_argument("--integrations", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=64, help="sender threads")
+    parser.add_argument("--sequential-sample", type=int, default=200)
+    parser.add_argument("--no-client-rate", action="store_true", help="no client-side pacing: headers only")
+    parser.add_argument("--state-url", default=None, help="state store for the timed run (default: SQLite)")
+    parser.add_argument("--memory-rows", type=int, default=1_000_000)
+    parser.add_argument("--memory-baseline-rows", type=int, default=10_000)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="2,000 results; 20,000 vs 2,000 rows")
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child is not None:
+        memory_child(args.memory_child, Path(args.workdir))
+        return 0
+    if args.quick:
+        args.results, args.sequential_sample = 2_000, 100
+        args.memory_rows, args.memory_baseline_rows = 20_000, 2_000
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="bench-writeback-") as tmp:
+        workdir = Path(tmp)
+        if not args.skip_throughput:
+            print(
+                f"throughput: {args.results} results, {args.latency_ms:g} ms latency, allowed {args.rate:g}/s, "
+                f"{args.integrations} integrations, {args.concurrency} threads ...",
+                flush=True,
+            )
+            result = throughput(args, workdir)
+            print(json.dumps(result, indent=2))
+            print(
+                f"achieved {result['achieved_rate_per_s']}/s of {args.rate:g}/s allowed: "
+                f"ratio {result['achieved_over_allowed']} (target >= 0.9)"
+            )
+            print(
+                f"one-PUT-at-a-time loop: {result['sequential_rate_per_s']}/s, measured on "
+                f"{args.sequential_sample} results and extrapolated to {args.results} "
+                f"({result['sequential_seconds_for_all_extrapolated']} s vs {result['send_seconds']} s): "
+                f"speed-up {result['speedup']}x (target >= 20x)"
+            )
+        if not args.skip_memory:
+            print(f"memory: read + map + enqueue, {args.memory_rows} vs {args.memory_baseline_rows} rows ...", flush=True)
+            result = memory(args, workdir)
+            print(json.dumps(result, indent=2))
+            print(
+                f"peak RSS {result['peak_rss_mb']} MB for {args.memory_rows} rows vs "
+                f"{result['peak_rss_mb_baseline']} MB for {args.memory_baseline_rows}: "
+                f"ratio {result['peak_ratio']} (target: nearly 1)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

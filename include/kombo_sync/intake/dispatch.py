@@ -1,0 +1,521 @@
+"""Step 2 of the intake: send every recorded order's candidate exactly one invitation.
+
+Exactly once, step by step (DESIGN decision 3):
+
+1. **claim**: a batch of due orders is taken by compare-and-set with a lease (`claim_orders_for_invite`);
+   two workers never hold the same order, and a dead worker's orders come back when its lease expires.
+2. **re-check**: right before sending, the batch is read back from Kombo (`GET /assessment/orders?ids=`);
+   an order no longer OPEN is closed (cancelled / rejected) and not invited; the duplicate rule and the e-mail
+   syntax are checked under the lease.
+3. **send**: the channel is called with the Kombo order id as idempotency key. The platform API creates one
+   invitation per key, so a re-send after a crash returns the same invitation. SMTP cannot deduplicate: a crash
+   between the server's "accepted" and step 4 sends a second e-mail with the same Message-ID (docs/intake.md).
+4. **commit**: `mark_invited` only if the lease is still ours.
+
+Failures: a retriable channel error puts the order back with `next_attempt_at` (exponential backoff); after
+`max_attempts` it becomes `failed` with the reason. A permanent error (malformed e-mail, 4xx) fails that order
+only. ``on_step(step, order_id)`` is called after each step (used by the crash tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from kombo_sync.intake.claims import IntakeOrders, duplicate_rule_enabled, older_active_duplicate
+from kombo_sync.intake.poll import _Counters, _error_text, select_integrations
+from kombo_sync.invites import Inviters
+from kombo_sync.invites.base import (
+    CHANNEL_EMAIL,
+    InvitationError,
+    InvitationRequest,
+    InvitationResult,
+    Inviter,
+    PermanentInvitationError,
+    RetriableInvitationError,
+)
+from kombo_sync.kombo.client import KomboClient
+from kombo_sync.kombo.models import ORDER_STATUS_OPEN, ORDER_STATUS_REJECTED, Order
+from kombo_sync.settings import IntakeSettings, PipelineSettings
+from kombo_sync.state.integrations import IntegrationRecord
+from kombo_sync.state.orders import INVITED, INVITING, RECEIVED, ClaimedOrder, InvalidTransition
+from kombo_sync.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+STEP_CLAIMED = "claimed"
+STEP_SENT = "sent"  # the channel accepted the invitation
+STEP_BEFORE_COMMIT = "before_commit"
+STEP_COMMITTED = "committed"
+STEPS = (STEP_CLAIMED, STEP_SENT, STEP_BEFORE_COMMIT, STEP_COMMITTED)
+
+StepHook = Callable[[str, str], None]
+Clock = Callable[[], datetime]
+
+# A claim is closed for good only after the order left the claimable states; until then it must not be
+# re-claimed, so the release before the final transition sets a retry time this far away.
+_HOLD = timedelta(days=1)
+
+
+def make_owner(label: str = "intake") -> str:
+    """A lease owner unique to this process and call (host, pid, random part)."""
+    return f"{label}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"[:255]
+
+
+def retry_delay(intake: IntakeSettings, attempts: int) -> timedelta:
+    """Backoff before the next attempt after ``attempts`` failed ones."""
+    seconds = intake.retry_backoff_seconds * (2 ** max(0, attempts - 1))
+    return timedelta(seconds=min(seconds, intake.retry_backoff_max_seconds))
+
+
+def email_problem(address: str | None) -> str | None:
+    """Why this candidate e-mail cannot receive an invitation (syntax only, no DNS), or None if it can."""
+    if not address:
+        return "candidate e-mail is missing"
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"candidate e-mail is malformed: {exc}"
+    return None
+
+
+@dataclass
+class _Plan:
+    claim: ClaimedOrder
+    channel: str
+    request: InvitationRequest
+
+
+class _PackageNames:
+    """Package names for e-mails: pipeline.yaml's `package_names`, then Kombo's copy of the catalog."""
+
+    def __init__(self, client: KomboClient | None, configured: Mapping[str, str]) -> None:
+        self._client = client
+        self._configured = dict(configured)
+        self._by_integration: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def name(self, integration_id: str, package_id: str) -> str | None:
+        if package_id in self._configured:
+            return self._configured[package_id]
+        if self._client is None:
+            return None
+        with self._lock:
+            names = self._by_integration.get(integration_id)
+        if names is None:
+            try:
+                names = {p.id: p.name for p in self._client.get_packages(integration_id) if p.name}
+            except Exception as exc:  # a missing name must not stop an invitation
+                log.warning("integration %s: package names unavailable (%s)", integration_id, type(exc).__name__)
+                names = {}
+            with self._lock:
+                self._by_integration[integration_id] = names
+        return names.get(package_id)
+
+
+class Dispatcher:
+    """One dispatch run: claims, re-checks, sends and commits, with counters for the summary."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        client: KomboClient | None,
+        inviters: Inviters,
+        settings: PipelineSettings,
+        *,
+        owner: str,
+        clock: Clock | None = None,
+        on_step: StepHook | None = None,
+        registry: Mapping[str, IntegrationRecord] | None = None,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.inviters = inviters
+        self.settings = settings
+        self.intake = settings.intake
+        self.owner = owner
+        self.clock: Clock = clock or store.now
+        self.on_step = on_step
+        self.registry = dict(registry or {})
+        self.repo = IntakeOrders(store)
+        self.counters = _Counters()
+        self.package_names = _PackageNames(client, self.intake.package_names)
+
+    def _step(self, step: str, order_id: str) -> None:
+        if self.on_step is not None:
+            self.on_step(step, order_id)
+
+    def channel_for(self, integration_id: str) -> str:
+        record = self.registry.get(integration_id)
+        return self.inviters.channel_for(integration_id, record.invitation_channel if record else None)
+
+    def request_for(self, claim: ClaimedOrder, channel: str) -> InvitationRequest:
+        package_name = None
+        if channel == CHANNEL_EMAIL:
+            package_name = self.package_names.name(claim.integration_id, claim.package_id)
+        return InvitationRequest(
+            order_id=claim.order_id,
+            integration_id=claim.integration_id,
+            package_id=claim.package_id,
+            candidate_email=claim.candidate_email or "",
+            candidate_first_name=claim.candidate_first_name,
+            candidate_last_name=claim.candidate_last_name,
+            candidate_remote_id=claim.candidate_remote_id,
+            application_remote_id=claim.application_remote_id,
+            job_remote_id=claim.job_remote_id,
+            job_name=claim.job_name,
+            package_name=package_name,
+            attempt=claim.attempts,
+        )
+
+    # --- closing an order under our lease -------------------------------------------------------------
+
+    def _release_then(self, claim: ClaimedOrder, reason: str, final: Callable[[], bool], counter: str) -> None:
+        now = self.clock()
+        if not self.repo.release_with_error(claim.order_id, self.owner, reason, now + _HOLD, now=now):
+            self.counters.add("lease_lost")
+            return
+        try:
+            final()
+            self.counters.add(counter)
+        except InvalidTransition as exc:
+            log.warning("order %s could not be closed: %s", claim.order_id, exc)
+
+    def close_not_open(self, claim: ClaimedOrder, status: str | None) -> None:
+        reason = f"Kombo lists the order as {status}" if status else "Kombo no longer lists the order"
+        log.info("order %s not invited: %s", claim.order_id, reason)
+        if status == ORDER_STATUS_REJECTED:
+            self._release_then(claim, reason, lambda: self.repo.mark_rejected(claim.order_id, reason), "rejected")
+        else:
+            self._release_then(claim, reason, lambda: self.repo.mark_cancelled(claim.order_id), "cancelled")
+
+    def fail(self, claim: ClaimedOrder, reason: str) -> None:
+        if self.repo.mark_failed(claim.order_id, reason, owner=self.owner):
+            self.counters.add("failed")
+            log.warning("order %s failed: %s", claim.order_id, reason.split(":")[0])
+        else:
+            self.counters.add("lease_lost")
+
+    def retry_later(self, claim: ClaimedOrder, reason: str, *, count_attempt: bool = True) -> None:
+        if count_attempt and claim.attempts >= self.intake.max_attempts:
+            self.fail(claim, f"gave up after {claim.attempts} attempts: {reason}")
+            return
+        now = self.clock()
+        retry_at = now + retry_delay(self.intake, claim.attempts)
+        if self.repo.release_with_error(claim.order_id, self.owner, reason, retry_at, now=now):
+            self.counters.add("retry_later")
+        else:
+            self.counters.add("lease_lost")
+
+    # --- the steps ------------------------------------------------------------------------------------
+
+    def recheck(self, integration_id: str, claims: list[ClaimedOrder]) -> list[_Plan]:
+        """Read the claimed orders back from Kombo; close those no longer OPEN, apply the duplicate rule and
+        the e-mail check; return what is left to send."""
+        if self.client is not None:
+            try:
+                current: dict[str, Order] = {
+                    order.id: order for order in self.client.get_orders_by_ids(integration_id, [c.order_id for c in claims])
+                }
+            except Exception as exc:
+                reason = f"could not re-check with Kombo: {_error_text(exc)}"
+                log.error("integration %s: %s; %s order(s) put back", integration_id, reason, len(claims))
+                for claim in claims:
+                    self.retry_later(claim, reason, count_attempt=False)
+                return []
+        plans: list[_Plan] = []
+        record = self.registry.get(integration_id)
+        rule = duplicate_rule_enabled(self.intake, integration_id, record.settings if record else None)
+        channel = self.channel_for(integration_id)
+        for claim in claims:
+            if self.client is not None:
+                fresh = current.get(claim.order_id)
+                status = fresh.status if fresh is not None else None
+                if fresh is None or (status is not None and status != ORDER_STATUS_OPEN):
+                    if fresh is not None:
+                        self.repo.record_order(
+                            fresh.model_dump(mode="json", by_alias=True), "poll", integration_id=integration_id
+                        )
+                    self.close_not_open(claim, status)
+                    continue
+            if rule:
+                duplicate_of = older_active_duplicate(
+                    self.repo,
+                    order_id=claim.order_id,
+                    integration_id=claim.integration_id,
+                    package_id=claim.package_id,
+                    candidate_email=claim.candidate_email,
+                    application_remote_id=claim.application_remote_id,
+                    received_at=claim.received_at,
+                )
+                if duplicate_of is not None:
+                    order_id = claim.order_id
+                    self._release_then(
+                        claim,
+                        f"duplicate of order {duplicate_of}",
+                        lambda o=order_id, d=duplicate_of: self.repo.mark_duplicate(o, d),  # type: ignore[misc]
+                        "duplicate",
+                    )
+                    continue
+            problem = email_problem(claim.candidate_email)
+            if problem is not None:
+                self.fail(claim, problem)
+                continue
+            plans.append(_Plan(claim, channel, self.request_for(claim, channel)))
+        return plans
+
+    def send(self, plan: _Plan) -> InvitationResult | None:
+        claim = self.claim_of(plan)
+        margin = timedelta(seconds=self.intake.lease_seconds * 0.25)
+        if self.clock() >= claim.lease_expires_at - margin:
+            # Sending now could outlive the lease and race a worker that re-claims the order.
+            self.retry_later(claim, "lease ran short before sending", count_attempt=False)
+            self.counters.add("deferred")
+            return None
+        try:
+            inviter: Inviter = self.inviters.get(plan.channel)
+            result = inviter.send(plan.request, claim.order_id)
+        except PermanentInvitationError as exc:
+            self.fail(claim, str(exc))
+            return None
+        except RetriableInvitationError as exc:
+            self.counters.add("channel_errors")
+            self.retry_later(claim, str(exc))
+            return None
+        except Exception as exc:  # a bug or an unexpected channel answer: this order only
+            log.exception("order %s: unexpected error from channel %s", claim.order_id, plan.channel)
+            self.counters.add("channel_errors")
+            self.retry_later(claim, f"unexpected {type(exc).__name__} from channel {plan.channel}")
+            return None
+        self._step(STEP_SENT, claim.order_id)
+        self._step(STEP_BEFORE_COMMIT, claim.order_id)
+        committed = self.repo.mark_invited(
+            claim.order_id,
+            self.owner,
+            invitation_id=result.external_id,
+            url=result.url,
+            channel=result.channel,
+            external_id=result.external_id,
+            now=self.clock(),
+        )
+        self._step(STEP_COMMITTED, claim.order_id)
+        if committed:
+            self.counters.add("invited")
+        else:
+            self.counters.add("lease_lost")
+        return result
+
+    @staticmethod
+    def claim_of(plan: _Plan) -> ClaimedOrder:
+        return plan.claim
+
+    def run(
+        self, integration_ids: Iterable[str] | None = None, *, max_orders: int | None = None
+    ) -> dict[str, Any]:
+        intake = self.intake
+        started = time.monotonic()
+        limit_ids = list(integration_ids) if integration_ids is not None else None
+        batches = 0
+        claimed_total = 0
+        with (
+            ThreadPoolExecutor(max_workers=intake.poll_concurrency, thread_name_prefix="intake-recheck") as rechecks,
+            ThreadPoolExecutor(max_workers=intake.send_concurrency, thread_name_prefix="intake-send") as senders,
+        ):
+            while max_orders is None or claimed_total < max_orders:
+                size = intake.claim_batch_size
+                if max_orders is not None:
+                    size = min(size, max_orders - claimed_total)
+                claims = self.repo.claim_orders_for_invite(
+                    self.owner, intake.lease_seconds, size, limit_ids, now=self.clock()
+                )
+                if not claims:
+                    break
+                batches += 1
+                claimed_total += len(claims)
+                self.counters.add("claimed", len(claims))
+                for claim in claims:
+                    self._step(STEP_CLAIMED, claim.order_id)
+                groups: dict[str, list[ClaimedOrder]] = defaultdict(list)
+                for claim in claims:
+                    groups[claim.integration_id].append(claim)
+                plans: list[_Plan] = []
+                for group_plans in rechecks.map(lambda item: self.recheck(*item), groups.items()):
+                    plans.extend(group_plans)
+                list(senders.map(self.send, plans))
+                log.info(
+                    "batch %s: %s claimed, %s sent; so far %s invited, %s retry later, %s failed, %s closed",
+                    batches,
+                    len(claims),
+                    len(plans),
+                    self.counters.get("invited"),
+                    self.counters.get("retry_later"),
+                    self.counters.get("failed"),
+                    self.counters.get("cancelled") + self.counters.get("rejected") + self.counters.get("duplicate"),
+                )
+        summary: dict[str, Any] = {
+            "owner": self.owner,
+            "batches": batches,
+            "claimed": claimed_total,
+            **{
+                name: self.counters.get(name)
+                for name in (
+                    "invited",
+                    "retry_later",
+                    "failed",
+                    "cancelled",
+                    "rejected",
+                    "duplicate",
+                    "deferred",
+                    "lease_lost",
+                    "channel_errors",
+                )
+            },
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        log.info("dispatch summary: %s", summary)
+        return summary
+
+
+def dispatch_invitations(
+    store: StateStore,
+    client: KomboClient | None,
+    inviters: Inviters,
+    settings: PipelineSettings,
+    *,
+    owner: str | None = None,
+    integration_ids: Iterable[str] | None = None,
+    dry_run: bool = False,
+    clock: Clock | None = None,
+    on_step: StepHook | None = None,
+    max_orders: int | None = None,
+) -> dict[str, Any]:
+    """Invite every due order of the active integrations (or those given); returns a summary of counts.
+
+    ``client`` re-checks orders with Kombo before sending (None skips that, for tests of the channel only).
+    ``dry_run`` claims nothing and reports how many orders are waiting.
+    """
+    integrations, not_active = select_integrations(store, integration_ids)
+    if dry_run:
+        counts = IntakeOrders(store).counts_by_state()
+        summary = {"dry_run": True, "waiting": counts.get(RECEIVED, 0), "inviting": counts.get(INVITING, 0)}
+        log.info("dry run: %s order(s) waiting for an invitation, nothing sent", summary["waiting"])
+        return summary
+    registry = {integration.id: integration for integration in integrations}
+    if not registry:
+        log.info("no active integration to dispatch for")
+        return {"claimed": 0, "invited": 0, "integrations_not_active": not_active}
+    # Build every channel the run may need before claiming anything: a missing connection fails the task
+    # with a clear message instead of burning the orders' attempts.
+    for channel in sorted({inviters.channel_for(i.id, i.invitation_channel) for i in integrations}):
+        inviters.get(channel)
+    dispatcher = Dispatcher(
+        store,
+        client,
+        inviters,
+        settings,
+        owner=owner or make_owner(),
+        clock=clock,
+        on_step=on_step,
+        registry=registry,
+    )
+    summary = dispatcher.run(list(registry), max_orders=max_orders)
+    summary["integrations_not_active"] = not_active
+    return summary
+
+
+def invite_order_now(
+    store: StateStore,
+    inviter: Inviter,
+    order: Order | Mapping[str, Any],
+    settings: PipelineSettings,
+    *,
+    owner: str | None = None,
+    wait_seconds: float = 5.0,
+    clock: Clock | None = None,
+) -> InvitationResult:
+    """Invite one order synchronously (the webhook's inline flow): record it if new, claim it, send, commit.
+
+    Idempotent: an order already invited returns its stored invitation. Raises RetriableInvitationError when
+    the channel failed or another worker is inviting the order right now (the webhook then answers an error
+    that keeps the order with Kombo), PermanentInvitationError when the order cannot be invited.
+    """
+    payload = order.model_dump(mode="json", by_alias=True) if isinstance(order, Order) else dict(order)
+    order_id = str(payload.get("id") or "")
+    if not order_id:
+        raise PermanentInvitationError("order has no id")
+    repo = IntakeOrders(store)
+    clock = clock or store.now
+    owner = owner or make_owner("inline")
+    intake = settings.intake
+    if repo.get(order_id) is None:
+        repo.record_order(payload, "webhook")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        record = repo.get(order_id)
+        if record is None:  # pragma: no cover - recorded above
+            raise RetriableInvitationError("order vanished from the state store")
+        if record.state == INVITED:
+            return InvitationResult(record.invitation_id, record.invitation_url, record.channel or inviter.channel)
+        if record.state not in (RECEIVED, INVITING):
+            raise PermanentInvitationError(f"order is {record.state}, not invitable")
+        claim = repo.claim_order(order_id, owner, intake.lease_seconds, now=clock())
+        if claim is not None:
+            break
+        if time.monotonic() >= deadline:
+            raise RetriableInvitationError("another worker is inviting this order right now")
+        time.sleep(0.1)
+
+    problem = email_problem(claim.candidate_email)
+    if problem is not None:
+        repo.mark_failed(order_id, problem, owner=owner)
+        raise PermanentInvitationError(problem, channel=inviter.channel, code="BAD_ADDRESS")
+    request = InvitationRequest(
+        order_id=claim.order_id,
+        integration_id=claim.integration_id,
+        package_id=claim.package_id,
+        candidate_email=claim.candidate_email or "",
+        candidate_first_name=claim.candidate_first_name,
+        candidate_last_name=claim.candidate_last_name,
+        candidate_remote_id=claim.candidate_remote_id,
+        application_remote_id=claim.application_remote_id,
+        job_remote_id=claim.job_remote_id,
+        job_name=claim.job_name,
+        package_name=intake.package_names.get(claim.package_id),
+        attempt=claim.attempts,
+    )
+    try:
+        result = inviter.send(request, order_id)
+    except InvitationError as exc:
+        if exc.retriable and claim.attempts < intake.max_attempts:
+            now = clock()
+            repo.release_with_error(order_id, owner, str(exc), now + retry_delay(intake, claim.attempts), now=now)
+        else:
+            repo.mark_failed(order_id, str(exc), owner=owner)
+        raise
+    except Exception as exc:
+        now = clock()
+        repo.release_with_error(order_id, owner, f"unexpected {type(exc).__name__}", now, now=now)
+        raise RetriableInvitationError(f"unexpected {type(exc).__name__} from channel {inviter.channel}") from exc
+    if not repo.mark_invited(
+        order_id,
+        owner,
+        invitation_id=result.external_id,
+        url=result.url,
+        channel=result.channel,
+        external_id=result.external_id,
+        now=clock(),
+    ):
+        log.warning("order %s: invitation sent but the order changed meanwhile (lease lost)", order_id)
+    return result

@@ -1,0 +1,182 @@
+"""The platform channel: the provider's own invitation API creates the candidate's invitation.
+
+``POST {base}/api/invitations`` with the Kombo order id as idempotency key (the ``Idempotency-Key`` header and
+the body's ``order_id``): the platform creates at most one invitation per order and answers a repeat with the
+same invitation, which is what makes a re-send after a crash harmless. The answer carries the platform's
+invitation id and the candidate's link.
+
+Connection ``kombo_platform`` (HTTP): host = base URL, password = bearer token, extras ``timeout`` (s, default
+15) and ``path`` (default ``/api/invitations``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import httpx
+
+from kombo_sync.invites.base import (
+    CHANNEL_PLATFORM,
+    InvitationRequest,
+    InvitationResult,
+    PermanentInvitationError,
+    RetriableInvitationError,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/api/invitations"
+# 408 (timeout), 409 (the same key is being processed right now), 425, 429 and 5xx may succeed later;
+# 401/403 mean our token is wrong, not the order: retried so that fixing the connection lets orders through.
+_RETRIABLE_STATUSES = frozenset({401, 403, 408, 409, 423, 425, 429})
+
+
+class PlatformInviter:
+    """Creates invitations through the platform's HTTP API (thread-safe, one pooled httpx client)."""
+
+    channel = CHANNEL_PLATFORM
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout: float = 15.0,
+        path: str = DEFAULT_PATH,
+        transport: httpx.BaseTransport | None = None,
+        max_connections: int = 32,
+    ) -> None:
+        if not base_url:
+            raise ValueError("the platform connection needs a host (the invitation API's base URL)")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive: every platform request needs one")
+        if "://" not in base_url:
+            base_url = "https://" + base_url
+        self.base_url = base_url.rstrip("/")
+        self.path = "/" + path.lstrip("/")
+        self.timeout = timeout
+        self._token = token
+        self._transport = transport
+        self._max_connections = max_connections
+        self._http: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"PlatformInviter(base_url={self.base_url!r})"
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> PlatformInviter:
+        """Build from an Airflow HTTP connection (host = base URL, password = token, extras timeout/path)."""
+        extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+        host = (conn.host or "").strip()
+        if host and "://" not in host:
+            scheme = (conn.schema or "").strip().lower()
+            host = f"{scheme if scheme in ('http', 'https') else 'https'}://{host}"
+            if conn.port and host.count(":") < 2:
+                host = f"{host}:{conn.port}"
+        return cls(
+            host,
+            conn.password or None,
+            timeout=float(extra.get("timeout") or 15.0),
+            path=str(extra.get("path") or DEFAULT_PATH),
+        )
+
+    def _client(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                headers = {"Accept": "application/json", "User-Agent": "kombo-assessment-sync/0.1"}
+                if self._token:
+                    headers["Authorization"] = f"Bearer {self._token}"
+                self._http = httpx.Client(
+                    base_url=self.base_url,
+                    headers=headers,
+                    timeout=httpx.Timeout(self.timeout),
+                    limits=httpx.Limits(
+                        max_connections=self._max_connections, max_keepalive_connections=self._max_connections
+                    ),
+                    transport=self._transport,
+                )
+            return self._http
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
+
+    @staticmethod
+    def request_body(order: InvitationRequest, idempotency_key: str) -> dict[str, Any]:
+        return {
+            "order_id": idempotency_key,
+            "integration_id": order.integration_id,
+            "package_id": order.package_id,
+            "candidate": {
+                "email": order.candidate_email,
+                "first_name": order.candidate_first_name,
+                "last_name": order.candidate_last_name,
+                "remote_id": order.candidate_remote_id,
+            },
+            "application": {"remote_id": order.application_remote_id},
+            "job": {"remote_id": order.job_remote_id, "name": order.job_name},
+        }
+
+    def send(self, order: InvitationRequest, idempotency_key: str) -> InvitationResult:
+        try:
+            response = self._client().post(
+                self.path,
+                json=self.request_body(order, idempotency_key),
+                headers={"Idempotency-Key": idempotency_key},
+            )
+        except httpx.TimeoutException as exc:
+            raise RetriableInvitationError(
+                f"platform timed out after {self.timeout:g} s", channel=self.channel, code="TIMEOUT"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise RetriableInvitationError(
+                f"platform unreachable ({type(exc).__name__})", channel=self.channel, code="UNAVAILABLE"
+            ) from exc
+        status = response.status_code
+        if status >= 500 or status in _RETRIABLE_STATUSES:
+            raise RetriableInvitationError(
+                f"platform answered HTTP {status}{_detail(response)}", channel=self.channel, code=str(status)
+            )
+        if status >= 400:
+            raise PermanentInvitationError(
+                f"platform refused the invitation: HTTP {status}{_detail(response)}",
+                channel=self.channel,
+                code=str(status),
+            )
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise RetriableInvitationError(
+                f"platform answered HTTP {status} without JSON", channel=self.channel, code="BAD_RESPONSE"
+            ) from exc
+        invitation = body.get("invitation", body) if isinstance(body, dict) else {}
+        invitation_id = invitation.get("id") or invitation.get("invitation_id")
+        url = invitation.get("url") or invitation.get("link") or invitation.get("assessment_url")
+        if not invitation_id or not url:
+            raise RetriableInvitationError(
+                f"platform answered HTTP {status} without an invitation id and link",
+                channel=self.channel,
+                code="BAD_RESPONSE",
+            )
+        log.info("platform invitation %s for order %s (HTTP %s)", invitation_id, idempotency_key, status)
+        return InvitationResult(external_id=str(invitation_id), url=str(url), channel=self.channel)
+
+
+def _detail(response: httpx.Response) -> str:
+    """A short, PII-free detail from an error body: the platform's error code or title only."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error", body)
+    if isinstance(error, dict):
+        code = error.get("code") or error.get("title")
+        return f" ({code})" if isinstance(code, str) and len(code) <= 80 else ""
+    return f" ({error})" if isinstance(error, str) and len(error) <= 80 else ""

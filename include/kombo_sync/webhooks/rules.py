@@ -1,0 +1,219 @@
+"""Rejection rules for `assessment:order-received`: each returns a message a recruiter understands, or None.
+
+A rejected order is answered HTTP 422 `{"status": "ORDER_REJECTED", "message": ...}`; Kombo rejects it in the
+ATS and shows the message there. The built-in rules, in order (the first message wins):
+
+1. the integration is unknown, deleted, disabled or not active;
+2. the package is not one this customer was given (checked against the package ids last published for the
+   integration; while none are known the rule allows everything);
+3. the candidate's e-mail address cannot receive an invitation (syntax and deliverability, without DNS);
+4. the candidate already has an active order for the same package (`intake.duplicate_rule`, per integration).
+
+The team adds its own with `webhook.extra_rejection_rule`: the dotted path of a callable
+`(order, context) -> str | None` (`order` is the validated `OrderReceivedData`, `context` a `RuleContext`).
+Messages never contain the candidate's e-mail, name or phone: the recruiter sees the candidate beside them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from email_validator import EmailNotValidError, validate_email
+
+from kombo_sync.intake.claims import duplicate_rule_enabled
+from kombo_sync.kombo.models import OrderReceivedData
+from kombo_sync.settings import PipelineSettings
+from kombo_sync.state.integrations import ACTIVE, DELETED, IntegrationRecord
+from kombo_sync.state.orders import OrderRepository
+from kombo_sync.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a rule may look at besides the order itself."""
+
+    store: StateStore
+    settings: PipelineSettings
+    integration: IntegrationRecord | None
+    # Package ids last published to Kombo for this integration; None when not known (the rule then allows).
+    published_package_ids: frozenset[str] | None
+    event_type: str
+    now: datetime
+
+
+class RejectionRule(Protocol):
+    __name__: str
+
+    def __call__(self, order: OrderReceivedData, context: RuleContext) -> str | None: ...
+
+
+def published_package_ids(integration: IntegrationRecord | None) -> frozenset[str] | None:
+    """The package ids last published for the integration, when the catalog sync recorded them.
+
+    The catalog sync keeps a hash of the list it published; the ids themselves are read from the integration's
+    `settings["published_package_ids"]` (or a `published_package_ids` attribute) when present.
+    """
+    if integration is None:
+        return None
+    value: Any = getattr(integration, "published_package_ids", None)
+    if value is None and isinstance(integration.settings, dict):
+        value = integration.settings.get("published_package_ids")
+    if not isinstance(value, list | tuple | set | frozenset):
+        return None
+    return frozenset(str(item) for item in value)
+
+
+def integration_is_served(order: OrderReceivedData, context: RuleContext) -> str | None:
+    """Reject orders from integrations we do not know, or that are deleted, switched off or not active."""
+    record = context.integration
+    if record is None:
+        return (
+            "This ATS connection is not known to the assessment provider yet, so the order cannot be "
+            "processed. Please ask your administrator to check the assessment integration, then order again."
+        )
+    if record.status == DELETED or record.deleted_at is not None:
+        return (
+            "This ATS connection to the assessment provider has been removed, so no new assessments can be "
+            "ordered through it. Please ask your administrator to reconnect the integration."
+        )
+    if not record.enabled:
+        return (
+            "Assessments are currently switched off for this ATS connection. Please contact the assessment "
+            "provider's support team to have them switched on again."
+        )
+    if record.status != ACTIVE:
+        return (
+            "This ATS connection to the assessment provider is not active at the moment (its status is "
+            f"{record.status}). Please ask your administrator to reconnect the integration, then order again."
+        )
+    return None
+
+
+def package_is_entitled(order: OrderReceivedData, context: RuleContext) -> str | None:
+    """Reject a package this customer was not given (only when the published list is known)."""
+    allowed = context.published_package_ids
+    if allowed is None or order.package_id in allowed:
+        return None
+    return (
+        f"The assessment package '{order.package_id}' is not available for your account. Please choose one "
+        "of the assessments offered in your ATS, or contact the assessment provider to add this one."
+    )
+
+
+def email_can_receive_invitation(order: OrderReceivedData, context: RuleContext) -> str | None:
+    """Reject an address that no invitation could reach (checked offline: syntax and special-use domains)."""
+    try:
+        validate_email(order.candidate.email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return (
+            "The candidate's e-mail address cannot receive an assessment invitation "
+            f"({_email_reason(exc)}). Please correct the address in the ATS, then order again."
+        )
+    return None
+
+
+def _email_reason(exc: EmailNotValidError) -> str:
+    # Offline checks name the problem (a missing @-sign, a reserved domain), never the whole address.
+    text = str(exc).strip().rstrip(".")
+    return text[:1].lower() + text[1:] if text else "the address is not valid"
+
+
+def no_active_duplicate(order: OrderReceivedData, context: RuleContext) -> str | None:
+    """Reject a second active order for the same candidate and package (per-integration switch)."""
+    registry_settings = context.integration.settings if context.integration is not None else None
+    if not duplicate_rule_enabled(context.settings.intake, order.integration_id, registry_settings):
+        return None
+    duplicate_of = OrderRepository(context.store).find_active_duplicate(
+        order.integration_id,
+        order.package_id,
+        order.candidate.email,
+        order.application.remote_id,
+        exclude_order_id=order.id,
+    )
+    if duplicate_of is None:
+        return None
+    return (
+        "There is already an open order of this assessment for this candidate "
+        f"(order {duplicate_of}). The candidate will receive only one invitation: please wait for that "
+        "assessment to be completed, or cancel it before ordering again."
+    )
+
+
+BUILTIN_RULES: tuple[RejectionRule, ...] = (
+    integration_is_served,
+    package_is_entitled,
+    email_can_receive_invitation,
+    no_active_duplicate,
+)
+
+
+class RuleConfigurationError(RuntimeError):
+    """The team's extra rule cannot be loaded (a server fault: the order is kept, not rejected)."""
+
+
+_loaded: dict[str, RejectionRule] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_rule(dotted_path: str) -> RejectionRule:
+    """Import `package.module.function` (or `package.module:function`) once per process."""
+    with _loaded_lock:
+        rule = _loaded.get(dotted_path)
+        if rule is not None:
+            return rule
+        module_name, sep, attribute = dotted_path.replace(":", ".").rpartition(".")
+        if not sep or not module_name or not attribute:
+            raise RuleConfigurationError(f"extra_rejection_rule {dotted_path!r} is not a dotted path")
+        try:
+            candidate = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise RuleConfigurationError(
+                f"extra_rejection_rule {dotted_path!r} cannot be imported: {exc}"
+            ) from exc
+        if not callable(candidate):
+            raise RuleConfigurationError(f"extra_rejection_rule {dotted_path!r} is not callable")
+        _loaded[dotted_path] = candidate
+        return candidate
+
+
+def rules_for(settings: PipelineSettings, extra: Sequence[RejectionRule] = ()) -> list[RejectionRule]:
+    """The built-in rules, then `extra`, then the team's rule named in the settings."""
+    rules: list[RejectionRule] = [*BUILTIN_RULES, *extra]
+    if settings.webhook.extra_rejection_rule:
+        rules.append(load_rule(settings.webhook.extra_rejection_rule))
+    return rules
+
+
+def first_rejection(
+    order: OrderReceivedData, context: RuleContext, rules: Collection[Callable[..., str | None]]
+) -> tuple[str, str] | None:
+    """(rule name, message) of the first rule that rejects the order, or None when every rule allows it."""
+    for rule in rules:
+        if rule in BUILTIN_RULES:
+            message = rule(order, context)
+        else:
+            try:
+                message = rule(order, context)
+            except Exception as exc:
+                log.exception("rejection rule %s failed", _name(rule))
+                raise RuleConfigurationError(
+                    f"rejection rule {_name(rule)} failed: {type(exc).__name__}"
+                ) from exc
+        if message is None:
+            continue
+        if not isinstance(message, str) or not message.strip():
+            raise RuleConfigurationError(f"rejection rule {_name(rule)} returned {type(message).__name__}")
+        return _name(rule), message.strip()
+    return None
+
+
+def _name(rule: Callable[..., Any]) -> str:
+    return getattr(rule, "__name__", type(rule).__name__)

@@ -1,0 +1,537 @@
+"""Drain the result outbox: concurrent PUTs to Kombo, lost acknowledgements resolved by reading the order back.
+
+The outbox is claimed in batches with a lease (``ResultOutbox.claim_batch``), so memory does not grow with the
+backlog and a dead worker's rows come back after the lease. A thread pool sends them; the shared
+``KomboClient`` keeps every thread inside Kombo's rate budget and the per-integration in-flight cap, and
+retries what Kombo calls transient. What happens to each result:
+
+- 2xx: sent.
+- A refusal (fatal error) or a give-up after transient errors: the order is read back
+  (``GET /assessment/orders?ids=``). Kombo showing it COMPLETED / CANCELLED with the status we sent, and no other
+  version of ours ever attempted, means our earlier attempt landed and only the reply was lost: sent. An order
+  that left OPEN otherwise is ``not_writable``; a refusal of an OPEN order is a dead letter (Kombo's code,
+  message and log_url); a transient failure is retried later, and after ``max_attempts`` becomes a dead letter.
+- Before sending, a result whose order already took a COMPLETED / CANCELLED result from us is not sent
+  (``not_writable``): Kombo accepts a result only while the order is OPEN, and a second, different payload for
+  one order is what the pipeline must never write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from kombo_sync.kombo.client import KomboClient
+from kombo_sync.kombo.errors import (
+    AUTHENTICATION_INVALID,
+    INTEGRATION_NOT_FOUND,
+    KomboError,
+    KomboFatalError,
+    KomboRetriesExhaustedError,
+)
+from kombo_sync.kombo.models import ORDER_STATUS_OPEN, Order
+from kombo_sync.settings import WritebackSettings
+from kombo_sync.state.outbox import DEAD as OUTBOX_DEAD
+from kombo_sync.state.outbox import PENDING, SENDING, SENT, SUPERSEDED, OutboxItem, ResultOutbox
+from kombo_sync.state.schema import result_outbox
+from kombo_sync.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+# Outcome kinds, also the keys of the summary.
+SENT_OK = "sent"
+RESOLVED = "resolved_by_readback"
+RETRY = "retry"
+DEAD = "dead"
+NOT_WRITABLE = "not_writable"
+LEASE_LOST = "lease_lost"
+
+# Our own codes, for outcomes Kombo did not name (Kombo's codes are dotted, these are not).
+ORDER_NOT_OPEN = "ORDER_NOT_OPEN"
+ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
+READBACK_FAILED = "READBACK_FAILED"
+UNEXPECTED_ERROR = "UNEXPECTED_ERROR"
+
+_TERMINAL = ("COMPLETED", "CANCELLED")
+# Refusals that concern the key or the integration, not the order: reading the order back cannot help.
+_NOT_ABOUT_THE_ORDER_PREFIXES = ("INTEGRATION.",)
+_NOT_ABOUT_THE_ORDER = frozenset(
+    {AUTHENTICATION_INVALID, INTEGRATION_NOT_FOUND, "PLATFORM.IP_NOT_WHITELISTED"}
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str
+    code: str | None = None
+    message: str | None = None
+    log_url: str | None = None
+
+
+@dataclass
+class _Siblings:
+    """What the outbox knows about other versions of the claimed orders."""
+
+    terminal_sent: dict[str, tuple[str, Any]] = field(default_factory=dict)  # order -> (status, sent_at)
+    attempted: set[str] = field(default_factory=set)  # orders with another version already attempted
+
+
+def default_owner() -> str:
+    """A lease owner name unique to this process: host, pid and a random suffix."""
+    return f"writeback:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _payload_status(item: OutboxItem) -> str | None:
+    status = item.payload_json.get("status") if isinstance(item.payload_json, dict) else None
+    return str(status) if status is not None else None
+
+
+def _error_outcome(kind: str, error: KomboError, prefix: str = "") -> Outcome:
+    return Outcome(kind, error.code or (f"HTTP_{error.http_status}" if error.http_status else None),
+                   prefix + error.message, error.log_url)
+
+
+class ResultSender:
+    """Sends what the outbox holds, ``max_concurrency`` PUTs at a time, and records each outcome."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        client: KomboClient,
+        settings: WritebackSettings,
+        *,
+        owner: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.outbox = ResultOutbox(store)
+        self.client = client
+        self.settings = settings
+        self.owner = owner or default_owner()
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = dict.fromkeys(
+            (SENT_OK, RESOLVED, RETRY, DEAD, NOT_WRITABLE, LEASE_LOST), 0
+        )
+        self.dead_letters: list[dict[str, Any]] = []
+
+    def run(
+        self, *, integration_ids: Iterable[str] | None = None, max_seconds: float | None = None
+    ) -> dict[str, Any]:
+        """Claim and send until nothing is due (or ``max_seconds`` passed); returns the summary."""
+        settings = self.settings
+        started = self._monotonic()
+        budget = max_seconds if max_seconds is not None else settings.max_send_seconds
+        deadline = None if budget is None else started + budget
+        wanted = None if integration_ids is None else list(integration_ids)
+        claimed_total = 0
+        batches = 0
+        exhausted = False
+        last_progress = started
+        todo: queue.SimpleQueue[OutboxItem | None] = queue.SimpleQueue()
+        done: queue.SimpleQueue[tuple[OutboxItem, Outcome]] = queue.SimpleQueue()
+        workers: list[threading.Thread] = []
+        queued = 0  # handed to the workers and not yet back
+        # Claim again when fewer than this many are queued, so the workers never run dry between batches.
+        refill_below = max(settings.max_concurrency * 2, settings.claim_batch_rows // 2)
+        try:
+            while True:
+                out_of_time = deadline is not None and self._monotonic() >= deadline
+                if not exhausted and not out_of_time and queued < refill_below:
+                    batch = self.outbox.claim_batch(
+                        self.owner, settings.claim_batch_rows, settings.lease_seconds, integration_ids=wanted
+                    )
+                    if not batch:
+                        exhausted = True
+                    else:
+                        batches += 1
+                        claimed_total += len(batch)
+                        for item in self._screen(batch):
+                            if len(workers) < settings.max_concurrency:
+                                workers.append(self._start_worker(todo, done, len(workers)))
+                            todo.put(item)
+                            queued += 1
+                        continue
+                if queued == 0:
+                    break
+                try:
+                    outcomes = [done.get(timeout=5.0)]
+                except queue.Empty:
+                    continue
+                while True:
+                    try:
+                        outcomes.append(done.get_nowait())
+                    except queue.Empty:
+                        break
+                # Outcomes are written by this thread only: one writer keeps SQLite free of lock contention,
+                # and the workers go straight back to sending.
+                self._record_many(outcomes)
+                queued -= len(outcomes)
+                now = self._monotonic()
+                if now - last_progress >= 10:
+                    last_progress = now
+                    log.info(
+                        "write-back progress: %s claimed, %s sent, %s resolved, %s retry, %s dead, %s not writable",
+                        claimed_total,
+                        self.counts[SENT_OK],
+                        self.counts[RESOLVED],
+                        self.counts[RETRY],
+                        self.counts[DEAD],
+                        self.counts[NOT_WRITABLE],
+                    )
+        finally:
+            for _ in workers:
+                todo.put(None)
+            for worker in workers:
+                worker.join()
+        elapsed = self._monotonic() - started
+        delivered = self.counts[SENT_OK] + self.counts[RESOLVED]
+        summary: dict[str, Any] = {
+            "claimed": claimed_total,
+            "batches": batches,
+            **self.counts,
+            "elapsed_seconds": round(elapsed, 3),
+            "results_per_second": round(delivered / elapsed, 2) if elapsed > 0 else None,
+            "stopped_early": bool(deadline is not None and not exhausted),
+            "dead_letters": self.dead_letters[:50],
+        }
+        log.info(
+            "write-back sent %s result(s) (%s resolved by reading the order back) in %.1f s; "
+            "%s to retry, %s dead letter(s), %s not writable",
+            delivered,
+            self.counts[RESOLVED],
+            elapsed,
+            self.counts[RETRY],
+            self.counts[DEAD],
+            self.counts[NOT_WRITABLE],
+        )
+        return summary
+
+    # Before sending
+
+    def _siblings(self, items: Sequence[OutboxItem]) -> _Siblings:
+        """Other versions of these orders: delivered with a final status, or attempted with unknown outcome."""
+        siblings = _Siblings()
+        own = {(item.order_id, item.payload_hash) for item in items}
+        order_ids = sorted({item.order_id for item in items})
+        row = result_outbox.c
+        with self.store.transaction(readonly=True) as conn:
+            for start in range(0, len(order_ids), 500):
+                query = sa.select(
+                    row.order_id, row.payload_hash, row.state, row.attempts, row.payload_json, row.sent_at
+                ).where(
+                    row.order_id.in_(order_ids[start : start + 500]),
+                    sa.or_(row.state == SENT, row.attempts > 0),
+                )
+                for found in conn.execute(query):
+                    if (found.order_id, found.payload_hash) in own:
+                        continue
+                    status = (found.payload_json or {}).get("status")
+                    if found.state == SENT and status in _TERMINAL:
+                        siblings.terminal_sent[found.order_id] = (status, found.sent_at)
+                    elif found.state != SENT:
+                        siblings.attempted.add(found.order_id)
+        return siblings
+
+    def _screen(self, batch: Sequence[OutboxItem]) -> list[OutboxItem]:
+        """Drop (and record) results that must not be sent; read back orders an earlier version may have reached."""
+        siblings = self._siblings(batch)
+        to_send: list[OutboxItem] = []
+        uncertain: list[OutboxItem] = []
+        for item in batch:
+            if item.order_id in siblings.terminal_sent:
+                status, sent_at = siblings.terminal_sent[item.order_id]
+                when = sent_at.isoformat() if sent_at is not None else "earlier"
+                self._record(
+                    item,
+                    Outcome(
+                        NOT_WRITABLE,
+                        ORDER_NOT_OPEN,
+                        f"the order already took a {status} result from this pipeline ({when}); Kombo accepts a "
+                        "result only while the order is OPEN, so this changed result was not sent",
+                    ),
+                )
+            elif item.order_id in siblings.attempted:
+                uncertain.append(item)
+            else:
+                to_send.append(item)
+        if uncertain:
+            to_send.extend(self._screen_uncertain(uncertain))
+        return to_send
+
+    def _screen_uncertain(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
+        by_integration: dict[str, list[OutboxItem]] = {}
+        for item in items:
+            by_integration.setdefault(item.integration_id, []).append(item)
+        to_send: list[OutboxItem] = []
+        for integration_id, group in by_integration.items():
+            try:
+                statuses = self._read_back(integration_id, [item.order_id for item in group])
+            except KomboError as error:
+                for item in group:
+                    self._record(item, self._retry_or_dead(item, error, "could not read the order back: "))
+                continue
+            for item in group:
+                status = statuses.get(item.order_id)
+                if status is not None and status != ORDER_STATUS_OPEN:
+                    self._record(
+                        item,
+                        Outcome(
+                            NOT_WRITABLE,
+                            ORDER_NOT_OPEN,
+                            f"Kombo shows the order {status} and an earlier version of this result was "
+                            "attempted, so it may hold that version; this one was not sent",
+                        ),
+                    )
+                else:
+                    to_send.append(item)
+        return to_send
+
+    # Sending
+
+    def _read_back(self, integration_id: str, order_ids: Sequence[str]) -> dict[str, str | None]:
+        orders: list[Order] = self.client.get_orders_by_ids(integration_id, order_ids)
+        return {order.id: order.status for order in orders}
+
+    def _start_worker(
+        self,
+        todo: queue.SimpleQueue[OutboxItem | None],
+        done: queue.SimpleQueue[tuple[OutboxItem, Outcome]],
+        number: int,
+    ) -> threading.Thread:
+        def work() -> None:
+            while (item := todo.get()) is not None:
+                done.put(self._send_safely(item))
+
+        worker = threading.Thread(target=work, name=f"kombo-writeback-{number}", daemon=True)
+        worker.start()
+        return worker
+
+    def _send_safely(self, item: OutboxItem) -> tuple[OutboxItem, Outcome]:
+        try:
+            outcome = self._send(item)
+        except Exception as exc:  # a bug or an unexpected library error must not lose the row
+            log.exception("unexpected error sending the result of order %s", item.order_id)
+            outcome = self._retry_or_dead(item, None, f"{type(exc).__name__}: {exc}")
+        return item, outcome
+
+    def _send(self, item: OutboxItem) -> Outcome:
+        try:
+            self.client.put_result(item.integration_id, item.order_id, item.payload_json)
+        except KomboRetriesExhaustedError as error:
+            return self._resolve(item, error, refused=False)
+        except KomboFatalError as error:
+            return self._resolve(item, error, refused=True)
+        except KomboError as error:  # a retriable error that escaped the client's retries
+            return self._resolve(item, error, refused=False)
+        return Outcome(SENT_OK)
+
+    def _resolve(self, item: OutboxItem, error: KomboError, *, refused: bool) -> Outcome:
+        """After a refusal or a give-up: read the order back to tell a lost acknowledgement from a failure."""
+        code = error.code or ""
+        if refused and (code in _NOT_ABOUT_THE_ORDER or code.startswith(_NOT_ABOUT_THE_ORDER_PREFIXES)):
+            return _error_outcome(DEAD, error)
+        try:
+            statuses = self._read_back(item.integration_id, [item.order_id])
+        except KomboError as readback_error:
+            log.warning(
+                "order %s: reading it back failed too (%s)",
+                item.order_id,
+                readback_error.code or type(readback_error).__name__,
+            )
+            if refused:
+                return _error_outcome(DEAD, error)
+            return self._retry_or_dead(item, error)
+        if item.order_id not in statuses:
+            if refused:
+                return _error_outcome(DEAD, error, "Kombo does not list the order: ")
+            return self._retry_or_dead(item, error)
+        status = statuses[item.order_id]
+        if status == ORDER_STATUS_OPEN or status is None:
+            return _error_outcome(DEAD, error) if refused else self._retry_or_dead(item, error)
+        if status == _payload_status(item) and not self._other_version_attempted(item):
+            log.info("order %s is %s at Kombo: the write landed, its acknowledgement was lost", item.order_id, status)
+            return Outcome(RESOLVED)
+        return Outcome(
+            NOT_WRITABLE,
+            error.code or ORDER_NOT_OPEN,
+            f"the order is {status} at Kombo, which accepts a result only while it is OPEN: {error.message}",
+            error.log_url,
+        )
+
+    def _other_version_attempted(self, item: OutboxItem) -> bool:
+        row = result_outbox.c
+        query = sa.select(sa.func.count()).where(
+            row.order_id == item.order_id,
+            row.payload_hash != item.payload_hash,
+            sa.or_(row.state == SENT, row.attempts > 0),
+        )
+        with self.store.transaction(readonly=True) as conn:
+            return bool(conn.execute(query).scalar_one())
+
+    def _retry_or_dead(self, item: OutboxItem, error: KomboError | None, detail: str = "") -> Outcome:
+        code = None if error is None else (error.code or (f"HTTP_{error.http_status}" if error.http_status else None))
+        message = detail + ("" if error is None else error.message)
+        log_url = None if error is None else error.log_url
+        if item.attempts >= self.settings.max_attempts:
+            return Outcome(
+                DEAD,
+                code or UNEXPECTED_ERROR,
+                f"gave up after {item.attempts} attempts: {message}",
+                log_url,
+            )
+        return Outcome(RETRY, code or (UNEXPECTED_ERROR if error is None else None), message, log_url)
+
+    # After sending
+
+    def _record_many(self, outcomes: Sequence[tuple[OutboxItem, Outcome]]) -> None:
+        """Write outcomes: deliveries in one transaction (the common case, hundreds a second), the rest one by one."""
+        delivered = [(item, outcome) for item, outcome in outcomes if outcome.kind in (SENT_OK, RESOLVED)]
+        if delivered:
+            marked = mark_sent_many(self.store, [(item.order_id, item.payload_hash) for item, _ in delivered])
+            for item, outcome in delivered:
+                self._count(item, outcome, (item.order_id, item.payload_hash) in marked)
+        for item, outcome in outcomes:
+            if outcome.kind not in (SENT_OK, RESOLVED):
+                self._record(item, outcome)
+
+    def _record(self, item: OutboxItem, outcome: Outcome) -> None:
+        outbox = self.outbox
+        if outcome.kind in (SENT_OK, RESOLVED):
+            changed = outbox.mark_sent(item.order_id, item.payload_hash)
+        elif outcome.kind == RETRY:
+            delay = self.settings.retry_backoff_seconds * (2 ** min(max(item.attempts - 1, 0), 6))
+            changed = outbox.mark_retry(
+                item.order_id,
+                item.payload_hash,
+                outcome.code,
+                outcome.message,
+                outcome.log_url,
+                self.store.now() + timedelta(seconds=delay),
+                owner=self.owner,
+            )
+        elif outcome.kind == DEAD:
+            changed = outbox.mark_dead(
+                item.order_id, item.payload_hash, outcome.code, outcome.message, outcome.log_url, owner=self.owner
+            )
+        else:
+            changed = outbox.mark_not_writable(
+                item.order_id, item.payload_hash, outcome.code, outcome.message, outcome.log_url, owner=self.owner
+            )
+        self._count(item, outcome, changed)
+
+    def _count(self, item: OutboxItem, outcome: Outcome, changed: bool) -> None:
+        with self._lock:
+            if not changed:
+                # Another worker took the row over after our lease expired; its outcome stands.
+                self.counts[LEASE_LOST] += 1
+                return
+            self.counts[outcome.kind] += 1
+            if outcome.kind in (DEAD, NOT_WRITABLE):
+                self.dead_letters.append(
+                    {
+                        "order_id": item.order_id,
+                        "integration_id": item.integration_id,
+                        "state": outcome.kind,
+                        "code": outcome.code,
+                        "message": outcome.message,
+                        "log_url": outcome.log_url,
+                    }
+                )
+        if outcome.kind in (DEAD, NOT_WRITABLE):
+            log.warning(
+                "result of order %s (integration %s) is %s: %s %s (log: %s)",
+                item.order_id,
+                item.integration_id,
+                outcome.kind,
+                outcome.code,
+                outcome.message,
+                outcome.log_url,
+            )
+
+
+def mark_sent_many(store: StateStore, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """``ResultOutbox.mark_sent`` for many results in one transaction; returns the keys it marked.
+
+    Same transitions as ``mark_sent`` (pending/sending -> sent; older pending/sending/dead versions of the order
+    -> superseded). It lives here because the repository has no batch form yet, and one commit per result
+    caps the sender at a few hundred results a second on SQLite.
+    """
+    if not keys:
+        return set()
+    row = result_outbox.c
+    now = store.now()
+    marked: dict[tuple[str, str], Any] = {}
+    with store.transaction() as conn:
+        for start in range(0, len(keys), 400):
+            batch = list(keys[start : start + 400])
+            result = conn.execute(
+                sa.update(result_outbox)
+                .where(
+                    sa.tuple_(row.order_id, row.payload_hash).in_(batch),
+                    row.state.in_([PENDING, SENDING]),
+                )
+                .values(
+                    state=SENT,
+                    sent_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_attempt_at=None,
+                    updated_at=now,
+                )
+                .returning(row.order_id, row.payload_hash, row.created_at)
+            )
+            for order_id, payload_hash, created_at in result:
+                marked[(order_id, payload_hash)] = created_at
+        order_ids = sorted({order_id for order_id, _ in marked})
+        leftovers: list[tuple[str, str]] = []
+        for start in range(0, len(order_ids), 400):
+            leftovers.extend(
+                conn.execute(
+                    sa.select(row.order_id, row.payload_hash).where(
+                        row.order_id.in_(order_ids[start : start + 400]),
+                        row.state.in_([PENDING, SENDING, OUTBOX_DEAD]),
+                    )
+                ).tuples()
+            )
+        for order_id, payload_hash in leftovers:
+            sent_hash = next(key[1] for key in marked if key[0] == order_id)
+            if payload_hash == sent_hash:
+                continue
+            conn.execute(
+                sa.update(result_outbox)
+                .where(
+                    row.order_id == order_id,
+                    row.payload_hash == payload_hash,
+                    row.state.in_([PENDING, SENDING, OUTBOX_DEAD]),
+                    row.created_at <= marked[(order_id, sent_hash)],
+                )
+                .values(state=SUPERSEDED, lease_owner=None, lease_expires_at=None, updated_at=now)
+            )
+    return set(marked)
+
+
+def send_results(
+    store: StateStore,
+    client: KomboClient,
+    settings: WritebackSettings,
+    *,
+    owner: str | None = None,
+    integration_ids: Iterable[str] | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Drain the due part of the outbox once; returns the sender's summary."""
+    return ResultSender(store, client, settings, owner=owner).run(
+        integration_ids=integration_ids, max_seconds=max_seconds
+    )

@@ -1,0 +1,360 @@
+"""OrderRepository on SQLite and PostgreSQL: idempotent recording, the state machine, claims with leases."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from kombo_sync.state.orders import (
+    ALLOWED_TRANSITIONS,
+    InvalidTransition,
+    OrderNotFound,
+    OrderRepository,
+)
+from kombo_sync.state.schema import ORDER_STATES, invitations
+from kombo_sync.state.store import StateStore
+
+INTEGRATION = "workday:HWUTwvyx2wLoSUHphiWVrp28"
+
+
+def kombo_order(order_id: str, **overrides: Any) -> dict[str, Any]:
+    order: dict[str, Any] = {
+        "id": order_id,
+        "integration_id": INTEGRATION,
+        "package_id": "typescript_test",
+        "status": "OPEN",
+        "candidate": {
+            "remote_id": f"cand-{order_id}",
+            "email": f"{order_id}@candidates.example",
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "phone": "+44 20 0000 0000",
+        },
+        "application": {"remote_id": f"app-{order_id}"},
+        "job": {
+            "remote_id": "job-1",
+            "name": "Data Engineer",
+            "job_code": None,
+            "location": None,
+            "hiring_team": [],
+        },
+    }
+    order.update(overrides)
+    return order
+
+
+@pytest.fixture
+def repo(state_store: StateStore) -> OrderRepository:
+    return OrderRepository(state_store)
+
+
+def test_record_order_is_idempotent_and_first_writer_wins(repo: OrderRepository, state_clock: Any) -> None:
+    first = repo.record_order(kombo_order("o1"), "webhook")
+    assert (first.created, first.state) == (True, "received")
+    received_at = state_clock()
+    state_clock.advance(60)
+    again = repo.record_order(kombo_order("o1", status="CANCELLED"), "poll")
+    assert (again.created, again.state) == (False, "received")
+    order = repo.get("o1")
+    assert order is not None
+    assert order.first_seen_via == "webhook"
+    assert order.received_at == received_at
+    assert order.kombo_status == "CANCELLED"
+    assert order.order_json["status"] == "CANCELLED"
+    assert order.updated_at == received_at + timedelta(seconds=60)
+    assert (order.candidate_email, order.application_remote_id, order.job_name) == (
+        "o1@candidates.example",
+        "app-o1",
+        "Data Engineer",
+    )
+    assert repo.counts_by_state()["received"] == 1
+
+
+def test_poll_orders_take_the_integration_id_from_the_caller(repo: OrderRepository) -> None:
+    polled = kombo_order("o1")
+    del polled["integration_id"]
+    with pytest.raises(ValueError, match="integration_id"):
+        repo.record_order(polled, "poll")
+    assert repo.record_order(polled, "poll", integration_id=INTEGRATION).created
+    order = repo.get("o1")
+    assert order is not None and order.integration_id == INTEGRATION
+    with pytest.raises(ValueError, match="seen_via"):
+        repo.record_order(kombo_order("o2"), "email")
+
+
+def test_candidate_data_stays_out_of_reprs(repo: OrderRepository) -> None:
+    repo.record_order(kombo_order("o1"), "webhook")
+    order = repo.get("o1")
+    claimed = repo.claim_orders_for_invite("w1", 60, 10)
+    for text in (repr(order), repr(claimed)):
+        assert "o1@candidates.example" not in text and "Lovelace" not in text and "+44" not in text
+        assert "o1" in text
+
+
+def test_webhook_and_poll_record_the_same_orders_at_once(
+    repo: OrderRepository, make_state_store: Callable[[], StateStore]
+) -> None:
+    ids = [f"race{n}" for n in range(15)]
+    repos = [OrderRepository(make_state_store()) for _ in range(6)]
+    barrier = threading.Barrier(len(repos))
+
+    def record(index: int) -> list[bool]:
+        barrier.wait()
+        via = "webhook" if index % 2 else "poll"
+        return [repos[index].record_order(kombo_order(order_id), via).created for order_id in ids]
+
+    with ThreadPoolExecutor(len(repos)) as pool:
+        results = list(pool.map(record, range(len(repos))))
+    created_per_order = [sum(result[n] for result in results) for n in range(len(ids))]
+    assert created_per_order == [1] * len(ids)
+    assert repo.counts_by_state()["received"] == len(ids)
+
+
+def test_transition_table_is_the_documented_one() -> None:
+    assert ALLOWED_TRANSITIONS == {
+        ("received", "inviting"),
+        ("inviting", "inviting"),  # re-claim after the lease expired
+        ("inviting", "invited"),
+        ("inviting", "received"),
+        ("received", "failed"),
+        ("inviting", "failed"),
+        ("received", "duplicate"),
+        ("received", "rejected"),
+        ("received", "cancelled"),
+        ("inviting", "cancelled"),
+    }
+
+
+def _order_in(repo: OrderRepository, state: str, order_id: str) -> str:
+    """Drive a new order into `state` through the repository's own transitions."""
+    integration = f"tool:{order_id}"
+    repo.record_order(kombo_order(order_id, integration_id=integration), "webhook")
+    if state == "received":
+        return order_id
+    if state in ("inviting", "invited"):
+        claimed = repo.claim_orders_for_invite("holder", 300, 1, integration_ids=[integration])
+        assert [claim.order_id for claim in claimed] == [order_id]
+        if state == "invited":
+            assert repo.mark_invited(order_id, "holder", "inv-1", "https://x.example/i", "platform", "inv-1")
+        return order_id
+    if state == "duplicate":
+        repo.record_order(kombo_order(f"{order_id}-original"), "webhook")
+        assert repo.mark_duplicate(order_id, f"{order_id}-original")
+    elif state == "rejected":
+        assert repo.mark_rejected(order_id, "package not entitled")
+    elif state == "cancelled":
+        assert repo.mark_cancelled(order_id)
+    elif state == "failed":
+        assert repo.mark_failed(order_id, "no e-mail")
+    return order_id
+
+
+UNFENCED = {
+    "failed": lambda repo, order_id: repo.mark_failed(order_id, "gave up"),
+    "duplicate": lambda repo, order_id: repo.mark_duplicate(order_id, "someone-else"),
+    "rejected": lambda repo, order_id: repo.mark_rejected(order_id, "not entitled"),
+    "cancelled": lambda repo, order_id: repo.mark_cancelled(order_id),
+}
+
+
+@pytest.mark.parametrize("target", sorted(UNFENCED))
+def test_named_transitions_from_every_state(repo: OrderRepository, target: str) -> None:
+    repo.record_order(kombo_order("someone-else"), "webhook")
+    for source in ORDER_STATES:
+        order_id = _order_in(repo, source, f"{target}-from-{source}")
+        if (source, target) in ALLOWED_TRANSITIONS:
+            assert UNFENCED[target](repo, order_id) is True
+            after = repo.get(order_id)
+            assert after is not None and after.state == target
+            assert after.lease_owner is None
+        elif source == target:
+            assert UNFENCED[target](repo, order_id) is False  # repeated: a no-op
+        else:
+            with pytest.raises(InvalidTransition) as raised:
+                UNFENCED[target](repo, order_id)
+            assert (raised.value.current, raised.value.target) == (source, target)
+            after = repo.get(order_id)
+            assert after is not None and after.state == source
+    with pytest.raises(OrderNotFound):
+        UNFENCED[target](repo, "missing")
+
+
+def test_lease_fenced_transitions_from_every_state(repo: OrderRepository, state_store: StateStore) -> None:
+    retry_at = state_store.now() + timedelta(minutes=5)
+    for source in ORDER_STATES:
+        invited_id = _order_in(repo, source, f"invite-from-{source}")
+        marked = repo.mark_invited(invited_id, "holder", "inv", "https://x.example/i", "email", "<msg@x>")
+        assert marked is (source == "inviting")
+        after = repo.get(invited_id)
+        assert after is not None and after.state == ("invited" if source == "inviting" else source)
+
+        released_id = _order_in(repo, source, f"release-from-{source}")
+        released = repo.release_with_error(released_id, "holder", "platform 503", retry_at)
+        assert released is (source == "inviting")
+        after = repo.get(released_id)
+        assert after is not None and after.state == ("received" if source == "inviting" else source)
+    with pytest.raises(OrderNotFound):
+        repo.mark_invited("missing", "holder", None, None, "email", None)
+    with pytest.raises(OrderNotFound):
+        repo.release_with_error("missing", "holder", "x", retry_at)
+
+
+def test_mark_invited_writes_the_invitation_and_a_stale_owner_cannot(
+    repo: OrderRepository, state_store: StateStore, state_clock: Any
+) -> None:
+    repo.record_order(kombo_order("o1"), "webhook")
+    [first] = repo.claim_orders_for_invite("worker-a", lease_seconds=60, limit=5)
+    assert (first.order_id, first.attempts, first.lease_owner) == ("o1", 1, "worker-a")
+    assert first.candidate_email == "o1@candidates.example"
+    assert repo.claim_orders_for_invite("worker-b", 60, 5) == []  # lease still held
+
+    state_clock.advance(61)
+    [second] = repo.claim_orders_for_invite("worker-b", 60, 5)
+    assert (second.order_id, second.attempts, second.lease_owner) == ("o1", 2, "worker-b")
+
+    assert repo.mark_invited("o1", "worker-a", "inv-a", "https://a", "platform", "inv-a") is False
+    assert repo.release_with_error("o1", "worker-a", "late", state_clock()) is False
+    assert repo.mark_failed("o1", "late", owner="worker-a") is False
+    assert repo.mark_invited("o1", "worker-b", "inv-b", "https://b", "platform", "inv-b") is True
+    order = repo.get("o1")
+    assert order is not None
+    assert (order.state, order.invitation_id, order.channel, order.lease_owner) == (
+        "invited",
+        "inv-b",
+        "platform",
+        None,
+    )
+    assert order.invited_at == state_clock()
+    with state_store.transaction(readonly=True) as conn:
+        rows = conn.execute(sa.select(invitations)).mappings().all()
+    assert [(row["order_id"], row["external_id"], row["attempt"], row["channel"]) for row in rows] == [
+        ("o1", "inv-b", 2, "platform")
+    ]
+    assert repo.claim_orders_for_invite("worker-c", 60, 5) == []
+
+
+def test_an_expired_lease_nobody_took_is_still_honoured(repo: OrderRepository, state_clock: Any) -> None:
+    repo.record_order(kombo_order("o1"), "webhook")
+    repo.claim_orders_for_invite("worker-a", 60, 5)
+    state_clock.advance(3600)
+    assert repo.mark_invited("o1", "worker-a", "inv", "https://a", "email", "<id@smtp>") is True
+
+
+def test_release_with_error_retries_only_when_due(repo: OrderRepository, state_clock: Any) -> None:
+    repo.record_order(kombo_order("o1"), "webhook")
+    repo.claim_orders_for_invite("w", 60, 5)
+    assert repo.release_with_error("o1", "w", "platform answered 503", state_clock() + timedelta(minutes=5))
+    order = repo.get("o1")
+    assert order is not None
+    assert (order.state, order.last_error, order.lease_owner) == ("received", "platform answered 503", None)
+    assert repo.claim_orders_for_invite("w", 60, 5) == []
+    state_clock.advance(minutes=5)
+    [again] = repo.claim_orders_for_invite("w", 60, 5)
+    assert again.attempts == 2
+
+
+def test_cancel_while_inviting_fences_out_the_sender(repo: OrderRepository) -> None:
+    repo.record_order(kombo_order("o1"), "webhook")
+    repo.claim_orders_for_invite("w", 60, 5)
+    assert repo.mark_cancelled("o1") is True
+    assert repo.mark_invited("o1", "w", "inv", None, "platform", None) is False
+    order = repo.get("o1")
+    assert order is not None and order.state == "cancelled"
+
+
+def test_claim_respects_limit_order_and_integrations(repo: OrderRepository, state_clock: Any) -> None:
+    for n in range(5):
+        repo.record_order(kombo_order(f"a{n}"), "poll")
+        state_clock.advance(1)
+    repo.record_order(kombo_order("b0", integration_id="personio:other"), "poll")
+    assert [c.order_id for c in repo.claim_orders_for_invite("w", 60, 2)] == ["a0", "a1"]
+    assert repo.claim_orders_for_invite("w", 60, 10, integration_ids=[]) == []
+    assert [
+        c.order_id for c in repo.claim_orders_for_invite("w", 60, 10, integration_ids=["personio:other"])
+    ] == ["b0"]
+    assert [c.order_id for c in repo.claim_orders_for_invite("w", 60, 10)] == ["a2", "a3", "a4"]
+    assert repo.counts_by_state(INTEGRATION)["inviting"] == 5
+    assert repo.counts_by_state()["inviting"] == 6
+
+
+@pytest.mark.parametrize("rounds", [4])
+def test_concurrent_claimers_never_double_claim(
+    repo: OrderRepository, make_state_store: Callable[[], StateStore], rounds: int
+) -> None:
+    claimers = 4
+    repos = [OrderRepository(make_state_store()) for _ in range(2)]
+    for round_number in range(rounds):
+        integration = f"tool:round{round_number}"
+        ids = {f"r{round_number}-{n:03d}" for n in range(200)}
+        recorded = repo.record_orders(
+            [kombo_order(order_id) for order_id in sorted(ids)], "poll", integration_id=integration
+        )
+        assert all(result.created for result in recorded)
+        barrier = threading.Barrier(claimers)
+
+        def claim_all(worker: int, integration: str = integration) -> list[str]:
+            own = repos[worker % len(repos)]
+            barrier.wait()
+            got: list[str] = []
+            while batch := own.claim_orders_for_invite(f"w{worker}", 300, 7, integration_ids=[integration]):
+                got.extend(claim.order_id for claim in batch)
+            return got
+
+        with ThreadPoolExecutor(claimers) as pool:
+            results = list(pool.map(claim_all, range(claimers)))
+        flat = [order_id for result in results for order_id in result]
+        assert len(flat) == len(set(flat)), "an order was claimed twice"
+        assert set(flat) == ids
+        counts = repo.counts_by_state(integration)
+        assert counts["inviting"] == 200 and counts["received"] == 0
+        assert {repo.get(order_id).attempts for order_id in list(ids)[:20]} == {1}  # type: ignore[union-attr]
+
+
+def test_find_active_duplicate(repo: OrderRepository, state_clock: Any) -> None:
+    first = kombo_order(
+        "o1", candidate={"email": "Ada.Lovelace@Example.com"}, application={"remote_id": "app-1"}
+    )
+    repo.record_order(first, "webhook")
+    state_clock.advance(1)
+    repo.record_order(kombo_order("o2", application={"remote_id": "app-1"}), "webhook")
+
+    def find(email: str = "ada.lovelace@example.COM", **kwargs: Any) -> str | None:
+        args = {
+            "integration_id": INTEGRATION,
+            "package_id": "typescript_test",
+            "candidate_email": email,
+            "application_remote_id": "app-1",
+            "exclude_order_id": "o2",
+        }
+        args.update(kwargs)
+        return repo.find_active_duplicate(**args)
+
+    assert find() == "o1"
+    assert find(exclude_order_id="o1") is None
+    assert find(package_id="other_test") is None
+    assert find(integration_id="personio:x") is None
+    assert find(application_remote_id="app-2") is None
+    assert find(application_remote_id=None) is None
+    assert find(email="") is None
+    assert repo.mark_duplicate("o2", "o1")
+    order = repo.get("o2")
+    assert order is not None and (order.state, order.duplicate_of) == ("duplicate", "o1")
+
+    repo.claim_orders_for_invite("w", 60, 5)
+    assert repo.mark_invited("o1", "w", "inv", None, "platform", None)
+    assert find(exclude_order_id="o3") == "o1"  # invited is still active
+    repo.record_order(
+        kombo_order("o4", candidate={"email": "x@y.example"}, application={"remote_id": None}), "poll"
+    )
+    repo.record_order(
+        kombo_order("o5", candidate={"email": "X@Y.example"}, application={"remote_id": None}), "poll"
+    )
+    assert find(email="x@y.example", application_remote_id=None, exclude_order_id="o5") == "o4"
+    assert repo.mark_cancelled("o4")
+    assert find(email="x@y.example", application_remote_id=None, exclude_order_id="o5") is None

@@ -1,0 +1,191 @@
+"""StateStore on real SQLite and PostgreSQL: migrations, transactions, upserts, timestamps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from kombo_sync.state.schema import VERSION_TABLE, metadata, runs, webhook_events
+from kombo_sync.state.store import StateStore, StateStoreError, head_revision
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tables(store: StateStore) -> set[str]:
+    with store.engine.connect() as conn:
+        return set(sa.inspect(conn).get_table_names())
+
+
+def test_migrate_creates_every_table_and_twice_is_a_noop(state_db_url: str) -> None:
+    store = StateStore(state_db_url)
+    assert store.current_revision() is None
+    assert store.migrate() == head_revision()
+    assert _tables(store) == set(metadata.tables) | {VERSION_TABLE}
+    with store.transaction() as conn:
+        conn.execute(sa.insert(runs).values(job="intake", started_at=datetime.now(UTC), status="running"))
+    assert store.migrate() == head_revision()
+    with store.transaction() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(runs)).scalar_one() == 1
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {VERSION_TABLE}")).scalar_one() == 1
+    store.dispose()
+
+
+def test_migration_matches_metadata(state_db_url: str) -> None:
+    store = StateStore(state_db_url)
+    store.migrate()
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE, "compare_type": True, "compare_server_default": True}
+        )
+        assert compare_metadata(context, metadata) == []
+    store.dispose()
+
+
+def test_first_transaction_migrates_a_fresh_database(state_db_url: str) -> None:
+    store = StateStore(state_db_url)
+    with store.transaction() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(webhook_events)).scalar_one() == 0
+    assert store.current_revision() == head_revision()
+    store.dispose()
+
+
+def test_concurrent_migrations_from_several_processes(state_db_url: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT)])}
+    command = [sys.executable, "-m", "kombo_sync.state", "migrate", "--url", state_db_url]
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [process.communicate(timeout=60) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs
+    current = subprocess.run(
+        [sys.executable, "-m", "kombo_sync.state", "current", "--url", state_db_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert current.stdout.strip() == head_revision()
+    store = StateStore(state_db_url)
+    with store.transaction() as conn:
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {VERSION_TABLE}")).scalar_one() == 1
+    store.dispose()
+
+
+def test_concurrent_migrations_from_several_engines(state_db_url: str) -> None:
+    stores = [StateStore(state_db_url) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+
+    def migrate(store: StateStore) -> str:
+        barrier.wait()
+        return store.migrate()
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        revisions = list(pool.map(migrate, stores))
+    assert revisions == [head_revision()] * len(stores)
+    assert _tables(stores[0]) == set(metadata.tables) | {VERSION_TABLE}
+    for store in stores:
+        store.dispose()
+
+
+def test_unknown_revision_is_refused(state_db_url: str) -> None:
+    store = StateStore(state_db_url)
+    store.migrate()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = 'from_the_future'"))
+    other = StateStore(state_db_url)  # a fresh process would not have the URL cached
+    from kombo_sync.state import store as store_module
+
+    store_module._migrated.clear()
+    with pytest.raises(StateStoreError, match="from_the_future"):
+        other.ensure_migrated()
+    store.dispose()
+    other.dispose()
+
+
+def test_transaction_commits_and_rolls_back(state_store: StateStore) -> None:
+    now = state_store.now()
+    with pytest.raises(RuntimeError), state_store.transaction() as conn:
+        conn.execute(sa.insert(runs).values(job="intake", started_at=now, status="running"))
+        raise RuntimeError("boom")
+    with state_store.transaction() as conn:
+        conn.execute(sa.insert(runs).values(job="writeback", started_at=now, status="running"))
+    with state_store.transaction(readonly=True) as conn:
+        assert list(conn.execute(sa.select(runs.c.job)).scalars()) == ["writeback"]
+
+
+def test_timestamps_are_utc_aware_and_naive_is_refused(state_store: StateStore) -> None:
+    paris = timezone(timedelta(hours=1))
+    started = datetime(2026, 3, 1, 10, 30, 15, 123456, tzinfo=paris)
+    with state_store.transaction() as conn:
+        conn.execute(sa.insert(runs).values(job="intake", started_at=started, status="running"))
+    with state_store.transaction(readonly=True) as conn:
+        stored = conn.execute(sa.select(runs.c.started_at)).scalar_one()
+        assert stored == started
+        assert stored.utcoffset() == timedelta(0)
+        assert stored.hour == 9
+        # Comparisons happen in UTC on both databases.
+        assert conn.execute(
+            sa.select(runs.c.id).where(runs.c.started_at < datetime(2026, 3, 1, 9, 31, tzinfo=UTC))
+        ).first()
+    with pytest.raises(sa.exc.StatementError, match="naive"), state_store.transaction() as conn:
+        conn.execute(sa.insert(runs).values(job="intake", started_at=datetime(2026, 3, 1), status="running"))
+
+
+def test_upsert_inserts_updates_or_ignores(state_store: StateStore) -> None:
+    now = state_store.now()
+    row = {"id": "ev1", "type": "a", "received_at": now, "response_status": None, "response_body": None}
+    with state_store.transaction() as conn:
+        assert state_store.upsert(conn, webhook_events, [row], ["id"], []) == 1
+        assert state_store.upsert(conn, webhook_events, [{**row, "type": "b"}], ["id"], []) == 0
+        state_store.upsert(
+            conn, webhook_events, [{**row, "type": "c", "response_status": 200}], ["id"], ["type"]
+        )
+        state_store.upsert(
+            conn, webhook_events, [row], ["id"], {"response_status": webhook_events.c.response_status + 1}
+        )
+        state_store.upsert(
+            conn,
+            webhook_events,
+            [{**row, "id": f"ev{n}", "type": "many"} for n in range(2, 6)],
+            ["id"],
+            ["type"],
+        )
+    with state_store.transaction(readonly=True) as conn:
+        first = conn.execute(sa.select(webhook_events).where(webhook_events.c.id == "ev1")).mappings().one()
+        assert (first["type"], first["response_status"]) == ("c", None)
+        assert conn.execute(sa.select(sa.func.count()).select_from(webhook_events)).scalar_one() == 5
+
+
+def test_store_settings_per_dialect(state_store: StateStore) -> None:
+    with state_store.engine.connect() as conn:
+        if state_store.dialect == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+        else:
+            assert state_store.engine.url.drivername == "postgresql+psycopg"
+            assert state_store.engine.pool._pre_ping is True  # type: ignore[attr-defined]
+
+
+def test_clock_must_be_aware(tmp_path: Path) -> None:
+    store = StateStore(f"sqlite:///{tmp_path / 's.db'}", clock=lambda: datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="naive"):
+        store.now()
+    assert StateStore(f"sqlite:///{tmp_path / 's.db'}").now().tzinfo is not None
+
+
+def test_unsupported_database_is_refused() -> None:
+    with pytest.raises(StateStoreError, match="mysql"):
+        StateStore("mysql+pymysql://user@localhost/db")

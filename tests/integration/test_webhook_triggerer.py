@@ -1,0 +1,124 @@
+"""End to end through real Airflow: a webhook wakes `kombo_order_intake` via the triggerer, and the candidate
+is invited.
+
+Starts api-server, scheduler, dag-processor and triggerer on a private AIRFLOW_HOME (SQLite metadata DB,
+LocalExecutor), the project's DAGs and plugin, the Kombo sandbox and the platform stand-in. The intake's cron is
+pushed far away, so the only way a run can start is the asset `kombo_orders_received`, whose watcher
+(`WakeupTrigger`, in the triggerer) consumes the wake-up the webhook requested.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from kombo_sync.state.orders import OrderRepository
+from kombo_sync.state.store import StateStore
+from kombo_sync.wakeups import pending_wakeups
+from kombo_sync.webhooks.testing import LiveAirflow
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+SECRET = "triggerer-test-webhook-secret"
+DAG_ID = "kombo_order_intake"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dag_runs(home: Path) -> list[dict]:
+    with sqlite3.connect(home / "airflow.db", timeout=10) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT run_id, run_type, state, queued_at, start_date FROM dag_run WHERE dag_id = ?", (DAG_ID,)
+        ).fetchall()
+    return [dict(row) for row in rows]
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, _kombo_sandbox_server, _platform_standin_server):
+    home = tmp_path_factory.mktemp("airflow-e2e")
+    state_db = home / "state.db"
+    sandbox, platform = _kombo_sandbox_server, _platform_standin_server
+    env = {
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "KOMBO_INTAKE_SCHEDULE": "0 0 1 1 *",
+        "KOMBO_SYNC_HOME": str(home),
+        "KOMBO_WEBHOOK_SECRET": SECRET,
+        "AIRFLOW_CONN_KOMBO_STATE": json.dumps({"conn_type": "sqlite", "host": str(state_db)}),
+        "AIRFLOW_CONN_KOMBO_DEFAULT": json.dumps(
+            {"conn_type": "http", "host": sandbox.api_url, "password": sandbox.api_key}
+        ),
+        "AIRFLOW_CONN_KOMBO_PLATFORM": json.dumps(
+            {"conn_type": "http", "host": platform.url, "password": platform.api_key}
+        ),
+    }
+    live = LiveAirflow(
+        home / "airflow",
+        env=env,
+        components=("api-server", "scheduler", "dag-processor", "triggerer"),
+        log_dir=home / "logs",
+    )
+    live.start(timeout=180)
+    try:
+        live.airflow("pools", "set", "kombo_api", "4", "Kombo API calls")
+        _wait(lambda: _dag_parsed(live), 120, f"{DAG_ID} parsed by the dag-processor", interval=2)
+        live.airflow("dags", "unpause", DAG_ID)
+        yield live, StateStore(f"sqlite:///{state_db}")
+    finally:
+        live.stop()
+
+
+def _dag_parsed(live: LiveAirflow) -> bool:
+    try:
+        with sqlite3.connect(live.home / "airflow.db", timeout=10) as conn:
+            return bool(conn.execute("SELECT 1 FROM dag WHERE dag_id = ?", (DAG_ID,)).fetchone())
+    except sqlite3.Error:
+        return False
+
+
+def test_webhook_wakes_the_intake_through_the_triggerer_and_the_candidate_is_invited(
+    stack, kombo_sandbox, platform_standin
+):
+    live, store = stack
+    kombo_sandbox.set_webhook(live.webhook_url, secret=SECRET)
+    integration = kombo_sandbox.admin.create_integration(tool="greenhouse")
+    assert integration["webhook"]["status_code"] == 200
+    before = {run["run_id"] for run in _dag_runs(live.home)}
+
+    order = kombo_sandbox.admin.create_order(integration["id"], "pkg-1")
+    sent_at = time.monotonic()
+    assert order["webhook"]["status_code"] == 200, order["webhook"]
+
+    def asset_run():
+        runs = [r for r in _dag_runs(live.home) if r["run_id"] not in before and r["run_type"] == "asset_triggered"]
+        return runs[0] if runs else None
+
+    run = _wait(asset_run, 60, "an asset-triggered kombo_order_intake run")
+    started_after = time.monotonic() - sent_at
+    assert pending_wakeups(store, "orders") == 0  # the triggerer consumed the request
+    print(f"asset-triggered run {run['run_id']} {started_after:.1f} s after the webhook")
+
+    def invited():
+        record = OrderRepository(store).get(order["id"])
+        return record if record is not None and record.state == "invited" else None
+
+    record = _wait(invited, 90, "the order invited by the woken intake run")
+    assert record.channel == "platform" and record.first_seen_via == "webhook"
+    print(f"order invited {time.monotonic() - sent_at:.1f} s after the webhook")

@@ -1,0 +1,148 @@
+"""The platform channel against a mocked HTTP transport: request shape, idempotency key, error classes."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from kombo_sync.invites import Inviters, InviterConfigurationError, build_inviter
+from kombo_sync.invites.base import (
+    InvitationRequest,
+    Inviter,
+    PermanentInvitationError,
+    RetriableInvitationError,
+)
+from kombo_sync.invites.platform import PlatformInviter
+from kombo_sync.settings import PipelineSettings
+
+ORDER = InvitationRequest(
+    order_id="B5KQKhAgTv6ZwzrfAbqbhipd",
+    integration_id="workday:abc",
+    package_id="py-basics",
+    candidate_email="grace.hopper@example.com",
+    candidate_first_name="Grace",
+    candidate_last_name="Hopper",
+    job_name="Compiler Engineer",
+)
+
+
+def inviter_answering(handler) -> tuple[PlatformInviter, list[httpx.Request]]:  # type: ignore[no-untyped-def]
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    return PlatformInviter("http://platform.test", "tok-123", transport=httpx.MockTransport(record)), seen
+
+
+def test_creates_the_invitation_with_the_order_id_as_idempotency_key() -> None:
+    inviter, seen = inviter_answering(
+        lambda request: httpx.Response(
+            201, json={"invitation_id": "inv_1", "assessment_url": "http://platform.test/a/inv_1", "order_id": "x"}
+        )
+    )
+    result = inviter.send(ORDER, ORDER.order_id)
+    assert (result.external_id, result.url, result.channel) == ("inv_1", "http://platform.test/a/inv_1", "platform")
+    (request,) = seen
+    assert request.method == "POST" and request.url.path == "/api/invitations"
+    assert request.headers["Authorization"] == "Bearer tok-123"
+    assert request.headers["Idempotency-Key"] == ORDER.order_id
+    body = json.loads(request.content)
+    assert body["order_id"] == ORDER.order_id
+    assert body["candidate"]["email"] == "grace.hopper@example.com"
+    assert body["job"]["name"] == "Compiler Engineer" and body["package_id"] == "py-basics"
+    assert isinstance(inviter, Inviter)
+
+
+def test_a_repeat_answered_200_returns_the_same_invitation() -> None:
+    answers = iter([201, 200])
+    inviter, _ = inviter_answering(
+        lambda request: httpx.Response(next(answers), json={"invitation_id": "inv_1", "assessment_url": "u"})
+    )
+    assert inviter.send(ORDER, ORDER.order_id) == inviter.send(ORDER, ORDER.order_id)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 429, 409, 408, 401, 403])
+def test_server_errors_and_throttling_are_retriable(status: int) -> None:
+    inviter, _ = inviter_answering(lambda request: httpx.Response(status, json={"error": "service_unavailable"}))
+    with pytest.raises(RetriableInvitationError) as caught:
+        inviter.send(ORDER, ORDER.order_id)
+    assert str(status) in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [400, 404, 410, 422])
+def test_client_errors_are_permanent_and_do_not_leak_the_body(status: int) -> None:
+    inviter, _ = inviter_answering(
+        lambda request: httpx.Response(
+            status, json={"error": "invalid_request", "message": "grace.hopper@example.com is bad"}
+        )
+    )
+    with pytest.raises(PermanentInvitationError) as caught:
+        inviter.send(ORDER, ORDER.order_id)
+    assert "invalid_request" in str(caught.value)
+    assert "grace.hopper" not in str(caught.value)
+
+
+def test_timeouts_and_connection_errors_are_retriable() -> None:
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    for handler, code in ((timeout, "TIMEOUT"), (refused, "UNAVAILABLE")):
+        inviter, _ = inviter_answering(handler)
+        with pytest.raises(RetriableInvitationError) as caught:
+            inviter.send(ORDER, ORDER.order_id)
+        assert caught.value.code == code
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"invitation_id": "inv_1"}', b"[]"])
+def test_an_answer_without_id_and_link_is_retriable(body: bytes) -> None:
+    inviter, _ = inviter_answering(lambda request: httpx.Response(201, content=body))
+    with pytest.raises(RetriableInvitationError, match="platform answered"):
+        inviter.send(ORDER, ORDER.order_id)
+
+
+def test_from_connection_follows_the_http_provider_conventions() -> None:
+    conn = SimpleNamespace(host="platform.example.com", schema="https", port=8443, password="tok", extra_dejson={"timeout": "5"})
+    inviter = PlatformInviter.from_connection(conn)
+    assert (inviter.base_url, inviter.timeout, inviter.path) == ("https://platform.example.com:8443", 5.0, "/api/invitations")
+    conn = SimpleNamespace(host="http://127.0.0.1:8766/", schema=None, port=None, password=None, extra_dejson={})
+    assert PlatformInviter.from_connection(conn).base_url == "http://127.0.0.1:8766"
+    with pytest.raises(ValueError):
+        PlatformInviter("", None)
+
+
+def test_build_inviter_names_the_missing_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_KOMBO_PLATFORM", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_KOMBO_SMTP", raising=False)
+    monkeypatch.setattr("kombo_sync.connections.get_connection", lambda conn_id: None)
+    settings = PipelineSettings()
+    with pytest.raises(InviterConfigurationError, match="kombo_platform"):
+        build_inviter("platform", settings)
+    with pytest.raises(InviterConfigurationError, match="kombo_smtp"):
+        build_inviter("email", settings)
+    with pytest.raises(InviterConfigurationError, match="unknown"):
+        build_inviter("carrier-pigeon", settings)
+
+
+def test_inviters_pick_the_channel_per_integration_and_build_each_once() -> None:
+    settings = PipelineSettings.model_validate(
+        {"intake": {"channel": "platform", "integrations": {"greenhouse:1": {"channel": "email"}}}}
+    )
+    built: list[str] = []
+
+    def factory(channel: str, _settings: PipelineSettings) -> Inviter:
+        built.append(channel)
+        return PlatformInviter("http://x.test", None)
+
+    inviters = Inviters(settings, factory=factory)
+    assert inviters.channel_for("greenhouse:1", "platform") == "email"  # pipeline.yaml override wins
+    assert inviters.channel_for("workday:2", "email") == "email"  # then the registry
+    assert inviters.channel_for("workday:3") == "platform"  # then the default
+    assert inviters.get("email") is inviters.get("email")
+    assert built == ["email"]
