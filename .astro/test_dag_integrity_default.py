@@ -51,7 +51,7 @@ def _variable_get(key: str, default: Any = _NO_DEFAULT, deserialize_json: bool =
     return _MockedJson() if deserialize_json else "NON_DEFAULT_MOCKED_VARIABLE_VALUE"
 
 
-def _get_connection(conn_id: str, *args: Any, **kwargs: Any) -> Any:
+def _get_connection(cls: Any, conn_id: str, *args: Any, **kwargs: Any) -> Any:
     from airflow.sdk import Connection
 
     return Connection(conn_id=conn_id, conn_type="generic")

@@ -5,6 +5,7 @@ time baseline measured in the same run.
     .venv/bin/python bench/catalog_sync.py --integrations 100      # quick
     .venv/bin/python bench/catalog_sync.py --baseline-integrations 100   # time the baseline on a sample
     .venv/bin/python bench/catalog_sync.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/catalog_sync.py --sandbox-url http://127.0.0.1:8765   # sandbox in its own process
 
 Both runs execute the pipeline's own steps (plan: SQL read + contract check + hashes + shards; then the
 shards). The measured run publishes like the DAG: `--parallel-shards` shard tasks at once, each with
@@ -16,6 +17,7 @@ integrations for the same customers, registered after the measured run.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -47,7 +49,7 @@ from kombo_sync.state.integrations import IntegrationRepository  # noqa: E402
 from kombo_sync.state.store import StateStore  # noqa: E402
 from sandbox.knobs import KomboKnobs  # noqa: E402
 from sandbox.kombo_app import KomboSandboxSettings  # noqa: E402
-from sandbox.testing import run_kombo_sandbox  # noqa: E402
+from sandbox.testing import SandboxAdmin, run_kombo_sandbox  # noqa: E402
 
 PACKAGE_TYPES = ("SKILLS_TEST", "BEHAVIORAL", "VIDEO_INTERVIEW", "BACKGROUND_CHECK", "REFERENCE_CHECK")
 CATALOG_SQL = ROOT / "include" / "sql" / "catalog.sql"
@@ -68,6 +70,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--parallel-shards", type=int, default=4, help="shard tasks at once (the DAG's limit)"
     )
+    parser.add_argument(
+        "--sandbox-url",
+        help="use a sandbox already running in another process (python -m sandbox --latency-ms 100 ...) "
+        "instead of one in this process; its knobs are set from --latency-ms",
+    )
+    parser.add_argument("--api-key", default="sandbox-key", help="the external sandbox's API key")
     parser.add_argument(
         "--postgres",
         metavar="ADMIN_URL",
@@ -155,7 +163,34 @@ def run_sync(
     with ThreadPoolExecutor(max_workers=parallel_shards) as pool:
         results = list(pool.map(shard_task, planned["shards"]))
     summary = finish_catalog_sync(store, planned["summary"], results)
+    sizes = [len(json.dumps(shard)) for shard in planned["shards"]]
+    summary["xcom_bytes"] = {"shards": sum(sizes), "largest_shard": max(sizes, default=0)}
+    summary["xcom_bytes"]["summary"] = len(json.dumps(planned["summary"]))
     return planned_at - started, time.perf_counter() - planned_at, summary
+
+
+class ExternalSandbox:
+    """A sandbox started elsewhere, with the attributes the benchmark uses."""
+
+    def __init__(self, url: str, api_key: str, knobs: KomboKnobs) -> None:
+        self.url = url.rstrip("/")
+        self.api_url = f"{self.url}/v1"
+        self.api_key = api_key
+        self.admin = SandboxAdmin(self.url)
+        self.admin.reset()
+        self.admin.set_knobs(**knobs.model_dump(exclude={"seed"}))
+
+    def __enter__(self) -> ExternalSandbox:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.admin.close()
+
+
+def start_sandbox(args: argparse.Namespace, knobs: KomboKnobs) -> Any:
+    if args.sandbox_url:
+        return ExternalSandbox(args.sandbox_url, args.api_key, knobs)
+    return run_kombo_sandbox(KomboSandboxSettings(knobs=knobs))
 
 
 def main() -> int:
@@ -165,7 +200,7 @@ def main() -> int:
     n = args.integrations
     sample_size = min(args.baseline_integrations or n, n)
     knobs = KomboKnobs(latency_ms=args.latency_ms, concurrency_limit=30)
-    with run_kombo_sandbox(KomboSandboxSettings(knobs=knobs)) as sandbox:
+    with start_sandbox(args, knobs) as sandbox:
         customers = [f"customer-{index:05d}" for index in range(n)]
         # Two sets of integrations for the same customers: the measured run publishes the first, the baseline
         # the second, so both are first publishes (one PUT each) on the same store and catalog.
@@ -194,12 +229,17 @@ def main() -> int:
             assert summary["counts"] == {"published": n}, summary["counts"]
             assert len(sandbox.admin.list_packages(measured[n // 2][0])) == args.packages
             stats = sandbox.admin.stats()
+            xcom = summary["xcom_bytes"]
             total_s = plan_s + publish_s
             print(
                 f"pipeline:  {total_s:7.2f} s  = {plan_s:.2f} s plan (read, check, hash {n * args.packages} rows) "
                 f"+ {publish_s:.2f} s publish; {n / total_s:.0f} integrations/s, "
                 f"{args.parallel_shards} shards x {args.concurrency} threads, "
                 f"{stats.get('requests_total')} requests, max in flight {stats.get('max_concurrency')}"
+            )
+            print(
+                f"XCom:      {xcom['shards'] / 1024:.0f} KB of shard plans ({xcom['largest_shard'] / 1024:.1f} KB the "
+                f"largest), {xcom['summary'] / 1024:.1f} KB plan summary"
             )
 
             register(store, baseline_set)

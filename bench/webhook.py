@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -193,7 +194,11 @@ def run_load(args: argparse.Namespace, url: str, secret: str) -> bool:
         drive(url, forged_requests(baseline_count), args.rate, args.timeout, args.max_in_flight)
     )
     load = asyncio.run(drive(url, order_requests(count, secret), args.rate, args.timeout, args.max_in_flight))
-    print(f"\nanswer times at {args.rate:g} requests/s for {args.duration:g} s (state store: {args.state})")
+    load_avg = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"\nanswer times at {args.rate:g} requests/s for {args.duration:g} s (state store: {args.state}, "
+        f"{args.workers} api-server worker(s); machine load average {load_avg} on {os.cpu_count()} CPUs)"
+    )
     report("baseline (401, no DB)", baseline, args.rate)
     report("orders accepted (200)", load, args.rate)
     p99, errors = load.pct(99), sum(load.errors.values())

@@ -319,6 +319,7 @@ def main(
     """Run the admin command; returns the process exit code (0 ok, 1 not found, 2 invalid input)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)  # importing Airflow may have configured INFO already
     store = store_factory(args.state_url)
     try:
         if args.command == "add":

@@ -73,6 +73,10 @@ def test_dag_publishes_then_fails_naming_the_broken_integration(
     )
     monkeypatch.setenv("AIRFLOW_CONN_KOMBO_STATE", connection_json(state_store.url))
     monkeypatch.setenv("AIRFLOW_CONN_KOMBO_WAREHOUSE", connection_json(warehouse_url))
+    # one integration per shard, so the second run maps two publish tasks
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("catalog:\n  source: sql\n  shard_size: 1\n")
+    monkeypatch.setenv("KOMBO_SYNC_CONFIG", str(config))
 
     first = run_dag("kombo_package_sync")
     assert first.state == "success", task_states(first)
@@ -91,7 +95,9 @@ def test_dag_publishes_then_fails_naming_the_broken_integration(
     second = run_dag("kombo_package_sync", conf={"force": True})
     states = task_states(second)
     assert second.state == "failed"
-    assert states["plan"] == "success" and states["publish[0]"] == "success" and states["finish"] == "failed"
+    assert states["plan"] == "success" and states["finish"] == "failed"
+    assert states["publish[0]"] == states["publish[1]"] == "success"  # the failure is recorded, not raised
+    assert rendered_labels(second, "publish") == sorted([healthy, broken])
     assert kombo_sandbox.admin.package_history(healthy)["puts"] == 2  # forced: sent again despite the failure
     audit = RunAudit(state_store).recent("catalog", limit=1)[0]
     assert audit.status == "failed"

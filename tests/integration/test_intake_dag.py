@@ -145,10 +145,20 @@ def test_airflow_backfill_create_exists_and_plans_the_two_hour_range(monkeypatch
     env = {**os.environ, "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR"}
     usage = subprocess.run([AIRFLOW, "backfill", "create", "--help"], capture_output=True, text=True, env=env)
     assert usage.returncode == 0
-    for option in ("--dag-id", "--from-date", "--to-date", "--reprocess-behavior", "--dry-run", "--max-active-runs"):
+    for option in (
+        "--dag-id",
+        "--from-date",
+        "--to-date",
+        "--reprocess-behavior",
+        "--dry-run",
+        "--max-active-runs",
+    ):
         assert option in usage.stdout
     # Register the DAG in the metadata DB the way dag.test() does (an empty registry: no Kombo call is made).
-    monkeypatch.setenv("AIRFLOW_CONN_KOMBO_DEFAULT", json.dumps({"conn_type": "http", "host": "http://127.0.0.1:9/v1", "password": "k"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KOMBO_DEFAULT",
+        json.dumps({"conn_type": "http", "host": "http://127.0.0.1:9/v1", "password": "k"}),
+    )
     run_dag(DAG_ID, conf={"dry_run": True})
     start = _aligned(datetime.now(UTC) - timedelta(hours=3))
     planned = subprocess.run(
@@ -157,4 +167,9 @@ def test_airflow_backfill_create_exists_and_plans_the_two_hour_range(monkeypatch
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert planned.returncode == 0, planned.stderr[-2000:]
-    print(planned.stdout)
+    planned_dates = {
+        datetime.fromisoformat(line.strip("| ").split(" |")[0]) for line in planned.stdout.splitlines()
+        if line.startswith("| 20")
+    }  # fmt: skip
+    every_five_minutes = {start + timedelta(minutes=5 * n) for n in range(1, 25)}
+    assert every_five_minutes <= planned_dates, planned.stdout[-3000:]

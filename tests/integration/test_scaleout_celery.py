@@ -21,11 +21,9 @@ without them it skips, unless CI=true.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -35,7 +33,18 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from kombo_sync.deploy.local import LocalCeleryDeployment, Server, port_open, tail, wait_until
+from kombo_sync.deploy.local import (
+    AirflowRest,
+    LocalCeleryDeployment,
+    RunFailed,
+    Server,
+    connection_json,
+    database_connection_json,
+    logs_tail,
+    parse_api_time,
+    port_open,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 
@@ -104,18 +113,10 @@ def _services() -> tuple[Server, str, int]:
     try:
         import airflow.providers.celery.executors.celery_executor  # noqa: F401
     except ImportError as exc:
-        pytest.fail(f"the Celery provider does not import ({exc}); celery 5.7 dropped what provider 3.26 imports: pin celery<5.7")
+        pytest.fail(
+            f"the Celery provider does not import ({exc}); celery 5.7 dropped what provider 3.26 imports: pin celery<5.7"
+        )
     return pg, redis_host, redis_port
-
-
-def _conn(conn_type: str, **fields: Any) -> str:
-    return json.dumps({"conn_type": conn_type, **fields})
-
-
-def _warehouse_conn(url: str) -> str:
-    if url.startswith("sqlite:///"):
-        return _conn("sqlite", host=url[len("sqlite:///") :])
-    return _conn("generic", extra={"sqlalchemy_url": url})
 
 
 def _seed_catalog(warehouse_url: str) -> None:
@@ -128,7 +129,9 @@ def _seed_catalog(warehouse_url: str) -> None:
                 if statement.strip():
                     conn.exec_driver_sql(statement)
             conn.execute(
-                sa.text("INSERT INTO catalog_packages (package_id, type, name, description, active) VALUES (:p, :t, :n, :d, TRUE)"),
+                sa.text(
+                    "INSERT INTO catalog_packages (package_id, type, name, description, active) VALUES (:p, :t, :n, :d, TRUE)"
+                ),
                 [{"p": p, "t": t, "n": n, "d": d} for p, t, n, d in PACKAGES],
             )
             conn.execute(
@@ -142,77 +145,11 @@ def _seed_catalog(warehouse_url: str) -> None:
 def _pipeline_config(path: Path) -> Path:
     """The project's pipeline.yaml with small claim batches, so both workers get a share of one backlog."""
     config = yaml.safe_load((ROOT / "include" / "config" / "pipeline.yaml").read_text()) or {}
-    config.setdefault("intake", {}).update({"claim_batch_size": 5, "send_concurrency": 2, "lookback_minutes": 120})
+    config.setdefault("intake", {}).update(
+        {"claim_batch_size": 5, "send_concurrency": 2, "lookback_minutes": 120}
+    )
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-class Api:
-    """The deployment's REST API with a JWT from /auth/token."""
-
-    def __init__(self, deployment: LocalCeleryDeployment) -> None:
-        self.deployment = deployment
-        self.http = deployment.client()
-
-    def get(self, path: str, **params: Any) -> Any:
-        response = self.http.get(path, params=params)
-        response.raise_for_status()
-        return response.json()
-
-    def set_paused(self, dag_id: str, paused: bool) -> None:
-        self.http.patch(f"/dags/{dag_id}", json={"is_paused": paused}).raise_for_status()
-
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        response = self.http.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
-        response.raise_for_status()
-        return str(response.json()["dag_run_id"])
-
-    def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return list(self.get(f"/dags/{dag_id}/dagRuns", limit=100)["dag_runs"])
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return list(self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"])
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
-        entry = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
-        value = entry["value"]
-        return json.loads(value) if isinstance(value, str) else value
-
-    def wait_run(self, dag_id: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
-        def finished() -> dict[str, Any] | None:
-            self.deployment.check_alive()
-            run = self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
-            return run if run["state"] in ("success", "failed") else None
-
-        run = wait_until(finished, timeout, message=f"{dag_id} run {run_id}")
-        if run["state"] != "success":
-            states = {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
-            pytest.fail(f"{dag_id} run {run_id} failed: {states}\n{self.logs()}")
-        return run
-
-    def wait_run_of_type(self, dag_id: str, run_type: str, timeout: float = 120) -> dict[str, Any]:
-        """The first run of `run_type` (e.g. asset_triggered), waited for until it succeeded."""
-
-        def found() -> dict[str, Any] | None:
-            self.deployment.check_alive()
-            return next((r for r in self.runs(dag_id) if r["run_type"] == run_type), None)
-
-        run = wait_until(found, timeout, message=f"an {run_type} run of {dag_id}")
-        return self.wait_run(dag_id, run["dag_run_id"], timeout)
-
-    def wait_idle(self, dag_id: str, timeout: float = 120) -> None:
-        wait_until(
-            lambda: all(r["state"] in ("success", "failed") for r in self.runs(dag_id)),
-            timeout,
-            message=f"{dag_id} to have no active run",
-        )
-
-    def logs(self) -> str:
-        return _logs(self.deployment)
-
-
-def _logs(deployment: LocalCeleryDeployment, lines: int = 15) -> str:
-    return "\n".join(f"--- {p.spec.name}\n{tail(p.log_path, lines)}" for p in deployment.processes)
 
 
 def _order_states(state_url: str, order_ids: list[str]) -> dict[str, str]:
@@ -235,10 +172,6 @@ def _scalar(state_url: str, sql: str) -> Any:
         engine.dispose()
 
 
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _create_orders(kombo_sandbox, integrations: dict[str, str], per_integration: int, tag: str) -> list[str]:
     """Orders as recruiters create them; each is announced to the api-server by a signed webhook."""
     ids = []
@@ -257,7 +190,9 @@ def _create_orders(kombo_sandbox, integrations: dict[str, str], per_integration:
     return ids
 
 
-def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(kombo_sandbox, platform_standin, tmp_path):
+def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(
+    kombo_sandbox, platform_standin, tmp_path
+):
     pg, redis_host, redis_port = _services()
     started = time.monotonic()
     dags_folder = tmp_path / "dags"
@@ -279,11 +214,16 @@ def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(kombo_sandbo
         worker_concurrency=4,
         pipeline_config=_pipeline_config(tmp_path / "pipeline.yaml"),
         variables={
-            "AIRFLOW_CONN_KOMBO_DEFAULT": _conn(
-                "http", host=kombo_sandbox.api_url, password=kombo_sandbox.api_key, extra={"timeout": 30, "max_retries": 6}
+            "AIRFLOW_CONN_KOMBO_DEFAULT": connection_json(
+                "http",
+                host=kombo_sandbox.api_url,
+                password=kombo_sandbox.api_key,
+                extra={"timeout": 30, "max_retries": 6},
             ),
-            "AIRFLOW_CONN_KOMBO_WAREHOUSE": _warehouse_conn(platform_standin.warehouse_url),
-            "AIRFLOW_CONN_KOMBO_PLATFORM": _conn("http", host=platform_standin.url, password=platform_standin.api_key),
+            "AIRFLOW_CONN_KOMBO_WAREHOUSE": database_connection_json(platform_standin.warehouse_url),
+            "AIRFLOW_CONN_KOMBO_PLATFORM": connection_json(
+                "http", host=platform_standin.url, password=platform_standin.api_key
+            ),
         },
     )
     try:
@@ -291,11 +231,13 @@ def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(kombo_sandbo
         deployment.run_init()
         deployment.start_services(workers=2)
         deployment.wait_ready()
-        api = Api(deployment)
+        api = AirflowRest(deployment)
         kombo_sandbox.set_webhook(deployment.webhook_url, deployment.variables["KOMBO_WEBHOOK_SECRET"])
 
         wait_until(
-            lambda: {d["dag_id"] for d in api.get("/dags", limit=100)["dags"]} >= {*DAG_IDS, CONCURRENT_DAG_ID},
+            lambda: (
+                {d["dag_id"] for d in api.get("/dags", limit=100)["dags"]} >= {*DAG_IDS, CONCURRENT_DAG_ID}
+            ),
             90,
             message="the dag-processor to parse the DAGs",
         )
@@ -321,15 +263,19 @@ def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(kombo_sandbo
             90,
             message="every customer's packages in Kombo",
         )
-        published = _scalar(deployment.state_url, "SELECT count(*) FROM integrations WHERE packages_published_at IS NOT NULL")
+        published = _scalar(
+            deployment.state_url, "SELECT count(*) FROM integrations WHERE packages_published_at IS NOT NULL"
+        )
         assert published == len(CUSTOMERS)
 
         # 2. order-received webhooks -> orders recorded by the api-server -> kombo_order_intake invites them.
         first_orders = _create_orders(kombo_sandbox, integrations, 2, "w")
         api.wait_run_of_type("kombo_order_intake", "asset_triggered", timeout=120)
         wait_until(
-            lambda: set(_order_states(deployment.state_url, first_orders).values()) == {"invited"}
-            and len(_order_states(deployment.state_url, first_orders)) == len(first_orders),
+            lambda: (
+                set(_order_states(deployment.state_url, first_orders).values()) == {"invited"}
+                and len(_order_states(deployment.state_url, first_orders)) == len(first_orders)
+            ),
             90,
             message="the webhook's orders to be invited",
         )
@@ -344,12 +290,19 @@ def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(kombo_sandbo
         run_id = api.trigger(CONCURRENT_DAG_ID)
         api.wait_run(CONCURRENT_DAG_ID, run_id, timeout=150)
         tis = {ti["task_id"]: ti for ti in api.task_instances(CONCURRENT_DAG_ID, run_id)}
-        assert {tis["dispatch_on_worker1"]["queue"], tis["dispatch_on_worker2"]["queue"]} == {"worker1", "worker2"}
-        spans = [(_parse_time(ti["start_date"]), _parse_time(ti["end_date"])) for ti in tis.values()]
-        assert max(s for s, _ in spans) < min(e for _, e in spans), f"the two dispatches did not overlap: {spans}"
+        assert {tis["dispatch_on_worker1"]["queue"], tis["dispatch_on_worker2"]["queue"]} == {
+            "worker1",
+            "worker2",
+        }
+        spans = [(parse_api_time(ti["start_date"]), parse_api_time(ti["end_date"])) for ti in tis.values()]
+        assert max(s for s, _ in spans) < min(e for _, e in spans), (
+            f"the two dispatches did not overlap: {spans}"
+        )
         invited = {task_id: api.xcom(CONCURRENT_DAG_ID, run_id, task_id)["invited"] for task_id in tis}
         assert sum(invited.values()) == len(backlog), invited
         assert all(count > 0 for count in invited.values()), f"one worker did all the work: {invited}"
+        overlap = (min(e for _, e in spans) - max(s for s, _ in spans)).total_seconds()
+        print(f"concurrent dispatch: {invited} invited, the two tasks overlapped {overlap:.1f} s")
 
         states = _order_states(deployment.state_url, backlog)
         assert set(states.values()) == {"invited"} and len(states) == len(backlog)
@@ -369,8 +322,8 @@ def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(kombo_sandbo
         sent = _scalar(deployment.state_url, "SELECT count(*) FROM result_outbox WHERE state = 'sent'")
         assert sent == len(finished["order_ids"])
         print(f"scale-out test: {time.monotonic() - started:.0f} s")
-    except (TimeoutError, RuntimeError, httpx.HTTPError) as exc:
-        pytest.fail(f"{type(exc).__name__}: {exc}\n(logs: {deployment.log_dir})\n{_logs(deployment)}")
+    except (TimeoutError, RuntimeError, RunFailed, httpx.HTTPError) as exc:
+        pytest.fail(f"{type(exc).__name__}: {exc}\n(logs: {deployment.log_dir})\n{logs_tail(deployment)}")
     finally:
         kombo_sandbox.set_webhook(None)
         deployment.stop()

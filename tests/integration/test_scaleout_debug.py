@@ -350,6 +350,8 @@ def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(kombo_sandbo
         invited = {task_id: api.xcom(CONCURRENT_DAG_ID, run_id, task_id)["invited"] for task_id in tis}
         assert sum(invited.values()) == len(backlog), invited
         assert all(count > 0 for count in invited.values()), f"one worker did all the work: {invited}"
+        overlap = (min(e for _, e in spans) - max(s for s, _ in spans)).total_seconds()
+        print(f"concurrent dispatch: {invited} invited, the two tasks overlapped {overlap:.1f} s")
 
         states = _order_states(deployment.state_url, backlog)
         assert set(states.values()) == {"invited"} and len(states) == len(backlog)

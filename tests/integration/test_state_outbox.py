@@ -49,7 +49,11 @@ def test_enqueue_is_an_anti_join(outbox: ResultOutbox) -> None:
 
 
 def test_newer_payload_supersedes_pending_and_dead(outbox: ResultOutbox) -> None:
-    v1, v2, v3 = entry("o1", 50, T0), entry("o1", 60, T0 + timedelta(hours=1)), entry("o1", 70, T0 + timedelta(hours=2))
+    v1, v2, v3 = (
+        entry("o1", 50, T0),
+        entry("o1", 60, T0 + timedelta(hours=1)),
+        entry("o1", 70, T0 + timedelta(hours=2)),
+    )
     assert outbox.enqueue([v1]) == 1
     assert outbox.enqueue([v2]) == 1
     assert states(outbox, "o1", v1, v2) == ["superseded", "pending"]
@@ -85,9 +89,10 @@ def test_claim_lease_and_mark_sent(outbox: ResultOutbox, state_clock: Any) -> No
     outbox.enqueue([entry("o1", 90), entry("o2", 80)])
     first = outbox.claim_batch("w1", 1, lease_seconds=60)
     assert [(i.order_id, i.state, i.attempts, i.lease_owner) for i in first] == [("o1", "sending", 1, "w1")]
+    state_clock.advance(30)
     assert [i.order_id for i in outbox.claim_batch("w2", 10, 60)] == ["o2"]
     assert outbox.claim_batch("w3", 10, 60) == []
-    state_clock.advance(61)
+    state_clock.advance(31)  # o1's lease expired, o2's did not
     [again] = outbox.claim_batch("w3", 10, 60)
     assert (again.order_id, again.attempts, again.lease_owner) == ("o1", 2, "w3")
     assert outbox.mark_retry("o1", again.payload_hash, "X", "late", None, state_clock(), owner="w1") is False
@@ -104,7 +109,9 @@ def test_retry_waits_until_due(outbox: ResultOutbox, state_clock: Any) -> None:
     outbox.enqueue([entry("o1", 90)])
     [item] = outbox.claim_batch("w", 10, 60)
     retry_at = state_clock() + timedelta(minutes=2)
-    assert outbox.mark_retry("o1", item.payload_hash, "PLATFORM.RATE_LIMIT_EXCEEDED", "429", "https://log", retry_at)
+    assert outbox.mark_retry(
+        "o1", item.payload_hash, "PLATFORM.RATE_LIMIT_EXCEEDED", "429", "https://log", retry_at
+    )
     stored = outbox.get("o1", item.payload_hash)
     assert stored is not None
     assert (stored.state, stored.last_error_code, stored.log_url, stored.next_attempt_at) == (
@@ -137,8 +144,12 @@ def test_only_one_version_of_an_order_is_in_flight(outbox: ResultOutbox, state_c
 def test_dead_letters_not_writable_and_requeue(outbox: ResultOutbox) -> None:
     outbox.enqueue([entry("o1", 1), entry("o2", 2), entry("o3", 3)])
     items = {item.order_id: item for item in outbox.claim_batch("w", 10, 60)}
-    assert outbox.mark_dead("o1", items["o1"].payload_hash, "REMOTE.INPUT_INVALID", "score out of range", owner="w")
-    assert outbox.mark_not_writable("o2", items["o2"].payload_hash, "ATS.JOB_CLOSED", "order not OPEN", "https://l")
+    assert outbox.mark_dead(
+        "o1", items["o1"].payload_hash, "REMOTE.INPUT_INVALID", "score out of range", owner="w"
+    )
+    assert outbox.mark_not_writable(
+        "o2", items["o2"].payload_hash, "ATS.JOB_CLOSED", "order not OPEN", "https://l"
+    )
     assert outbox.mark_dead("o1", items["o1"].payload_hash, "X", "again") is False
     letters = outbox.dead_letters()
     assert sorted((i.order_id, i.state, i.last_error_code) for i in letters) == [

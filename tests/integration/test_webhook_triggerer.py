@@ -25,16 +25,26 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 SECRET = "triggerer-test-webhook-secret"
 DAG_ID = "kombo_order_intake"
+PACKAGE_SYNC_DAG_ID = "kombo_package_sync"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _dag_runs(home: Path) -> list[dict]:
+def _dag_runs(home: Path, dag_id: str = DAG_ID) -> list[dict]:
     with sqlite3.connect(home / "airflow.db", timeout=10) as conn:
         conn.row_factory = sqlite3.Row
         rows = conn.execute(
-            "SELECT run_id, run_type, state, queued_at, start_date FROM dag_run WHERE dag_id = ?", (DAG_ID,)
+            "SELECT run_id, run_type, state, queued_at, start_date FROM dag_run WHERE dag_id = ?", (dag_id,)
         ).fetchall()
     return [dict(row) for row in rows]
+
+
+def _new_asset_run(home: Path, dag_id: str, before: set[str]) -> dict | None:
+    runs = [
+        run
+        for run in _dag_runs(home, dag_id)
+        if run["run_id"] not in before and run["run_type"] == "asset_triggered"
+    ]
+    return runs[0] if runs else None
 
 
 def _wait(predicate, timeout: float, what: str, interval: float = 0.5):
@@ -78,17 +88,18 @@ def stack(tmp_path_factory, _kombo_sandbox_server, _platform_standin_server):
     live.start(timeout=180)
     try:
         live.airflow("pools", "set", "kombo_api", "4", "Kombo API calls")
-        _wait(lambda: _dag_parsed(live), 120, f"{DAG_ID} parsed by the dag-processor", interval=2)
-        live.airflow("dags", "unpause", DAG_ID)
+        for dag_id in (DAG_ID, PACKAGE_SYNC_DAG_ID):
+            _wait(lambda dag_id=dag_id: _dag_parsed(live, dag_id), 120, f"{dag_id} parsed", interval=2)
+            live.airflow("dags", "unpause", dag_id)
         yield live, StateStore(f"sqlite:///{state_db}")
     finally:
         live.stop()
 
 
-def _dag_parsed(live: LiveAirflow) -> bool:
+def _dag_parsed(live: LiveAirflow, dag_id: str) -> bool:
     try:
         with sqlite3.connect(live.home / "airflow.db", timeout=10) as conn:
-            return bool(conn.execute("SELECT 1 FROM dag WHERE dag_id = ?", (DAG_ID,)).fetchone())
+            return bool(conn.execute("SELECT 1 FROM dag WHERE dag_id = ?", (dag_id,)).fetchone())
     except sqlite3.Error:
         return False
 
@@ -98,17 +109,26 @@ def test_webhook_wakes_the_intake_through_the_triggerer_and_the_candidate_is_inv
 ):
     live, store = stack
     kombo_sandbox.set_webhook(live.webhook_url, secret=SECRET)
+    before_sync = {run["run_id"] for run in _dag_runs(live.home, PACKAGE_SYNC_DAG_ID)}
+    before = {run["run_id"] for run in _dag_runs(live.home)}
+
+    # A new assessment integration: the package sync is woken through its own asset.
     integration = kombo_sandbox.admin.create_integration(tool="greenhouse")
     assert integration["webhook"]["status_code"] == 200
-    before = {run["run_id"] for run in _dag_runs(live.home)}
+    assert integration["webhook"]["json"]["packages_sync_requested"] is True
+    _wait(
+        lambda: _new_asset_run(live.home, PACKAGE_SYNC_DAG_ID, before_sync),
+        60,
+        "an asset-triggered kombo_package_sync run",
+    )
+    assert pending_wakeups(store, "integrations") == 0
 
     order = kombo_sandbox.admin.create_order(integration["id"], "pkg-1")
     sent_at = time.monotonic()
     assert order["webhook"]["status_code"] == 200, order["webhook"]
 
     def asset_run():
-        runs = [r for r in _dag_runs(live.home) if r["run_id"] not in before and r["run_type"] == "asset_triggered"]
-        return runs[0] if runs else None
+        return _new_asset_run(live.home, DAG_ID, before)
 
     run = _wait(asset_run, 60, "an asset-triggered kombo_order_intake run")
     started_after = time.monotonic() - sent_at

@@ -192,3 +192,10 @@ def test_odd_cell_values_are_reported_not_crashed_on():
 def test_whitespace_variants_of_one_definition_are_the_same_package():
     catalog = validate_catalog(frame(row(name="Name "), row(name=" Name")))
     assert catalog.bad_rows == [] and catalog.duplicate_rows == 1
+
+
+def test_a_catalog_of_only_bad_rows_reports_each_and_publishes_nothing():
+    catalog = validate_catalog(frame(row(type_="X"), row(customer="c2", name=None), row(customer=None)))
+    assert [bad.row_number for bad in catalog.bad_rows] == [1, 2, 3]
+    assert catalog.packages_by_customer == {}
+    assert set(catalog.tainted) == {"c1", "c2"}

@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_dockerfile_is_the_astro_runtime_of_airflow_3_3():
     from importlib.metadata import version
 
-    lines = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [
+        line
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     match = re.match(r"FROM\s+\S*astro\S*/runtime:(\d+)\.(\d+)-\d+", lines[0])
     assert match, f"not an Astro Runtime base image: {lines[0]}"
     major, minor = version("apache-airflow").split(".")[:2]
@@ -28,7 +32,12 @@ def test_requirements_cover_what_the_deployment_runs():
         for line in (ROOT / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    for needed in ("apache-airflow-providers-celery", "apache-airflow-providers-postgres", "redis", "psycopg2-binary"):
+    for needed in (
+        "apache-airflow-providers-celery",
+        "apache-airflow-providers-postgres",
+        "redis",
+        "psycopg2-binary",
+    ):
         assert needed in names
     assert "apache-airflow" not in names, "the Astro Runtime pins Airflow itself"
     assert (ROOT / "packages.txt").exists()
@@ -37,12 +46,14 @@ def test_requirements_cover_what_the_deployment_runs():
 
 
 def test_astro_dag_integrity_test_passes_here():
-    spec = importlib.util.spec_from_file_location("astro_dag_integrity", ROOT / ".astro" / "test_dag_integrity_default.py")
+    spec = importlib.util.spec_from_file_location(
+        "astro_dag_integrity", ROOT / ".astro" / "test_dag_integrity_default.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = dict(module.get_import_errors())
-    expected = {f"kombo_package_sync.py", "kombo_order_intake.py", "kombo_result_writeback.py"}
+    expected = {"kombo_package_sync.py", "kombo_order_intake.py", "kombo_result_writeback.py"}
     found = {Path(path).name for path in results}
     assert expected <= found, f"Astro's test did not see {expected - found}"
     failures = {path: error for path, error in results.items() if error != "No import errors"}

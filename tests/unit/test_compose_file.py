@@ -23,7 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 SANDBOX_SERVICES = {"kombo-sandbox", "platform-standin"}
-CONNECTIONS = ("KOMBO_DEFAULT", "KOMBO_STATE", "KOMBO_WAREHOUSE", "KOMBO_PLATFORM", "KOMBO_SMTP", "KOMBO_WEBHOOK")
+CONNECTIONS = (
+    "KOMBO_DEFAULT",
+    "KOMBO_STATE",
+    "KOMBO_WAREHOUSE",
+    "KOMBO_PLATFORM",
+    "KOMBO_SMTP",
+    "KOMBO_WEBHOOK",
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +82,12 @@ def test_refuses_to_interpolate_without_the_secrets():
     with pytest.raises(ComposeError, match="POSTGRES_PASSWORD|AIRFLOW_JWT_SECRET|AIRFLOW_FERNET_KEY"):
         ComposeFile(COMPOSE, {})
     values = read_env_file(ENV_EXAMPLE)
-    for required in ("AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "KOMBO_WEBHOOK_SECRET", "AIRFLOW_CONN_KOMBO_DEFAULT"):
+    for required in (
+        "AIRFLOW_JWT_SECRET",
+        "AIRFLOW_FERNET_KEY",
+        "KOMBO_WEBHOOK_SECRET",
+        "AIRFLOW_CONN_KOMBO_DEFAULT",
+    ):
         with pytest.raises(ComposeError, match=required):
             ComposeFile(COMPOSE, {**values, required: ""})
 
@@ -125,7 +137,9 @@ def test_airflow_services_merge_the_anchor_itself():
         assert pairs.get("<<") is common_node, f"{name} does not merge *airflow-common"
         if "environment" in pairs:
             env_pairs = {key.value: value for key, value in pairs["environment"].value}
-            assert env_pairs.get("<<") is common_env_node, f"{name} overrides environment without *airflow-common-env"
+            assert env_pairs.get("<<") is common_env_node, (
+                f"{name} overrides environment without *airflow-common-env"
+            )
 
 
 def test_celery_executor_and_one_jwt_secret(compose):
@@ -210,7 +224,13 @@ def test_every_variable_is_documented_in_env_example(compose):
 
 def test_env_example_holds_placeholders_not_secrets():
     values = read_env_file(ENV_EXAMPLE)
-    for key in ("AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_PASSWORD", "KOMBO_WEBHOOK_SECRET"):
+    for key in (
+        "AIRFLOW_JWT_SECRET",
+        "AIRFLOW_FERNET_KEY",
+        "AIRFLOW_ADMIN_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "KOMBO_WEBHOOK_SECRET",
+    ):
         assert values[key] == GENERATE_PLACEHOLDER
     assert ".env" in (ROOT / ".gitignore").read_text().split()
     json.loads(values["AIRFLOW_CONN_KOMBO_DEFAULT"])
@@ -222,7 +242,9 @@ def test_init_env_writes_a_usable_env_file(tmp_path):
 
     target = tmp_path / ".env"
     generated = init_env(ENV_EXAMPLE, target)
-    assert {"AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "POSTGRES_PASSWORD", "KOMBO_WEBHOOK_SECRET"} <= set(generated)
+    assert {"AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "POSTGRES_PASSWORD", "KOMBO_WEBHOOK_SECRET"} <= set(
+        generated
+    )
     values = read_env_file(target)
     assert GENERATE_PLACEHOLDER not in values.values()
     Fernet(values["AIRFLOW_FERNET_KEY"].encode())

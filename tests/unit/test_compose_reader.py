@@ -74,7 +74,7 @@ def test_read_env_file(tmp_path):
         "USER=airflow\n"
         "export PASS=s3cret  # inline comment\n"
         "URL=postgresql://${USER}:${PASS}@db/x\n"
-        "JSON='{\"a\": \"${USER}\"}'\n"
+        'JSON=\'{"a": "${USER}"}\'\n'
         'DOUBLE="line ${USER}\\nnext"\n'
         "EMPTY=\n"
     )
@@ -104,7 +104,10 @@ def test_rewrite_addresses_and_paths():
     paths = {"/usr/local/airflow": "/tmp/home", "/usr/local/airflow/dags": "/src/dags"}
     assert rewrite_paths("/usr/local/airflow/dags", paths) == "/src/dags"
     assert rewrite_paths("/usr/local/airflow/auth/p.json", paths) == "/tmp/home/auth/p.json"
-    assert rewrite_paths("/usr/local/airflowx /opt/usr/local/airflow", paths) == "/usr/local/airflowx /opt/usr/local/airflow"
+    assert (
+        rewrite_paths("/usr/local/airflowx /opt/usr/local/airflow", paths)
+        == "/usr/local/airflowx /opt/usr/local/airflow"
+    )
 
 
 def test_process_spec_translates_a_worker(tmp_path):

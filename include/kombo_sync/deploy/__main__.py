@@ -14,11 +14,14 @@ from kombo_sync.deploy import bootstrap
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kombo_sync.deploy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("ensure-state-db", help="create the state store's database (connection kombo_state) if missing")
+    commands.add_parser(
+        "ensure-state-db", help="create the state store's database (connection kombo_state) if missing"
+    )
     ensure = commands.add_parser("ensure-db", help="create the database of a SQLAlchemy URL if missing")
     ensure.add_argument("url")
     passwords = commands.add_parser(
-        "write-passwords", help="set the admin password of the simple auth manager from AIRFLOW_ADMIN_PASSWORD"
+        "write-passwords",
+        help="set the admin password of the simple auth manager from AIRFLOW_ADMIN_PASSWORD",
     )
     passwords.add_argument("--file", default=None, help="default: [core] simple_auth_manager_passwords_file")
     passwords.add_argument("--user", default=None, help="default: first user of simple_auth_manager_users")

@@ -41,10 +41,14 @@ def ensure_database(url: str, *, maintenance_db: str = "postgres") -> bool:
     name = parsed.database or ""
     if not _DB_NAME.match(name):
         raise ValueError(f"refusing to create a database named {name!r}")
-    engine = sa.create_engine(parsed.set(database=maintenance_db), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(
+        parsed.set(database=maintenance_db), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
     try:
         with engine.connect() as conn:
-            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
             if exists:
                 log.info("database %s already exists on %s", name, parsed.host)
                 return False
@@ -67,7 +71,9 @@ def drop_database(url: str, *, maintenance_db: str = "postgres") -> None:
     name = parsed.database or ""
     if parsed.get_backend_name() != "postgresql" or not _DB_NAME.match(name):
         raise ValueError(f"refusing to drop {name!r}")
-    engine = sa.create_engine(parsed.set(database=maintenance_db), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(
+        parsed.set(database=maintenance_db), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -91,7 +97,9 @@ def admin_user() -> str:
     return users.split(",")[0].split(":")[0].strip() or "admin"
 
 
-def write_passwords(path: str | Path | None = None, *, user: str | None = None, password: str | None = None) -> Path:
+def write_passwords(
+    path: str | Path | None = None, *, user: str | None = None, password: str | None = None
+) -> Path:
     """Set `user`'s password in the simple auth manager's password file (other users are kept)."""
     path = Path(path or os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
     password = password if password is not None else os.environ.get("AIRFLOW_ADMIN_PASSWORD", "")

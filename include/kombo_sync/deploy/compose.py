@@ -221,14 +221,18 @@ def rewrite_addresses(value: str, addresses: Mapping[str, str]) -> str:
     """Replace container addresses (`service:port`, optionally with a path such as `redis:6379/0`) that follow
     `//` or `@` in URLs by local ones; the longest key wins."""
     for key in sorted(addresses, key=len, reverse=True):
-        value = re.sub(r"(?<=[/@])" + re.escape(key) + r"(?![\w.-])", addresses[key].replace("\\", r"\\"), value)
+        value = re.sub(
+            r"(?<=[/@])" + re.escape(key) + r"(?![\w.-])", addresses[key].replace("\\", r"\\"), value
+        )
     return value
 
 
 def rewrite_paths(value: str, paths: Mapping[str, str]) -> str:
     """Replace container path prefixes (`/usr/local/airflow/dags`) by local folders; the longest key wins."""
     for key in sorted(paths, key=len, reverse=True):
-        value = re.sub(r"(?<![\w/.-])" + re.escape(key) + r"(?=/|$|[\s'\":;])", paths[key].replace("\\", r"\\"), value)
+        value = re.sub(
+            r"(?<![\w/.-])" + re.escape(key) + r"(?=/|$|[\s'\":;])", paths[key].replace("\\", r"\\"), value
+        )
     return value
 
 

@@ -11,6 +11,7 @@ overrides are listed in `machine_overrides()`. Everything it started is stopped 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -19,8 +20,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,7 +63,12 @@ class Server:
         from sqlalchemy.engine import make_url
 
         parsed = make_url(url)
-        return cls(parsed.host or "127.0.0.1", parsed.port or 5432, parsed.username or "postgres", parsed.password or "")
+        return cls(
+            parsed.host or "127.0.0.1",
+            parsed.port or 5432,
+            parsed.username or "postgres",
+            parsed.password or "",
+        )
 
     def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
         auth = self.user + (f":{self.password}" if self.password else "")
@@ -93,6 +99,8 @@ class LocalCeleryDeployment:
     worker_concurrency: int | None = None
     # The pipeline's settings file (in the image: include/config/pipeline.yaml); None keeps that default.
     pipeline_config: Path | None = None
+    # Environment every process gets on top of the compose file's (e.g. a DAG's schedule for a benchmark).
+    extra_env: dict[str, str] = field(default_factory=dict)
     name: str = field(default_factory=lambda: "kombo_so_" + uuid.uuid4().hex[:8])
 
     def __post_init__(self) -> None:
@@ -177,6 +185,7 @@ class LocalCeleryDeployment:
         env["KOMBO_SYNC_HOME"] = str(self.work_dir / "kombo")
         if self.pipeline_config is not None:
             env["KOMBO_SYNC_CONFIG"] = str(self.pipeline_config)
+        env.update(self.extra_env)
         return env
 
     def machine_overrides(self, service: str, index: int = 0) -> dict[str, str]:
@@ -234,14 +243,19 @@ class LocalCeleryDeployment:
         log_path = self.log_dir / "airflow-init.log"
         with open(log_path, "wb") as log:
             proc = subprocess.run(
-                spec.argv, env=spec.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+                spec.argv,
+                env=spec.env,
+                cwd=PROJECT_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
             )
         if proc.returncode != 0:
             raise RuntimeError(f"airflow-init failed (exit {proc.returncode}):\n{tail(log_path)}")
 
     def start(self, spec: ProcessSpec) -> RunningProcess:
         log_path = self.log_dir / f"{spec.name}.log"
-        log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        log_file = open(log_path, "ab")  # closed in stop()
         popen = subprocess.Popen(
             spec.argv,
             env=spec.env,
@@ -329,6 +343,97 @@ class LocalCeleryDeployment:
         )
 
 
+class AirflowRest:
+    """The deployment's REST API (`/api/v2`) with a JWT from `/auth/token`: pause, trigger, wait for runs."""
+
+    def __init__(self, deployment: LocalCeleryDeployment) -> None:
+        self.deployment = deployment
+        self.http = deployment.client()
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.http.get(path, params=params)
+        response.raise_for_status()
+        return response.json()
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.http.patch(f"/dags/{dag_id}", json={"is_paused": paused}).raise_for_status()
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """A manual run now; returns its run id."""
+        response = self.http.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        response.raise_for_status()
+        return str(response.json()["dag_run_id"])
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.get(f"/dags/{dag_id}/dagRuns", limit=100)["dag_runs"])
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.get(f"/dags/{dag_id}/dagRuns/{run_id}"))
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return list(self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"])
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        entry = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+        value = entry["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
+        """Until the run finished; raises `RunFailed` (with task states) unless it succeeded."""
+
+        def finished() -> dict[str, Any] | None:
+            self.deployment.check_alive()
+            run = self.run(dag_id, run_id)
+            return run if run["state"] in ("success", "failed") else None
+
+        run = wait_until(finished, timeout, message=f"{dag_id} run {run_id}")
+        if run["state"] != "success":
+            states = {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
+            raise RunFailed(f"{dag_id} run {run_id} failed: {states}")
+        return run
+
+    def wait_run_of_type(self, dag_id: str, run_type: str, timeout: float = 120) -> dict[str, Any]:
+        """The first run of `run_type` (e.g. `asset_triggered`), waited for until it finished."""
+
+        def found() -> dict[str, Any] | None:
+            self.deployment.check_alive()
+            return next((r for r in self.runs(dag_id) if r["run_type"] == run_type), None)
+
+        run = wait_until(found, timeout, message=f"an {run_type} run of {dag_id}")
+        return self.wait_run(dag_id, run["dag_run_id"], timeout)
+
+    def wait_idle(self, dag_id: str, timeout: float = 120) -> None:
+        wait_until(
+            lambda: all(r["state"] in ("success", "failed") for r in self.runs(dag_id)),
+            timeout,
+            message=f"{dag_id} to have no active run",
+        )
+
+
+class RunFailed(RuntimeError):
+    """A DAG run ended in `failed`."""
+
+
+def connection_json(conn_type: str, **fields: Any) -> str:
+    """An `AIRFLOW_CONN_*` value in Airflow's JSON form."""
+    return json.dumps({"conn_type": conn_type, **fields})
+
+
+def database_connection_json(url: str) -> str:
+    """An `AIRFLOW_CONN_*` value for a SQLAlchemy URL (SQLite files by path, anything else as the URL)."""
+    if url.startswith("sqlite:///"):
+        return connection_json("sqlite", host=url[len("sqlite:///") :])
+    return connection_json("generic", extra={"sqlalchemy_url": url})
+
+
+def parse_api_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def logs_tail(deployment: LocalCeleryDeployment, lines: int = 15) -> str:
+    return "\n".join(f"--- {p.spec.name}\n{tail(p.log_path, lines)}" for p in deployment.processes)
+
+
 def tail(path: Path, lines: int = 60) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -346,7 +451,3 @@ def wait_until(predicate: Any, timeout: float, interval: float = 1.0, message: s
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {message}")
         time.sleep(interval)
-
-
-def mapping_without(mapping: Mapping[str, str], *keys: str) -> dict[str, str]:
-    return {k: v for k, v in mapping.items() if k not in keys}

@@ -15,7 +15,7 @@ from typing import Any
 
 from kombo_sync.intake.dispatch import dispatch_invitations
 from kombo_sync.intake.poll import poll_orders
-from kombo_sync.intake.window import poll_window
+from kombo_sync.intake.window import SCHEDULED, poll_window
 from kombo_sync.invites import Inviters
 from kombo_sync.settings import load_settings
 
@@ -52,7 +52,9 @@ def _previous_success_end(context: Mapping[str, Any]) -> datetime | None:
         value = context.get("prev_data_interval_end_success")
         return None if value is None else datetime.fromisoformat(value.isoformat())
     except Exception as exc:  # the lookup goes to the API server; without it, no gap extension
-        log.warning("previous successful run unknown (%s); polling this run's window only", type(exc).__name__)
+        log.warning(
+            "previous successful run unknown (%s); polling this run's window only", type(exc).__name__
+        )
         return None
 
 
@@ -68,13 +70,15 @@ def poll_task(context: Mapping[str, Any]) -> dict[str, Any]:
 
     settings = load_settings()
     integration_ids, dry_run = _params(context)
+    run_type = _run_type(context)
     window = poll_window(
         settings.intake,
         now=datetime.now(UTC),
         data_interval_start=context.get("data_interval_start"),
         data_interval_end=context.get("data_interval_end"),
-        run_type=_run_type(context),
-        previous_success_end=_previous_success_end(context),
+        run_type=run_type,
+        # Only scheduled runs reach back to the last success (the lookup is an API call).
+        previous_success_end=_previous_success_end(context) if run_type == SCHEDULED else None,
     )
     store = state_store(settings)
     audit = RunAudit(store)
@@ -134,7 +138,9 @@ def dispatch_task(context: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def report_task(poll_summary: Mapping[str, Any] | None, dispatch_summary: Mapping[str, Any] | None) -> dict[str, Any]:
+def report_task(
+    poll_summary: Mapping[str, Any] | None, dispatch_summary: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """Task `report`: one line for the UI, and a failed run when integrations could not be polled (so the
     next scheduled run reaches back to the last successful one)."""
     if poll_summary is None:

@@ -238,7 +238,11 @@ class ResultOutbox:
                 # an abandoned send of an older version, now that a newer one is queued
                 sa.and_(_row.state == SENDING, _sibling.c.state == PENDING),
                 # two queued versions (concurrent enqueues): the later one goes
-                sa.and_(_row.state == PENDING, _sibling.c.state == PENDING, _sibling.c.created_at > _row.created_at),
+                sa.and_(
+                    _row.state == PENDING,
+                    _sibling.c.state == PENDING,
+                    _sibling.c.created_at > _row.created_at,
+                ),
             ),
         )
         claimable = sa.and_(

@@ -27,8 +27,12 @@ from kombo_sync.kombo.signatures import SIGNATURE_HEADER, sign
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
-_END_USER = {"origin_id": "36123", "creator_email": "user@example.com", "organization_name": "Acme, Inc."}
-_ORDER_DATA = {
+_END_USER: dict[str, Any] = {
+    "origin_id": "36123",
+    "creator_email": "user@example.com",
+    "organization_name": "Acme, Inc.",
+}
+_ORDER_DATA: dict[str, Any] = {
     "id": "B5KQKhAgTv6ZwzrfAbqbhipd",
     "integration_id": "workday:CBNMt7dSNCzBdnRTx87dev4E",
     "package_id": "typescript_test",

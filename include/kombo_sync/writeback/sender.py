@@ -472,53 +472,55 @@ def mark_sent_many(store: StateStore, keys: Sequence[tuple[str, str]]) -> set[tu
         return set()
     row = result_outbox.c
     now = store.now()
-    marked: dict[tuple[str, str], Any] = {}
+    wanted = set(keys)
+    order_ids = sorted({order_id for order_id, _ in keys})
+    # Looked up by order id (the primary key's first column) and updated row by row by primary key: a
+    # multi-column IN would scan every pending row on SQLite, so the cost would grow with the backlog.
+    mark_statement = (
+        sa.update(result_outbox)
+        .where(
+            row.order_id == sa.bindparam("k_order_id"),
+            row.payload_hash == sa.bindparam("k_payload_hash"),
+            sa.or_(row.state == PENDING, row.state == SENDING),  # no IN: executemany cannot expand it
+        )
+        .values(state=SENT, sent_at=now, lease_owner=None, lease_expires_at=None, next_attempt_at=None, updated_at=now)
+    )
+    supersede_statement = (
+        sa.update(result_outbox)
+        .where(
+            row.order_id == sa.bindparam("k_order_id"),
+            row.payload_hash == sa.bindparam("k_payload_hash"),
+            sa.or_(row.state == PENDING, row.state == SENDING, row.state == OUTBOX_DEAD),
+        )
+        .values(state=SUPERSEDED, lease_owner=None, lease_expires_at=None, updated_at=now)
+    )
+    marked: set[tuple[str, str]] = set()
     with store.transaction() as conn:
-        for start in range(0, len(keys), 400):
-            batch = list(keys[start : start + 400])
-            result = conn.execute(
-                sa.update(result_outbox)
-                .where(
-                    sa.tuple_(row.order_id, row.payload_hash).in_(batch),
-                    row.state.in_([PENDING, SENDING]),
-                )
-                .values(
-                    state=SENT,
-                    sent_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    next_attempt_at=None,
-                    updated_at=now,
-                )
-                .returning(row.order_id, row.payload_hash, row.created_at)
-            )
-            for order_id, payload_hash, created_at in result:
-                marked[(order_id, payload_hash)] = created_at
-        order_ids = sorted({order_id for order_id, _ in marked})
-        leftovers: list[tuple[str, str]] = []
+        versions: dict[str, list[Any]] = {}
         for start in range(0, len(order_ids), 400):
-            leftovers.extend(
-                conn.execute(
-                    sa.select(row.order_id, row.payload_hash).where(
-                        row.order_id.in_(order_ids[start : start + 400]),
-                        row.state.in_([PENDING, SENDING, OUTBOX_DEAD]),
-                    )
-                ).tuples()
+            query = sa.select(row.order_id, row.payload_hash, row.state, row.created_at).where(
+                row.order_id.in_(order_ids[start : start + 400])
             )
-        for order_id, payload_hash in leftovers:
-            sent_hash = next(key[1] for key in marked if key[0] == order_id)
-            if payload_hash == sent_hash:
-                continue
-            conn.execute(
-                sa.update(result_outbox)
-                .where(
-                    row.order_id == order_id,
-                    row.payload_hash == payload_hash,
-                    row.state.in_([PENDING, SENDING, OUTBOX_DEAD]),
-                    row.created_at <= marked[(order_id, sent_hash)],
+            for found in conn.execute(query):
+                versions.setdefault(found.order_id, []).append(found)
+        to_mark: list[dict[str, str]] = []
+        to_supersede: list[dict[str, str]] = []
+        for order_id, found_rows in versions.items():
+            sent = [r for r in found_rows if (order_id, r.payload_hash) in wanted and r.state in (PENDING, SENDING)]
+            for sent_row in sent:
+                marked.add((order_id, sent_row.payload_hash))
+                to_mark.append({"k_order_id": order_id, "k_payload_hash": sent_row.payload_hash})
+                to_supersede.extend(
+                    {"k_order_id": order_id, "k_payload_hash": other.payload_hash}
+                    for other in found_rows
+                    if other.payload_hash != sent_row.payload_hash
+                    and other.state in (PENDING, SENDING, OUTBOX_DEAD)
+                    and other.created_at <= sent_row.created_at
                 )
-                .values(state=SUPERSEDED, lease_owner=None, lease_expires_at=None, updated_at=now)
-            )
+        if to_mark:
+            conn.execute(mark_statement, to_mark)
+        if to_supersede:
+            conn.execute(supersede_statement, to_supersede)
     return set(marked)
 
 

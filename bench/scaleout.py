@@ -1,0 +1,263 @@
+"""Capacity of ONE Celery worker running the three DAGs, from the compose deployment run as local processes.
+
+Starts docker-compose.yaml's services as local processes (`LocalCeleryDeployment`: api-server, scheduler,
+dag-processor, triggerer, one `airflow celery worker`) on loopback PostgreSQL and Redis, against the sandbox and
+the platform stand-in with a realistic latency, then times, on that one worker:
+
+- catalog: `kombo_package_sync` publishing packages to N integrations  -> integrations per hour
+- intake:  `kombo_order_intake` polling and inviting M orders          -> orders per hour
+- results: `kombo_result_writeback` writing M results                  -> results per hour
+
+Baseline, measured in the same run against the same servers: a loop that makes the same requests one at a
+time (one `PUT packages` per integration; one `GET orders?ids=` and one invitation per order; one `PUT result` per
+order). The ratio is the worker's throughput over that loop's.
+
+    python bench/scaleout.py                 # 50 integrations, 1,000 orders, Kombo 100 ms, platform 50 ms
+    python bench/scaleout.py --quick         # 10 integrations, 100 orders (about 2 minutes)
+
+Needs PostgreSQL (127.0.0.1:5432 or KOMBO_TEST_PG_URL) and Redis (127.0.0.1:6379).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
+
+from kombo_sync.deploy.local import (  # noqa: E402
+    AirflowRest,
+    LocalCeleryDeployment,
+    Server,
+    connection_json,
+    database_connection_json,
+    parse_api_time,
+    port_open,
+    wait_until,
+)
+
+JOBS = {"catalog": "kombo_package_sync", "intake": "kombo_order_intake", "results": "kombo_result_writeback"}
+PACKAGES = [
+    ("py-basics", "SKILLS_TEST", "Python basics", "45-minute Python coding test"),
+    ("sql-core", "SKILLS_TEST", "SQL fundamentals", "Joins, aggregates and window functions"),
+    ("big-five", "BEHAVIORAL", "Personality profile", "Big-five personality questionnaire"),
+]
+# Far in the future: only the benchmark's own runs happen while it measures.
+NEVER = "0 0 1 1 *"
+
+
+def say(message: str) -> None:
+    print(f"[scaleout] {message}", flush=True)
+
+
+def seed_catalog(warehouse_url: str, customers: list[str]) -> None:
+    engine = sa.create_engine(warehouse_url)
+    script = (ROOT / "include" / "sql" / "warehouse_catalog_schema.sql").read_text()
+    script = "\n".join(line for line in script.splitlines() if not line.strip().startswith("--"))
+    with engine.begin() as conn:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
+        conn.execute(
+            sa.text(
+                "INSERT INTO catalog_packages (package_id, type, name, description, active) VALUES (:p, :t, :n, :d, TRUE)"
+            ),
+            [{"p": p, "t": t, "n": n, "d": d} for p, t, n, d in PACKAGES],
+        )
+        conn.execute(
+            sa.text("INSERT INTO catalog_entitlements (customer_key, package_id) VALUES (:c, :p)"),
+            [{"c": c, "p": p} for c in customers for p in ("py-basics", "big-five")],
+        )
+    engine.dispose()
+
+
+def timed_run(api: AirflowRest, dag_id: str, timeout: float) -> dict[str, float]:
+    """Trigger `dag_id`, wait; returns the run's wall time and the sum of its task durations (seconds)."""
+    run_id = api.trigger(dag_id)
+    run = api.wait_run(dag_id, run_id, timeout=timeout)
+    tis = api.task_instances(dag_id, run_id)
+    busy = sum(ti["duration"] or 0.0 for ti in tis)
+    wall = (parse_api_time(run["end_date"]) - parse_api_time(run["start_date"])).total_seconds()
+    return {"wall": wall, "tasks": busy}
+
+
+def sequential_seconds(calls: list[Any]) -> float:
+    started = time.perf_counter()
+    for call in calls:
+        call()
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--integrations", type=int, default=50)
+    parser.add_argument("--orders", type=int, default=1000)
+    parser.add_argument("--kombo-latency-ms", type=float, default=100.0)
+    parser.add_argument("--platform-latency-ms", type=float, default=50.0)
+    parser.add_argument("--worker-concurrency", type=int, default=8)
+    parser.add_argument(
+        "--baseline-sample", type=int, default=20, help="requests timed one at a time per job"
+    )
+    parser.add_argument("--quick", action="store_true", help="10 integrations, 100 orders")
+    parser.add_argument(
+        "--jobs", default="catalog,intake,results", help="which of catalog,intake,results to time"
+    )
+    args = parser.parse_args(argv)
+    jobs = [job.strip() for job in args.jobs.split(",") if job.strip()]
+    dag_ids = [JOBS[job] for job in jobs]
+    if args.quick:
+        args.integrations, args.orders, args.baseline_sample = 10, 100, 10
+
+    pg = Server.from_url(os.environ.get("KOMBO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    if not (port_open(pg.host, pg.port) and port_open("127.0.0.1", 6379)):
+        say("needs PostgreSQL and Redis on loopback")
+        return 2
+
+    from kombo_sync.registry import add_integration
+    from kombo_sync.state.store import StateStore
+    from sandbox.knobs import KomboKnobs, PlatformKnobs
+    from sandbox.kombo_app import KomboSandboxSettings
+    from sandbox.platform_app import PlatformSettings
+    from sandbox.testing import run_kombo_sandbox, run_platform_standin
+
+    work = Path(tempfile.mkdtemp(prefix="kombo-scaleout-"))
+    kombo = run_kombo_sandbox(
+        KomboSandboxSettings(
+            api_key="bench-key", knobs=KomboKnobs.model_validate({"latency_ms": args.kombo_latency_ms})
+        )
+    )
+    platform = run_platform_standin(
+        settings=PlatformSettings(
+            warehouse_url=f"sqlite:///{work / 'warehouse.db'}",
+            api_key="bench-platform",
+            knobs=PlatformKnobs.model_validate({"latency_ms": args.platform_latency_ms}),
+        )
+    )
+    deployment = LocalCeleryDeployment(
+        work_dir=work / "deployment",
+        postgres=pg,
+        redis_db=14,
+        worker_concurrency=args.worker_concurrency,
+        variables={
+            "AIRFLOW_CONN_KOMBO_DEFAULT": connection_json("http", host=kombo.api_url, password=kombo.api_key),
+            "AIRFLOW_CONN_KOMBO_WAREHOUSE": database_connection_json(platform.warehouse_url),
+            "AIRFLOW_CONN_KOMBO_PLATFORM": connection_json(
+                "http", host=platform.url, password=platform.api_key
+            ),
+        },
+        extra_env={
+            "KOMBO_CATALOG_SCHEDULE": NEVER,
+            "KOMBO_INTAKE_SCHEDULE": NEVER,
+            "KOMBO_WRITEBACK_SCHEDULE": NEVER,
+        },
+    )
+    try:
+        say(f"starting the compose services as local processes (logs: {deployment.log_dir})")
+        deployment.create_databases()
+        deployment.run_init()
+        deployment.start_services(workers=1)
+        deployment.wait_ready()
+        api = AirflowRest(deployment)
+        wait_until(
+            lambda: {d["dag_id"] for d in api.get("/dags", limit=100)["dags"]} >= set(dag_ids),
+            120,
+            message="DAGs",
+        )
+        for dag_id in dag_ids:
+            api.set_paused(dag_id, False)
+        for dag_id in dag_ids:
+            api.wait_idle(dag_id)
+
+        customers = [f"cust{n:04d}" for n in range(args.integrations)]
+        store = StateStore(deployment.state_url)
+        integrations = []
+        for customer in customers:
+            created = kombo.admin.create_integration("greenhouse", origin_id=customer, emit_webhook=False)
+            add_integration(store, created["id"], customer_key=customer, category="ASSESSMENT", wake=False)
+            integrations.append(created["id"])
+        seed_catalog(platform.warehouse_url, customers)
+        say(f"{args.integrations} integrations, Kombo latency {args.kombo_latency_ms:.0f} ms, "
+            f"platform latency {args.platform_latency_ms:.0f} ms, 1 worker x {args.worker_concurrency} slots")  # fmt: skip
+
+        results: dict[str, tuple[int, dict[str, float]]] = {}
+        if "catalog" in jobs:
+            results["catalog"] = (args.integrations, timed_run(api, JOBS["catalog"], 600))
+        order_ids = kombo.admin.bulk_create_orders(integrations, args.orders, package_id="py-basics")
+        if "intake" in jobs:
+            results["intake"] = (args.orders, timed_run(api, JOBS["intake"], 900))
+            invited = len(platform.admin.invitations()["creations_by_order"])
+            if invited < args.orders:
+                say(f"warning: only {invited} of {args.orders} orders were invited")
+        if "results" in jobs:
+            platform.admin.simulate(cancel_rate=0)
+            results["results"] = (args.orders, timed_run(api, JOBS["results"], 900))
+
+        # The one-at-a-time loop, same servers, same latency.
+        sample = args.baseline_sample
+        packages = [{"id": "py-basics", "type": "SKILLS_TEST", "name": "Python basics", "description": "x"}]
+        extra_ids = kombo.admin.bulk_create_orders(integrations[0], sample, package_id="py-basics")
+        with httpx.Client(timeout=30) as http:
+            headers = {**kombo.headers(integrations[0]), "Content-Type": "application/json"}
+            per = {
+                "catalog": sequential_seconds(
+                    [lambda: http.put(f"{kombo.api_url}/assessment/packages", headers=headers, json={"packages": packages})]
+                    * sample
+                )
+                / sample,
+                "intake": sequential_seconds(
+                    [
+                        (lambda oid=oid: (
+                            http.get(f"{kombo.api_url}/assessment/orders", headers=headers, params={"ids": oid}),
+                            http.post(f"{platform.url}/api/invitations", headers=platform.headers(), json={
+                                "order_id": f"baseline-{oid}", "integration_id": integrations[0],
+                                "package_id": "py-basics", "candidate": {"email": "baseline@candidates.example"}}),
+                        ))
+                        for oid in extra_ids
+                    ]
+                )
+                / sample,
+                "results": sequential_seconds(
+                    [
+                        (lambda oid=oid: http.put(
+                            f"{kombo.api_url}/assessment/orders/{oid}/result", headers=headers,
+                            json={"status": "COMPLETED", "result_url": "https://example.com/r", "score": 1, "max_score": 2}))
+                        for oid in extra_ids
+                    ]
+                )
+                / sample,
+            }  # fmt: skip
+
+        print()
+        print(
+            f"{'job':<9} {'items':>6} {'run s':>7} {'task s':>7} {'per hour (1 worker)':>20} {'loop per hour':>14} {'ratio':>7}"
+        )
+        for job, (items, timing) in results.items():
+            per_hour = items / timing["wall"] * 3600
+            loop_per_hour = 3600 / per[job]
+            print(
+                f"{job:<9} {items:>6} {timing['wall']:>7.1f} {timing['tasks']:>7.1f} {per_hour:>20,.0f} "
+                f"{loop_per_hour:>14,.0f} {per_hour / loop_per_hour:>6.1f}x"
+            )
+        print(f"\n(orders recorded: {len(order_ids)}; run s = scheduler start to end of the DAG run, "
+              "task s = sum of its task durations)")  # fmt: skip
+        return 0
+    finally:
+        deployment.stop()
+        deployment.drop_databases()
+        kombo.stop()
+        platform.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
