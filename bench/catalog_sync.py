@@ -199,7 +199,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
     n = args.integrations
     sample_size = min(args.baseline_integrations or n, n)
-    knobs = KomboKnobs(latency_ms=args.latency_ms, concurrency_limit=30)
+    knobs = KomboKnobs.model_validate({"latency_ms": args.latency_ms, "concurrency_limit": 30})
     with start_sandbox(args, knobs) as sandbox:
         customers = [f"customer-{index:05d}" for index in range(n)]
         # Two sets of integrations for the same customers: the measured run publishes the first, the baseline

@@ -12,7 +12,7 @@ Baseline, measured in the same run against the same servers: a loop that makes t
 time (one `PUT packages` per integration; one `GET orders?ids=` and one invitation per order; one `PUT result` per
 order). The ratio is the worker's throughput over that loop's.
 
-    python bench/scaleout.py                 # 50 integrations, 1,000 orders, Kombo 100 ms, platform 50 ms
+    python bench/scaleout.py                 # 200 integrations, 2,000 orders, Kombo 100 ms, platform 50 ms
     python bench/scaleout.py --quick         # 10 integrations, 100 orders (about 2 minutes)
 
 Needs PostgreSQL (127.0.0.1:5432 or KOMBO_TEST_PG_URL) and Redis (127.0.0.1:6379).
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--integrations", type=int, default=50)
-    parser.add_argument("--orders", type=int, default=1000)
+    parser.add_argument("--integrations", type=int, default=200)
+    parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--kombo-latency-ms", type=float, default=100.0)
     parser.add_argument("--platform-latency-ms", type=float, default=50.0)
     parser.add_argument("--worker-concurrency", type=int, default=8)

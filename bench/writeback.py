@@ -54,13 +54,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_warehouse(url: str, rows: int, order_ids: list[str] | None, integrations: list[str], now: datetime) -> None:
+def write_warehouse(
+    url: str, rows: int, order_ids: list[str] | None, integrations: list[str], now: datetime
+) -> None:
     """`rows` synthetic results (https URLs, report as a link) and the order -> integration table."""
     from sandbox import warehouse
 
     def results() -> Any:
         for index, row in enumerate(
-            warehouse.generate_results(rows, base_url="https://platform.example", now=now - timedelta(minutes=5))
+            warehouse.generate_results(
+                rows, base_url="https://platform.example", now=now - timedelta(minutes=5)
+            )
         ):
             if order_ids is not None:
                 row["order_id"] = order_ids[index]
@@ -105,7 +109,7 @@ def enqueue_window(store: Any, engine: Any, settings: Any, now: datetime) -> dic
 
 def start_sandbox(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    log = open(workdir / "sandbox.log", "wb")  # noqa: SIM115 - closed with the process
+    log = open(workdir / "sandbox.log", "wb")
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "sandbox", "--port", str(port), "--api-key", API_KEY,
@@ -185,7 +189,9 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         seq_store = StateStore(f"sqlite:///{workdir / 'sequential-state.db'}")
         seq_store.migrate()
         seq_settings = bench_settings(workdir, max_concurrency=1, claim_batch_rows=args.sequential_sample)
-        prepare(admin, seq_store, workdir, "sequential", args.sequential_sample, integrations, now, seq_settings)
+        prepare(
+            admin, seq_store, workdir, "sequential", args.sequential_sample, integrations, now, seq_settings
+        )
         with make_client(base_url, args, 1) as client:
             seq = ResultSender(seq_store, client, seq_settings.writeback).run()
         sequential_rate = seq["sent"] / seq["elapsed_seconds"]
@@ -271,7 +277,13 @@ def memory_child(rows: int, workdir: Path) -> None:
 def memory(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     results = {}
     for rows in (args.memory_baseline_rows, args.memory_rows):
-        write_warehouse(f"sqlite:///{workdir / f'memory-{rows}-warehouse.db'}", rows, None, ["bench:one"], datetime.now(UTC))
+        write_warehouse(
+            f"sqlite:///{workdir / f'memory-{rows}-warehouse.db'}",
+            rows,
+            None,
+            ["bench:one"],
+            datetime.now(UTC),
+        )
         out = subprocess.run(
             [sys.executable, __file__, "--memory-child", str(rows), "--workdir", str(workdir)],
             check=True, capture_output=True, text=True, cwd=ROOT,
@@ -290,10 +302,14 @@ def memory(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--results", type=int, default=10_000)
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--rate", type=float, default=400.0, help="allowed requests per second (sandbox limit)")
+    parser.add_argument(
+        "--rate", type=float, default=400.0, help="allowed requests per second (sandbox limit)"
+    )
     parser.add_argument("--rate-window", type=float, default=5.0, help="sandbox rate-limit window, seconds")
     parser.add_argument("--integrations", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=32, help="sender threads (max_concurrency)")
@@ -337,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"speed-up {result['speedup']}x (target >= 20x)"
             )
         if not args.skip_memory:
-            print(f"memory: read + map + enqueue, {args.memory_rows} vs {args.memory_baseline_rows} rows ...", flush=True)
+            print(
+                f"memory: read + map + enqueue, {args.memory_rows} vs {args.memory_baseline_rows} rows ...",
+                flush=True,
+            )
             result = memory(args, workdir)
             print(json.dumps(result, indent=2))
             print(

@@ -16,7 +16,8 @@ from sqlalchemy.engine import make_url
 if TYPE_CHECKING:
     from kombo_sync.state.store import StateStore
 
-# State store fixtures (kombo_sync.state): `state_store`, `state_db_url`, `state_clock`, `pg_admin_url`.
+# State store fixtures (kombo_sync.state): `state_store`, `make_state_store`, `state_db_url`, `state_clock`,
+# `pg_admin_url`, `pg_state_database`.
 #
 # `state_store` and `state_db_url` run every test on SQLite (a file under tmp_path) and on PostgreSQL (a database
 # `kombo_test_<random>` created on KOMBO_TEST_PG_URL for the session and dropped after it). When PostgreSQL is

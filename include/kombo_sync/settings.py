@@ -27,14 +27,14 @@ class CatalogSettings(_Section):
     sql_file: str = "include/sql/catalog.sql"
     yaml_file: str = "include/config/catalog.yaml"
     # Share of an integration's published packages that may disappear in one run without `allow_shrink`.
-    max_shrink_share: float = Field(0.5, ge=0, le=1)
+    max_shrink_share: float = Field(default=0.5, ge=0, le=1)
     # Integrations published per mapped task (one shard); the shard size grows when there would be more
     # shards than Airflow's max_map_length (1024).
-    shard_size: int = Field(50, ge=1)
+    shard_size: int = Field(default=50, ge=1)
     # Threads per shard sending PUTs concurrently (the client keeps Kombo's rate and in-flight limits).
-    publish_concurrency: int = Field(16, ge=1)
+    publish_concurrency: int = Field(default=16, ge=1)
     # Bad catalog rows stored in the quarantine table per run (all are counted and reported).
-    max_quarantine_rows: int = Field(1000, ge=0)
+    max_quarantine_rows: int = Field(default=1000, ge=0)
 
 
 class IntegrationOverrides(_Section):
@@ -51,24 +51,24 @@ class IntakeSettings(_Section):
     assessment_url_template: str = "https://assessments.provider.example/start/{order_id}"
     templates_dir: str = "include/templates"
     # Orders created this long before the data interval are polled again, so late-listed orders are seen.
-    overlap_minutes: int = Field(15, ge=0)
+    overlap_minutes: int = Field(default=15, ge=0)
     # Runs without a data interval (manual without a logical date, woken by the webhook) poll this far back.
-    lookback_minutes: int = Field(60, ge=1)
+    lookback_minutes: int = Field(default=60, ge=1)
     # A scheduled run after missed runs polls back to the last successful run's interval, at most this far.
-    max_gap_hours: int = Field(72, ge=1)
-    page_size: int = Field(250, ge=1, le=250)
+    max_gap_hours: int = Field(default=72, ge=1)
+    page_size: int = Field(default=250, ge=1, le=250)
     # A claim is a lease: a worker that dies holding it gives the order back after this long.
-    lease_seconds: int = Field(300, ge=10)
+    lease_seconds: int = Field(default=300, ge=10)
     # Orders claimed at once; each batch is re-checked with Kombo (GET ?ids=) right before sending.
-    claim_batch_size: int = Field(500, ge=1)
-    max_attempts: int = Field(5, ge=1)
+    claim_batch_size: int = Field(default=500, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
     # Delay before retry n is retry_backoff_seconds * 2**(n-1), at most retry_backoff_max_seconds.
-    retry_backoff_seconds: int = Field(60, ge=0)
-    retry_backoff_max_seconds: int = Field(3600, ge=0)
+    retry_backoff_seconds: int = Field(default=60, ge=0)
+    retry_backoff_max_seconds: int = Field(default=3600, ge=0)
     duplicate_rule: bool = True
     # Concurrent integrations polled per task (each keeps Kombo's in-flight cap).
-    poll_concurrency: int = Field(32, ge=1)
-    send_concurrency: int = Field(16, ge=1)
+    poll_concurrency: int = Field(default=32, ge=1)
+    send_concurrency: int = Field(default=16, ge=1)
     # Package names for the e-mail when Kombo's copy of the catalog (GET /assessment/packages) lacks one.
     package_names: dict[str, str] = Field(default_factory=dict)
     integrations: dict[str, IntegrationOverrides] = Field(default_factory=dict)
@@ -90,38 +90,42 @@ class WritebackSettings(_Section):
     # The team's completed-results query (column contract in docs/writeback.md), run on the warehouse.
     sql_file: str = "include/sql/results.sql"
     # Rows updated this long before the data interval are read again, so late-committed rows are not skipped.
-    overlap_minutes: int = Field(60, ge=0)
+    overlap_minutes: int = Field(default=60, ge=0)
+    # A scheduled run after missed or failed runs reads back to the last successful one, at most this far.
+    max_gap_hours: float = Field(default=168, gt=0)
+    # What a manual run without dates or order ids reads: the last this many hours, up to now.
+    manual_lookback_hours: float = Field(default=24, gt=0)
     # Warehouse rows read, mapped and enqueued at a time: memory grows with this, never with the backlog.
-    chunk_rows: int = Field(5000, ge=1)
+    chunk_rows: int = Field(default=5000, ge=1)
     # Worker threads sending PUTs; the client still caps each integration at Kombo's 30 in flight.
-    max_concurrency: int = Field(64, ge=1)
+    max_concurrency: int = Field(default=64, ge=1)
     # Outbox rows claimed per batch by the sender (and lease length, after which a dead worker's rows return).
-    claim_batch_rows: int = Field(500, ge=1)
-    lease_seconds: int = Field(300, ge=10)
+    claim_batch_rows: int = Field(default=500, ge=1)
+    lease_seconds: int = Field(default=300, ge=10)
     # Transient failures (after the client's own retries) before a result becomes a dead letter.
-    max_attempts: int = Field(8, ge=1)
-    retry_backoff_seconds: int = Field(60, ge=0)
+    max_attempts: int = Field(default=8, ge=1)
+    retry_backoff_seconds: int = Field(default=60, ge=0)
     # Reports larger than this are sent as a link (data_url) or, without one, quarantined.
-    max_attachment_bytes: int = Field(5_000_000, ge=1)
+    max_attachment_bytes: int = Field(default=5_000_000, ge=1)
     # Fetch non-HTTPS report URLs (e.g. an internal file server) and send their bytes instead of a link.
     fetch_report_urls: bool = False
     # Stop claiming new results after this many seconds (None: drain the outbox); the rest waits for the next run.
-    max_send_seconds: float | None = Field(None, gt=0)
+    max_send_seconds: float | None = Field(default=None, gt=0)
     # Hosts whose plain http:// result and report URLs are accepted (a local platform stand-in); everything else
     # must be https://, since recruiters open these links and Kombo downloads reports without credentials.
     insecure_url_hosts: list[str] = Field(default_factory=list)
     # Payloads printed by a dry run (the count and the hashes of the rest are still reported).
-    dry_run_preview_rows: int = Field(20, ge=0)
+    dry_run_preview_rows: int = Field(default=20, ge=0)
 
 
 class WebhookSettings(_Section):
     secret_conn_id: str = "kombo_webhook"
-    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Dotted path of a callable(order, context) -> str | None returning a rejection message.
     extra_rejection_rule: str | None = None
     # Inline flow: how long the webhook waits for the platform to create the invitation before answering 503
     # (Kombo then keeps the order; ATSs give up after 15-30 s).
-    inline_timeout_seconds: float = Field(8.0, gt=0, le=25)
+    inline_timeout_seconds: float = Field(default=8.0, gt=0, le=25)
 
 
 class PipelineSettings(_Section):

@@ -53,6 +53,7 @@ DAG_IDS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback")
 CONCURRENT_DAG_ID = "scaleout_concurrent_dispatch"
 CONCURRENT_ORDERS = 120
 REDIS_DB = 13
+NEVER = "0 0 1 1 *"
 
 # A test-only DAG: the intake's own dispatch task twice, one pinned to each worker's queue, started together.
 CONCURRENT_DAG = '''
@@ -213,6 +214,12 @@ def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(
         dags_folder=dags_folder,
         worker_concurrency=4,
         pipeline_config=_pipeline_config(tmp_path / "pipeline.yaml"),
+        # Cron schedules out of the way: every run the test waits for is one it caused (webhook or trigger).
+        extra_env={
+            "KOMBO_CATALOG_SCHEDULE": NEVER,
+            "KOMBO_INTAKE_SCHEDULE": NEVER,
+            "KOMBO_WRITEBACK_SCHEDULE": NEVER,
+        },
         variables={
             "AIRFLOW_CONN_KOMBO_DEFAULT": connection_json(
                 "http",

@@ -358,3 +358,35 @@ def test_find_active_duplicate(repo: OrderRepository, state_clock: Any) -> None:
     assert find(email="x@y.example", application_remote_id=None, exclude_order_id="o5") == "o4"
     assert repo.mark_cancelled("o4")
     assert find(email="x@y.example", application_remote_id=None, exclude_order_id="o5") is None
+
+
+def test_record_orders_records_a_page_in_one_go(repo: OrderRepository) -> None:
+    repo.record_order(kombo_order("p2"), "webhook")
+    results = repo.record_orders([kombo_order("p1"), kombo_order("p2"), kombo_order("p3")], "poll")
+    assert [(r.created, r.state) for r in results] == [
+        (True, "received"),
+        (False, "received"),
+        (True, "received"),
+    ]
+    seen = repo.get("p2")
+    assert seen is not None and seen.first_seen_via == "webhook"
+
+
+def test_claim_one_given_order(repo: OrderRepository, state_clock: Any) -> None:
+    repo.record_order(kombo_order("o1"), "webhook")
+    repo.claim_orders_for_invite("w", 60, 5)
+    repo.release_with_error("o1", "w", "503", state_clock() + timedelta(hours=1))
+    claimed = repo.claim_order("o1", "inline", 60)  # not due yet, but the inline flow answers for it now
+    assert claimed is not None and (claimed.order_id, claimed.attempts, claimed.lease_owner) == (
+        "o1",
+        2,
+        "inline",
+    )
+    assert repo.claim_order("o1", "other", 60) is None  # leased
+    state_clock.advance(61)
+    again = repo.claim_order("o1", "other", 60)
+    assert again is not None and again.attempts == 3
+    assert repo.mark_invited("o1", "other", "inv", None, "platform", None)
+    assert repo.claim_order("o1", "late", 60) is None  # final
+    with pytest.raises(OrderNotFound):
+        repo.claim_order("missing", "w", 60)

@@ -190,3 +190,18 @@ def test_concurrent_claimers_never_share_a_result(
         flat = [order_id for got in pool.map(claim_all, range(4)) for order_id in got]
     assert len(flat) == len(set(flat)) == 150
     assert outbox.counts_by_state()["sending"] == 150
+
+
+def test_mark_sent_many_in_one_transaction(outbox: ResultOutbox, state_clock: Any) -> None:
+    old, new = entry("o1", 1, T0), entry("o1", 2, T0 + timedelta(hours=1))
+    outbox.enqueue([old, entry("o2", 5)])
+    [first, _second] = outbox.claim_batch("w", 10, 60)
+    assert outbox.mark_dead("o1", first.payload_hash, "X", "failed once")
+    state_clock.advance(1)
+    outbox.enqueue([new])
+    outbox.claim_batch("w", 10, 60)
+    keys = [("o1", new.payload_hash), ("o2", entry("o2", 5).payload_hash), ("o3", "nope")]
+    assert outbox.mark_sent_many(keys) == set(keys[:2])
+    assert outbox.mark_sent_many(keys) == set()
+    assert states(outbox, "o1", old, new) == ["superseded", "sent"]
+    assert outbox.counts_by_state()["sent"] == 2

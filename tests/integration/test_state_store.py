@@ -64,10 +64,10 @@ def test_concurrent_migrations_from_several_processes(state_db_url: str) -> None
     command = [sys.executable, "-m", "kombo_sync.state", "migrate", "--url", state_db_url]
     processes = [
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(3)
+        for _ in range(2)
     ]
     outputs = [process.communicate(timeout=60) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0, 0], outputs
+    assert [process.returncode for process in processes] == [0, 0], outputs
     current = subprocess.run(
         [sys.executable, "-m", "kombo_sync.state", "current", "--url", state_db_url],
         env=env,

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.store import StateStore
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 SECRET = "triggerer-test-webhook-secret"
 DAG_ID = "kombo_order_intake"
 PACKAGE_SYNC_DAG_ID = "kombo_package_sync"
+CUSTOMER = "customer-e2e"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -61,6 +63,20 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.5):
 def stack(tmp_path_factory, _kombo_sandbox_server, _platform_standin_server):
     home = tmp_path_factory.mktemp("airflow-e2e")
     state_db = home / "state.db"
+    # The package sync reads a small YAML catalog: customer CUSTOMER gets package pkg-1.
+    catalog = home / "catalog.yaml"
+    catalog.write_text(
+        yaml.safe_dump(
+            {
+                "packages": [
+                    {"id": "pkg-1", "name": "Python", "description": "Python skills", "type": "SKILLS_TEST"}
+                ],
+                "entitlements": {CUSTOMER: ["pkg-1"]},
+            }
+        )
+    )
+    config = home / "pipeline.yaml"
+    config.write_text(yaml.safe_dump({"catalog": {"source": "yaml", "yaml_file": str(catalog)}}))
     sandbox, platform = _kombo_sandbox_server, _platform_standin_server
     env = {
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
@@ -69,6 +85,8 @@ def stack(tmp_path_factory, _kombo_sandbox_server, _platform_standin_server):
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "KOMBO_INTAKE_SCHEDULE": "0 0 1 1 *",
+        "KOMBO_CATALOG_SCHEDULE": "0 0 1 1 *",
+        "KOMBO_SYNC_CONFIG": str(config),
         "KOMBO_SYNC_HOME": str(home),
         "KOMBO_WEBHOOK_SECRET": SECRET,
         "AIRFLOW_CONN_KOMBO_STATE": json.dumps({"conn_type": "sqlite", "host": str(state_db)}),
@@ -113,7 +131,8 @@ def test_webhook_wakes_the_intake_through_the_triggerer_and_the_candidate_is_inv
     before = {run["run_id"] for run in _dag_runs(live.home)}
 
     # A new assessment integration: the package sync is woken through its own asset.
-    integration = kombo_sandbox.admin.create_integration(tool="greenhouse")
+    integration = kombo_sandbox.admin.create_integration(tool="greenhouse", origin_id=CUSTOMER)
+    created_at = time.monotonic()
     assert integration["webhook"]["status_code"] == 200
     assert integration["webhook"]["json"]["packages_sync_requested"] is True
     _wait(
@@ -122,6 +141,12 @@ def test_webhook_wakes_the_intake_through_the_triggerer_and_the_candidate_is_inv
         "an asset-triggered kombo_package_sync run",
     )
     assert pending_wakeups(store, "integrations") == 0
+    # ... which publishes the customer's packages to Kombo straight away.
+    packages = _wait(
+        lambda: kombo_sandbox.admin.list_packages(integration["id"]), 60, "packages published to the sandbox"
+    )
+    assert [package["id"] for package in packages] == ["pkg-1"]
+    print(f"packages published {time.monotonic() - created_at:.1f} s after integration-created")
 
     order = kombo_sandbox.admin.create_order(integration["id"], "pkg-1")
     sent_at = time.monotonic()

@@ -3,7 +3,7 @@
 The planner runs once per DAG run: it reads and validates the catalog once, compares each integration's list
 with the hash stored after its last successful publish, and packs the integrations that need a `PUT` into
 shards. A shard is compact (each distinct package definition once, integrations refer to them by position),
-so 50 integrations x 50 shared packages is a few kilobytes of XCom, and no publisher re-reads the catalog.
+so 50 integrations x 50 packages is tens of kilobytes of XCom, and no publisher re-reads the catalog.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ class CatalogPlan:
         return counts
 
 
-def _inactive_reason(record: IntegrationRecord) -> str | None:
+def inactive_reason(record: IntegrationRecord) -> str | None:
+    """Why the pipeline does not serve this integration, or None when it does."""
     if record.status == "DELETED" or record.deleted_at is not None:
         return "deleted"
     if record.category != ASSESSMENT:
@@ -148,7 +149,7 @@ def plan_integrations(
             )
         )
     for record in records:
-        reason = _inactive_reason(record)
+        reason = inactive_reason(record)
         if reason is not None:
             plan.settled.append(outcome(record.id, SKIPPED, message=f"skipped: {reason}"))
             continue

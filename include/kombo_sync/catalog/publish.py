@@ -27,7 +27,7 @@ from kombo_sync.catalog.plan import (
     UNCHANGED,
     WIPE_GUARD,
     PlannedIntegration,
-    _inactive_reason,
+    inactive_reason,
     outcome,
     shard_members,
 )
@@ -159,7 +159,7 @@ def publish_integration(
             return outcome(
                 integration_id, SKIPPED, message="skipped: removed from the registry since planning"
             )
-        reason = _inactive_reason(record)
+        reason = inactive_reason(record)
         if reason is not None:
             return outcome(integration_id, SKIPPED, message=f"skipped: {reason} since planning")
         if record.packages_hash == planned.packages_hash and not force and not dry_run:

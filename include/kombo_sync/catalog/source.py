@@ -42,7 +42,9 @@ def read_catalog_sql(engine: Engine, sql_file: Path) -> pd.DataFrame:
         if engine.dialect.paramstyle in ("format", "pyformat"):
             query = query.replace("%", "%%")
         result = conn.exec_driver_sql(query)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()), dtype=object)
+        columns = list(result.keys())
+        # Plain tuples: building a frame from Row objects probes each one for attributes (slow).
+        frame = pd.DataFrame([tuple(row) for row in result], columns=columns, dtype=object)
     log.info("catalog query %s returned %s rows on %s", sql_file.name, len(frame), engine.dialect.name)
     return frame
 

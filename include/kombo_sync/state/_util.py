@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import fields
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -55,3 +56,14 @@ def clip(text: str | None, limit: int = MAX_ERROR_CHARS) -> str | None:
     if text is None:
         return None
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_field_names: dict[type, frozenset[str]] = {}
+
+
+def from_row(cls: type[T], row: Mapping[Any, Any], **extra: Any) -> T:
+    """A record dataclass from a result row; columns the dataclass does not know (added later) are ignored."""
+    names = _field_names.get(cls)
+    if names is None:
+        names = _field_names[cls] = frozenset(field.name for field in fields(cls))  # type: ignore[arg-type]
+    return cls(**{key: value for key, value in row.items() if key in names}, **extra)

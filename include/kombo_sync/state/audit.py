@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from kombo_sync.state._util import clip, to_jsonable
+from kombo_sync.state._util import clip, from_row, to_jsonable
 from kombo_sync.state.schema import quarantine, runs
 from kombo_sync.state.store import StateStore
 
@@ -81,7 +81,7 @@ class RunAudit:
         """One run, or None."""
         with self.store.transaction(readonly=True) as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == audit_id)).mappings().first()
-        return None if row is None else RunRecord(**row)
+        return None if row is None else from_row(RunRecord, row)
 
     def recent(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
         """The latest runs, newest first."""
@@ -89,7 +89,7 @@ class RunAudit:
         if job is not None:
             query = query.where(runs.c.job == job)
         with self.store.transaction(readonly=True) as conn:
-            return [RunRecord(**row) for row in conn.execute(query).mappings()]
+            return [from_row(RunRecord, row) for row in conn.execute(query).mappings()]
 
 
 class Quarantine:
@@ -125,7 +125,7 @@ class Quarantine:
         if job is not None:
             query = query.where(quarantine.c.job == job)
         with self.store.transaction(readonly=True) as conn:
-            return [QuarantinedRow(**row) for row in conn.execute(query).mappings()]
+            return [from_row(QuarantinedRow, row) for row in conn.execute(query).mappings()]
 
     def resolve(self, ids: Iterable[int]) -> int:
         """Mark rows resolved (fixed at the source, or accepted); returns how many."""

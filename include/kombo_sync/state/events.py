@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from kombo_sync.state._util import to_jsonable
+from kombo_sync.state._util import from_row, to_jsonable
 from kombo_sync.state.schema import webhook_events
 from kombo_sync.state.store import StateStore
 
@@ -72,7 +72,7 @@ class WebhookEventLog:
             )
         if not created:
             log.info("webhook event %s (%s) is a redelivery", event_id, type)
-        return WebhookEvent(**stored, created=created)
+        return from_row(WebhookEvent, stored, created=created)
 
     def store_response(self, event_id: str, status: int, body: Any) -> bool:
         """Store the answer given to the event; False if the event was never recorded."""
@@ -93,7 +93,7 @@ class WebhookEventLog:
                 .mappings()
                 .first()
             )
-        return None if row is None else WebhookEvent(**row)
+        return None if row is None else from_row(WebhookEvent, row)
 
     def purge_received_before(self, cutoff: datetime) -> int:
         """Forget events received before `cutoff` (housekeeping); returns how many."""

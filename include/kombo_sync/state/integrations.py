@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from kombo_sync.state._util import to_jsonable
+from kombo_sync.state._util import from_row, to_jsonable
 from kombo_sync.state.schema import (
     INTEGRATION_SOURCES,
     INTEGRATION_STATUSES,
@@ -193,7 +193,7 @@ class IntegrationRepository:
                 .mappings()
                 .first()
             )
-        return None if row is None else IntegrationRecord(**row)
+        return None if row is None else from_row(IntegrationRecord, row)
 
     def list_active(self) -> list[IntegrationRecord]:
         """Integrations the pipeline serves: ASSESSMENT, status ACTIVE, enabled, not deleted; ordered by id."""
@@ -208,7 +208,7 @@ class IntegrationRepository:
             .order_by(integrations.c.id)
         )
         with self.store.transaction(readonly=True) as conn:
-            return [IntegrationRecord(**row) for row in conn.execute(query).mappings()]
+            return [from_row(IntegrationRecord, row) for row in conn.execute(query).mappings()]
 
     def list_all(self, *, include_deleted: bool = False) -> list[IntegrationRecord]:
         """Every integration (for admin views), ordered by id."""
@@ -216,4 +216,4 @@ class IntegrationRepository:
         if not include_deleted:
             query = query.where(integrations.c.status != DELETED)
         with self.store.transaction(readonly=True) as conn:
-            return [IntegrationRecord(**row) for row in conn.execute(query).mappings()]
+            return [from_row(IntegrationRecord, row) for row in conn.execute(query).mappings()]

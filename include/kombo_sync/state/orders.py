@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from kombo_sync.state._util import clip, to_jsonable
+from kombo_sync.state._util import clip, from_row, to_jsonable
 from kombo_sync.state.schema import INVITATION_CHANNELS, ORDER_SEEN_VIA, ORDER_STATES, invitations, orders
 from kombo_sync.state.store import StateStore
 
@@ -203,7 +203,7 @@ class OrderRepository:
 
     def record_orders(
         self,
-        orders_: Iterable[Mapping[str, Any]],
+        kombo_orders: Iterable[Mapping[str, Any]],
         seen_via: str,
         *,
         integration_id: str | None = None,
@@ -212,7 +212,7 @@ class OrderRepository:
         """`record_order` for a page of orders in one transaction; results in input order."""
         if seen_via not in ORDER_SEEN_VIA:
             raise ValueError(f"seen_via must be one of {ORDER_SEEN_VIA}, not {seen_via!r}")
-        rows = [_order_columns(order, integration_id) for order in orders_]
+        rows = [_order_columns(order, integration_id) for order in kombo_orders]
         now = now or self.store.now()
         with self.store.transaction() as conn:
             results = [self._record(conn, columns, seen_via, now) for columns in rows]
@@ -303,6 +303,39 @@ class OrderRepository:
         )
         log.info("%s claimed %d order(s) for invite (asked for %d)", owner, len(claimed), limit)
         return claimed
+
+    def claim_order(
+        self, order_id: str, owner: str, lease_seconds: int, *, now: datetime | None = None
+    ) -> ClaimedOrder | None:
+        """Claim this one order now (received whatever its retry time, or inviting with an expired lease), e.g.
+        for the inline flow that must answer for it; None if another worker holds it or it is final. Attempts +1."""
+        now = now or self.store.now()
+        claimable = sa.or_(
+            orders.c.state == RECEIVED,
+            sa.and_(
+                orders.c.state == INVITING,
+                sa.or_(orders.c.lease_expires_at.is_(None), orders.c.lease_expires_at <= now),
+            ),
+        )
+        with self.store.transaction() as conn:
+            row = conn.execute(
+                sa.update(orders)
+                .where(orders.c.id == order_id, claimable)
+                .values(
+                    state=INVITING,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    attempts=orders.c.attempts + 1,
+                    next_attempt_at=None,
+                    updated_at=now,
+                )
+                .returning(*_CLAIMED_COLUMNS)
+            ).first()
+            if row is None:
+                self._require(conn, order_id)
+                return None
+        log.info("%s claimed order %s for invite", owner, order_id)
+        return ClaimedOrder(*row)
 
     def mark_invited(
         self,
@@ -473,7 +506,7 @@ class OrderRepository:
         """The order, or None."""
         with self.store.transaction(readonly=True) as conn:
             row = conn.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().first()
-        return None if row is None else OrderRecord(**row)
+        return None if row is None else from_row(OrderRecord, row)
 
     def counts_by_state(self, integration_id: str | None = None) -> dict[str, int]:
         """Number of orders in every state (zeros included), for one integration or all."""

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from kombo_sync.state._util import chunked, clip, to_jsonable
-from kombo_sync.state.schema import OUTBOX_STATES, result_outbox
+from kombo_sync.state._util import chunked, clip, from_row, to_jsonable
+from kombo_sync.state.schema import OUTBOX_STATES, UTCDateTime, result_outbox
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ def hash_payload(payload: Mapping[str, Any]) -> str:
     """SHA-256 of the payload's canonical JSON (sorted keys, no spaces): equal results, equal hash."""
     canonical = json.dumps(to_jsonable(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _item(row: Mapping[Any, Any]) -> OutboxItem:
+    return from_row(OutboxItem, row)
 
 
 def _newer(a: datetime | None, b: datetime | None) -> bool:
@@ -168,13 +172,21 @@ class ResultOutbox:
                     .values(
                         state=PENDING,
                         source_updated_at=entry.source_updated_at,
-                        next_attempt_at=None,
+                        next_attempt_at=now,
                         attempts=0,
                         updated_at=now,
                     )
                 )
             added += len(revive)
+            # Only orders that had an older pending or dead version need the UPDATE (most have none).
+            replaceable = {
+                order_id
+                for order_id, rows in existing.items()
+                if any(row.state in (PENDING, DEAD) for row in rows)
+            }
             for entry in [*fresh, *revive]:
+                if entry.order_id not in replaceable:
+                    continue
                 conn.execute(
                     sa.update(result_outbox)
                     .where(
@@ -193,6 +205,7 @@ class ResultOutbox:
 
     @staticmethod
     def _new_row(entry: OutboxEntry, state: str, now: datetime) -> dict[str, Any]:
+        # A pending row always carries its due time: claims walk the (state, next_attempt_at) index in order.
         return {
             "order_id": entry.order_id,
             "payload_hash": entry.payload_hash,
@@ -200,7 +213,7 @@ class ResultOutbox:
             "payload_json": to_jsonable(dict(entry.payload_json)),
             "state": state,
             "attempts": 0,
-            "next_attempt_at": None,
+            "next_attempt_at": now if state == PENDING else None,
             "lease_owner": None,
             "lease_expires_at": None,
             "last_error_code": None,
@@ -245,35 +258,40 @@ class ResultOutbox:
                 ),
             ),
         )
-        claimable = sa.and_(
-            sa.or_(
-                sa.and_(
-                    _row.state == PENDING, sa.or_(_row.next_attempt_at.is_(None), _row.next_attempt_at <= now)
-                ),
-                sa.and_(
-                    _row.state == SENDING,
-                    sa.or_(_row.lease_expires_at.is_(None), _row.lease_expires_at <= now),
-                ),
-            ),
-            ~busy_sibling,
+        due = sa.and_(_row.state == PENDING, _row.next_attempt_at <= now)
+        abandoned = sa.and_(
+            _row.state == SENDING, sa.or_(_row.lease_expires_at.is_(None), _row.lease_expires_at <= now)
         )
-        candidates = (
+        # Two queries, each walking the (state, next_attempt_at) index in order and stopping at `limit`: the
+        # cost stays flat however large the backlog of pending results grows.
+        queries = [
+            sa.select(_row.order_id, _row.payload_hash).where(abandoned, ~busy_sibling).limit(limit),
             sa.select(_row.order_id, _row.payload_hash)
-            .where(claimable)
-            .order_by(_row.created_at, _row.order_id)
-            .limit(limit)
-        )
+            .where(due, ~busy_sibling)
+            .order_by(_row.state, _row.next_attempt_at)
+            .limit(limit),
+        ]
         if wanted is not None:
-            candidates = candidates.where(_row.integration_id.in_(wanted))
+            queries = [query.where(_row.integration_id.in_(wanted)) for query in queries]
         if self.store.dialect == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True, of=result_outbox)
+            # Concurrent claimers skip each other's rows; the locks also hold the rows until the UPDATE below.
+            queries = [query.with_for_update(skip_locked=True, of=result_outbox) for query in queries]
         with self.store.transaction() as conn:
-            keys = [tuple(key) for key in conn.execute(candidates)]
+            keys: list[tuple[str, str]] = []
+            for query in queries:
+                keys.extend((order_id, payload_hash) for order_id, payload_hash in conn.execute(query))
+            keys = keys[:limit]
             if not keys:
                 return []
+            # Compare-and-set: a row someone else claimed meanwhile is not returned. The order_id IN list lets
+            # both databases find the rows through the primary key before matching the (order_id, hash) pairs.
             rows = conn.execute(
                 sa.update(result_outbox)
-                .where(sa.tuple_(_row.order_id, _row.payload_hash).in_(keys), claimable)
+                .where(
+                    _row.order_id.in_(sorted({order_id for order_id, _hash in keys})),
+                    sa.tuple_(_row.order_id, _row.payload_hash).in_(keys),
+                    sa.or_(due, abandoned),
+                )
                 .values(
                     state=SENDING,
                     lease_owner=owner,
@@ -283,45 +301,65 @@ class ResultOutbox:
                 )
                 .returning(*result_outbox.c)
             ).mappings()
-            claimed = sorted((OutboxItem(**row) for row in rows), key=lambda i: (i.created_at, i.order_id))
+            claimed = [_item(row) for row in rows]
+        claimed.sort(key=lambda item: (item.next_attempt_at or item.created_at, item.order_id))
         log.info("%s claimed %d result(s) to send (asked for %d)", owner, len(claimed), limit)
         return claimed
 
     def mark_sent(self, order_id: str, payload_hash: str, *, sent_at: datetime | None = None) -> bool:
         """The result reached Kombo (whoever sent it); older leftover versions of the order are superseded."""
+        return bool(self.mark_sent_many([(order_id, payload_hash)], sent_at=sent_at))
+
+    def mark_sent_many(
+        self, keys: Iterable[tuple[str, str]], *, sent_at: datetime | None = None
+    ) -> set[tuple[str, str]]:
+        """`mark_sent` for many (order_id, payload_hash) in one transaction; returns the keys it marked."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return set()
         now = self.store.now()
-        with self.store.transaction() as conn:
-            created_at = conn.execute(
-                sa.update(result_outbox)
-                .where(
-                    _row.order_id == order_id,
-                    _row.payload_hash == payload_hash,
-                    _row.state.in_([PENDING, SENDING]),
-                )
-                .values(
-                    state=SENT,
-                    sent_at=sent_at or now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    next_attempt_at=None,
-                    updated_at=now,
-                )
-                .returning(_row.created_at)
-            ).scalar_one_or_none()
-            if created_at is None:
-                return False
-            conn.execute(
-                sa.update(result_outbox)
-                .where(
-                    _row.order_id == order_id,
-                    _row.payload_hash != payload_hash,
-                    _row.state.in_([PENDING, SENDING, DEAD]),
-                    _row.created_at <= created_at,
-                )
-                .values(state=SUPERSEDED, lease_owner=None, lease_expires_at=None, updated_at=now)
+        # Row by row on the primary key: one commit for the lot is what makes this fast, not the statement.
+        mark = (
+            sa.update(result_outbox)
+            .where(
+                _row.order_id == sa.bindparam("k_order_id"),
+                _row.payload_hash == sa.bindparam("k_payload_hash"),
+                _row.state.in_([PENDING, SENDING]),
             )
-        log.info("result of order %s sent", order_id)
-        return True
+            .values(
+                state=SENT,
+                sent_at=sent_at or now,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+            .returning(_row.created_at)
+        )
+        supersede = (
+            sa.update(result_outbox)
+            .where(
+                _row.order_id == sa.bindparam("k_order_id"),
+                _row.payload_hash != sa.bindparam("k_payload_hash"),
+                _row.state.in_([PENDING, SENDING, DEAD]),
+                _row.created_at <= sa.bindparam("k_created_at", type_=UTCDateTime()),
+            )
+            .values(state=SUPERSEDED, lease_owner=None, lease_expires_at=None, updated_at=now)
+        )
+        marked: set[tuple[str, str]] = set()
+        with self.store.transaction() as conn:
+            for order_id, payload_hash in wanted:
+                key = {"k_order_id": order_id, "k_payload_hash": payload_hash}
+                created_at = conn.execute(mark, key).scalar_one_or_none()
+                if created_at is None:
+                    continue
+                conn.execute(supersede, {**key, "k_created_at": created_at})
+                marked.add((order_id, payload_hash))
+        if len(marked) == 1:
+            log.info("result of order %s sent", next(iter(marked))[0])
+        elif marked:
+            log.info("results of %d order(s) sent", len(marked))
+        return marked
 
     def mark_retry(
         self,
@@ -433,7 +471,7 @@ class ResultOutbox:
                 requeued += conn.execute(
                     sa.update(result_outbox)
                     .where(_row.order_id.in_(batch), _row.state.in_(DEAD_LETTER_STATES), ~newer_or_active)
-                    .values(state=PENDING, attempts=0, next_attempt_at=None, updated_at=now)
+                    .values(state=PENDING, attempts=0, next_attempt_at=now, updated_at=now)
                 ).rowcount
         log.info("result outbox: %d dead letter(s) requeued", requeued)
         return requeued
@@ -452,14 +490,14 @@ class ResultOutbox:
         if limit is not None:
             query = query.limit(limit)
         with self.store.transaction(readonly=True) as conn:
-            return [OutboxItem(**row) for row in conn.execute(query).mappings()]
+            return [_item(row) for row in conn.execute(query).mappings()]
 
     def get(self, order_id: str, payload_hash: str) -> OutboxItem | None:
         """One outbox row, or None."""
         query = sa.select(result_outbox).where(_row.order_id == order_id, _row.payload_hash == payload_hash)
         with self.store.transaction(readonly=True) as conn:
             row = conn.execute(query).mappings().first()
-        return None if row is None else OutboxItem(**row)
+        return None if row is None else _item(row)
 
     def counts_by_state(self) -> dict[str, int]:
         """Number of rows in every state (zeros included)."""

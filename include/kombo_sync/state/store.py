@@ -167,7 +167,11 @@ def _known_revisions() -> set[str]:
 
 
 class StateStore:
-    """The pipeline's own database: lazy engine, `migrate()`, `transaction()`, dialect-aware `upsert()`."""
+    """The pipeline's own database: lazy engine, `migrate()`, `transaction()`, dialect-aware `upsert()`.
+
+    Repository methods open their own transactions: on SQLite, do not call them while holding a write
+    `transaction()` in the same thread (the second writer would wait for the first until the busy timeout).
+    """
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
         self.url = normalize_url(url)

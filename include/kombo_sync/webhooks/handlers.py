@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import ValidationError
 
 from kombo_sync.assets import INTEGRATIONS_TOPIC, ORDERS_TOPIC
@@ -59,7 +60,7 @@ from kombo_sync.state.integrations import (
     IntegrationRepository,
 )
 from kombo_sync.state.orders import REJECTED, InvalidTransition, OrderRepository
-from kombo_sync.state.schema import INTEGRATION_STATUSES, orders
+from kombo_sync.state.schema import INTEGRATION_STATUSES, integrations, orders
 from kombo_sync.state.store import StateStore
 from kombo_sync.wakeups import request_wakeup
 from kombo_sync.webhooks.rules import (
@@ -411,7 +412,7 @@ def order_received(
     """Reject (422), or record and wake the intake (200), or for the inline flow invite now (200 + URL)."""
     repo = OrderRepository(store)
     payload = order.model_dump(mode="json", by_alias=True)
-    existing = repo.get(order.id)
+    existing, integration = _known_order_and_integration(store, order.id, order.integration_id)
     if existing is not None:
         # Seen before (the poll, or an earlier event for the same order): the first decision stands.
         if existing.state == REJECTED:
@@ -424,7 +425,6 @@ def order_received(
         log.info("order %s arrived with status %s: not recorded", order.id, order.status[:32])
         return WebhookResponse(200, {"status": "IGNORED", "message": "Order is not open."})
 
-    integration = IntegrationRepository(store).get(order.integration_id)
     context = RuleContext(
         store=store,
         settings=settings,
@@ -461,6 +461,35 @@ def order_received(
     request_wakeup(store, ORDERS_TOPIC)
     log.info("order %s (integration %s) accepted; intake woken", order.id, order.integration_id)
     return _accepted(order.id, known=False)
+
+
+@dataclass(frozen=True)
+class _KnownOrder:
+    state: str
+    last_error: str | None
+    invitation_url: str | None
+
+
+def _known_order_and_integration(
+    store: StateStore, order_id: str, integration_id: str
+) -> tuple[_KnownOrder | None, IntegrationRecord | None]:
+    """The order's stored decision and the integration's registry row, read in one transaction (the hot path
+    of every order: one round of pool checkout, BEGIN and COMMIT instead of two)."""
+    with store.transaction(readonly=True) as conn:
+        known = conn.execute(
+            sa.select(orders.c.state, orders.c.last_error, orders.c.invitation_url).where(
+                orders.c.id == order_id
+            )
+        ).first()
+        registry = (
+            conn.execute(sa.select(integrations).where(integrations.c.id == integration_id))
+            .mappings()
+            .first()
+        )
+    return (
+        None if known is None else _KnownOrder(known.state, known.last_error, known.invitation_url),
+        None if registry is None else IntegrationRecord(**registry),
+    )
 
 
 def _accepted(order_id: str, *, known: bool) -> WebhookResponse:
@@ -591,8 +620,6 @@ def integration_deleted(data: IntegrationDeletedData, store: StateStore) -> Webh
 
 def cancel_open_orders(store: StateStore, integration_id: str) -> int:
     """Cancel the integration's orders still waiting for (or in the middle of) their invitation."""
-    import sqlalchemy as sa
-
     from kombo_sync.state.orders import INVITING, RECEIVED
 
     repo = OrderRepository(store)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -30,8 +31,8 @@ from kombo_sync.writeback.sender import ResultSender
 from kombo_sync.writeback.source import (
     EARLIEST,
     LATEST,
+    id_filters_for,
     load_results_sql,
-    order_ids_for_invitations,
     query_columns,
     read_result_chunks,
     resolve_orders,
@@ -65,33 +66,47 @@ def parse_when(value: str | date | datetime | None, *, end_of_day: bool = False)
 
 
 def writeback_window(
-    data_interval_start: datetime | str | None,
-    data_interval_end: datetime | str | None,
     *,
     overlap_minutes: int,
+    now: datetime,
+    data_interval_start: datetime | str | None = None,
+    data_interval_end: datetime | str | None = None,
+    run_type: str | None = None,
+    previous_success_end: datetime | str | None = None,
+    max_gap_hours: float = 168,
+    manual_lookback_hours: float = 24,
     date_from: str | date | datetime | None = None,
     date_to: str | date | datetime | None = None,
-    manual_run_at: datetime | None = None,
 ) -> tuple[datetime, datetime]:
-    """``[start, end)`` on ``updated_at``: the date range when given, else the data interval widened by the overlap.
+    """``[start, end)`` on ``updated_at`` for one run.
 
-    A manual run (``manual_run_at`` set) reads up to that moment, so a click on "Trigger" also sends results that
-    landed after the last complete interval; scheduled runs and backfills stop at the interval's end.
+    - ``date_from`` / ``date_to`` (manual re-send of a range): exactly that range (whole days for bare dates;
+      no ``date_to`` means up to now).
+    - A manual run otherwise: from its data interval's start or ``manual_lookback_hours`` ago, whichever is
+      earlier, up to now, so a click on "Trigger" also sends results that landed after the last interval.
+    - A scheduled run: its data interval widened by the overlap, reaching back to the end of the last successful
+      run (at most ``max_gap_hours``) when runs were missed; backfills: their interval plus the overlap.
     """
+    now = now.astimezone(UTC)
     start, end = parse_when(date_from), parse_when(date_to, end_of_day=True)
-    now = manual_run_at.astimezone(UTC) if manual_run_at is not None else None
     if start is not None or end is not None:
         if start is None:
             raise ValueError("date_to needs date_from")
-        end = end or now or parse_when(data_interval_end) or datetime.now(UTC)
+        end = end or now
         if end <= start:
             raise ValueError(f"date_to ({end.isoformat()}) must be after date_from ({start.isoformat()})")
         return start, end
-    interval_end = parse_when(data_interval_end) or now or datetime.now(UTC)
-    interval_start = parse_when(data_interval_start) or interval_end
-    if now is not None and now > interval_end:
-        interval_end = now
-    return interval_start - timedelta(minutes=overlap_minutes), interval_end
+    overlap = timedelta(minutes=overlap_minutes)
+    interval_start, interval_end = parse_when(data_interval_start), parse_when(data_interval_end)
+    if run_type == "manual" or interval_start is None or interval_end is None:
+        lookback = now - timedelta(hours=manual_lookback_hours)
+        start = lookback if interval_start is None else min(interval_start, lookback)
+        return start - overlap, now
+    if run_type == "scheduled":
+        reach = parse_when(previous_success_end)
+        if reach is not None and reach < interval_start:
+            interval_start = max(reach, now - timedelta(hours=max_gap_hours))
+    return interval_start - overlap, interval_end
 
 
 def http_report_fetcher(timeout: float = 30.0) -> ReportFetcher:
@@ -163,7 +178,11 @@ def _classify(store: StateStore, mapped: pd.DataFrame) -> list[tuple[str, Any]]:
             classes.append(("unchanged", same))
             continue
         sent_final = next(
-            (row for row in known if row.state == SENT and (row.payload_json or {}).get("status") in _TERMINAL),
+            (
+                row
+                for row in known
+                if row.state == SENT and (row.payload_json or {}).get("status") in _TERMINAL
+            ),
             None,
         )
         if sent_final is not None:
@@ -227,13 +246,13 @@ def _chunks(
         return read_result_chunks(
             engine, sql, window_start=window_start, window_end=window_end, chunk_rows=chunk_rows
         )
-    if "order_id" in query_columns(engine, sql):
-        return read_result_chunks(
-            engine, sql, window_start=EARLIEST, window_end=LATEST, chunk_rows=chunk_rows, order_ids=order_ids
-        )
-    invitation_ids = order_ids_for_invitations(store, order_ids)
     return read_result_chunks(
-        engine, sql, window_start=EARLIEST, window_end=LATEST, chunk_rows=chunk_rows, invitation_ids=invitation_ids
+        engine,
+        sql,
+        window_start=EARLIEST,
+        window_end=LATEST,
+        chunk_rows=chunk_rows,
+        id_filters=id_filters_for(store, query_columns(engine, sql), order_ids),
     )
 
 
@@ -262,7 +281,17 @@ def enqueue_results(
         fetch_report = http_report_fetcher()
     outbox = ResultOutbox(store)
     counts = dict.fromkeys(
-        ("rows", "mapped", "quarantined", "rejected", "enqueued", "new", "changed", "unchanged", "not_writable"),
+        (
+            "rows",
+            "mapped",
+            "quarantined",
+            "rejected",
+            "enqueued",
+            "new",
+            "changed",
+            "unchanged",
+            "not_writable",
+        ),
         0,
     )
     previews: list[dict[str, Any]] = []
@@ -309,8 +338,12 @@ def enqueue_results(
                 if kind == "changed" or kind == "not_writable":
                     preview["diff"] = _diff(known.payload_json, record["payload"])
                 previews.append(preview)
-                log.info("dry run: order %s -> %s\n%s", record["order_id"], preview["action"],
-                         json.dumps(preview, indent=2, sort_keys=True, default=str))
+                log.info(
+                    "dry run: order %s -> %s\n%s",
+                    record["order_id"],
+                    preview["action"],
+                    json.dumps(preview, indent=2, sort_keys=True, default=str),
+                )
             rejected_preview.extend(
                 {"source_key": r.source_key, "reason": r.reason}
                 for r in mapped.rejections[: max(0, config.dry_run_preview_rows - len(rejected_preview))]
@@ -323,7 +356,9 @@ def enqueue_results(
                     str(record["integration_id"]),
                     str(record["payload_hash"]),
                     record["payload"],
-                    None if pd.isna(record["source_updated_at"]) else record["source_updated_at"].to_pydatetime(),
+                    None
+                    if pd.isna(record["source_updated_at"])
+                    else record["source_updated_at"].to_pydatetime(),
                 )
                 for record in results.to_dict("records")
             ]
@@ -357,7 +392,11 @@ def enqueue_results(
 
 
 def replay_dead_letters(
-    store: StateStore, *, order_ids: Sequence[str] | None = None, all_dead: bool = False, dry_run: bool = False
+    store: StateStore,
+    *,
+    order_ids: Sequence[str] | None = None,
+    all_dead: bool = False,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Requeue dead letters: those of ``order_ids`` (dead or not writable), and every dead one with ``all_dead``."""
     outbox = ResultOutbox(store)
@@ -464,3 +503,133 @@ def run_writeback(
 
 def _compact(section: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in section.items() if not isinstance(value, list | dict)}
+
+
+# The DAG's tasks: plain functions of the Airflow task context; dependencies are built here, at run time.
+
+
+def _params(context: Mapping[str, Any]) -> dict[str, Any]:
+    params = context.get("params") or {}
+    raw_ids = params.get("order_ids") or []
+    if isinstance(raw_ids, str):  # typed into the trigger form as "a, b"
+        raw_ids = raw_ids.replace("\n", ",").split(",")
+    order_ids = list(dict.fromkeys(str(value).strip() for value in raw_ids if str(value).strip()))
+    return {
+        "order_ids": order_ids,
+        "dry_run": bool(params.get("dry_run", False)),
+        "replay_dead_letters": bool(params.get("replay_dead_letters", False)),
+        "date_from": params.get("date_from") or None,
+        "date_to": params.get("date_to") or None,
+    }
+
+
+def _run_type(context: Mapping[str, Any]) -> str | None:
+    run_type = getattr(context.get("dag_run"), "run_type", None)
+    return None if run_type is None else str(getattr(run_type, "value", run_type))
+
+
+def _run_id(context: Mapping[str, Any]) -> str | None:
+    return getattr(context.get("dag_run"), "run_id", None) or context.get("run_id")
+
+
+def _previous_success_end(context: Mapping[str, Any]) -> Any:
+    try:
+        return context.get("prev_data_interval_end_success")
+    except Exception as exc:  # looked up through the API server; without it no gap extension
+        log.warning(
+            "previous successful run unknown (%s); reading this run's window only", type(exc).__name__
+        )
+        return None
+
+
+def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Task ``read_results``: replay dead letters when asked, then read, map and enqueue the run's results."""
+    from kombo_sync.runtime import state_store, warehouse_engine
+    from kombo_sync.settings import load_settings
+
+    settings = load_settings()
+    params = _params(context)
+    run_type = _run_type(context)
+    window_start = window_end = None
+    if not params["order_ids"]:
+        window_start, window_end = writeback_window(
+            overlap_minutes=settings.writeback.overlap_minutes,
+            now=datetime.now(UTC),
+            data_interval_start=context.get("data_interval_start"),
+            data_interval_end=context.get("data_interval_end"),
+            run_type=run_type,
+            previous_success_end=_previous_success_end(context) if run_type == "scheduled" else None,
+            max_gap_hours=settings.writeback.max_gap_hours,
+            manual_lookback_hours=settings.writeback.manual_lookback_hours,
+            date_from=params["date_from"],
+            date_to=params["date_to"],
+        )
+        log.info("reading results updated in [%s, %s)", window_start.isoformat(), window_end.isoformat())
+    else:
+        log.info("reading the results of %s chosen order(s)", len(params["order_ids"]))
+    store = state_store(settings)
+    audit = RunAudit(store)
+    audit_id = None if params["dry_run"] else audit.start(f"{JOB}.read", _run_id(context))
+    try:
+        replay = replay_dead_letters(
+            store,
+            order_ids=params["order_ids"],
+            all_dead=params["replay_dead_letters"],
+            dry_run=params["dry_run"],
+        )
+        summary = enqueue_results(
+            store,
+            warehouse_engine(settings),
+            settings,
+            window_start=window_start,
+            window_end=window_end,
+            order_ids=params["order_ids"] or None,
+            dry_run=params["dry_run"],
+            run_id=_run_id(context),
+        )
+    except BaseException as exc:
+        if audit_id is not None:
+            audit.finish(audit_id, "failed", {"error": type(exc).__name__})
+        raise
+    summary["replay"] = replay
+    if audit_id is not None:
+        audit.finish(audit_id, "success", _compact(summary))
+    return summary
+
+
+def send_task(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Task ``send_results``: drain the outbox (nothing in a dry run)."""
+    from kombo_sync.runtime import kombo_client, state_store
+    from kombo_sync.settings import load_settings
+
+    settings = load_settings()
+    params = _params(context)
+    store = state_store(settings)
+    if params["dry_run"]:
+        return send_pending(store, None, settings, dry_run=True)  # type: ignore[arg-type]
+    ti = context.get("ti") or context.get("task_instance")
+    owner = f"writeback:{_run_id(context)}:{getattr(ti, 'try_number', '?')}:{os.getpid()}"[:255]
+    audit = RunAudit(store)
+    audit_id = audit.start(f"{JOB}.send", _run_id(context))
+    try:
+        summary = send_pending(store, kombo_client(settings), settings, owner=owner)
+    except BaseException as exc:
+        audit.finish(audit_id, "failed", {"error": type(exc).__name__})
+        raise
+    audit.finish(audit_id, "success", _compact(summary))
+    return summary
+
+
+def report_task(
+    read_summary: Mapping[str, Any] | None, send_summary: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Task ``report``: outbox counts and the newest dead letters in the log; fails the run if a step failed."""
+    from kombo_sync.runtime import state_store
+    from kombo_sync.settings import load_settings
+
+    report = outbox_report(state_store(load_settings()))
+    report["read"] = {k: v for k, v in (read_summary or {}).items() if not isinstance(v, list | dict)}
+    report["send"] = {k: v for k, v in (send_summary or {}).items() if not isinstance(v, list | dict)}
+    if read_summary is None or send_summary is None:
+        raise RuntimeError("a write-back step failed (see its log); the outbox keeps what was not sent")
+    return report

@@ -139,6 +139,11 @@ def _numbers(series: pd.Series) -> pd.Series:
     return pd.to_numeric(series, errors="coerce").astype("float64")
 
 
+def _values(series: pd.Series) -> list[Any]:
+    """The column as a Python list with every kind of missing value (NaN, NA, NaT) as None."""
+    return [None if _is_missing(value) else value for value in series.tolist()]
+
+
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     if name in frame.columns:
         return frame[name]
@@ -171,7 +176,9 @@ class _Reasons:
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+    return (
+        value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+    )
 
 
 def _parse_json(value: Any) -> Any:
@@ -423,7 +430,8 @@ def map_results(
     raw_status = _text(frame["status"]).str.upper()
     status = raw_status.map(_STATUS_ALIASES)
     reasons.flag(
-        status.isna(), "status must be completed or cancelled, got " + raw_status.fillna("nothing").astype(str)
+        status.isna(),
+        "status must be completed or cancelled, got " + raw_status.fillna("nothing").astype(str),
     )
 
     result_url = _text(frame["result_url"])
@@ -452,65 +460,76 @@ def map_results(
     sub_results = _per_row(_column(frame, "sub_results"), _sub_results, "sub_results", reasons)
     text_attributes = _per_row(_column(frame, "attributes"), _text_attributes, "attributes", reasons)
 
-    report_url = _text(_column(frame, "report_url"))
-    report_https = _secure_urls(report_url, insecure_url_hosts)
-    attachments: dict[Any, list[dict[str, Any]]] = {}
+    report_url = _values(_text(_column(frame, "report_url")))
+    report_https = _secure_urls(_text(_column(frame, "report_url")), insecure_url_hosts).tolist()
+    report_bytes = _values(_column(frame, "report_bytes"))
+    report_name = _values(_column(frame, "report_name"))
+    report_type = _values(_column(frame, "report_content_type"))
+    attachments: dict[int, list[dict[str, Any]]] = {}
     bad_reports: dict[Any, str] = {}
-    report_bytes, report_name = _column(frame, "report_bytes"), _column(frame, "report_name")
-    report_type = _column(frame, "report_content_type")
-    for index in frame.index[reasons.ok]:
-        url = report_url.at[index]
+    for position in np.flatnonzero(reasons.ok.to_numpy()):
         try:
-            attachments[index] = _attachment(
-                None if pd.isna(url) else str(url),
-                bool(report_https.at[index]),
-                report_bytes.at[index],
-                report_name.at[index],
-                report_type.at[index],
+            attachments[position] = _attachment(
+                report_url[position],
+                bool(report_https[position]),
+                report_bytes[position],
+                report_name[position],
+                report_type[position],
                 max_attachment_bytes,
                 fetch_report,
             )
         except Exception as exc:  # a fetch may fail in many ways; each is this row's reason
-            bad_reports[index] = f"report: {exc}"
+            bad_reports[frame.index[position]] = f"report: {exc}"
     reasons.flag_rows(bad_reports)
 
-    completed_text = _kombo_timestamps(completed_at)
-    rejections: list[Rejection] = []
+    # Plain lists from here on: one row at a time through pandas indexing would cost more than the mapping.
+    keys = _values(order_id)
+    integrations = _values(integration_id)
+    statuses, urls = _values(status), _values(result_url)
+    completed_text = _values(_kombo_timestamps(completed_at))
+    scores, max_scores = score.tolist(), max_score.tolist()
+    texts, subs = text_attributes.tolist(), sub_results.tolist()
+    updated = list(updated_at)
     records: list[dict[str, Any]] = []
-    ok = reasons.ok
-    for index in frame.index:
-        key = None if pd.isna(order_id.at[index]) else str(order_id.at[index])
-        if not ok.at[index]:
-            continue
+    invalid: dict[Any, str] = {}
+    for position in np.flatnonzero(reasons.ok.to_numpy()):
         payload: dict[str, Any] = {
-            "status": status.at[index],
-            "result_url": result_url.at[index],
-            "completed_at": completed_text.at[index],
-            "attributes": text_attributes.at[index] + sub_results.at[index],
-            "attachments": attachments[index],
+            "status": statuses[position],
+            "result_url": urls[position],
+            "completed_at": completed_text[position],
+            "attributes": texts[position] + subs[position],
+            "attachments": attachments[position],
         }
-        if not math.isnan(score.at[index]):
-            payload["score"] = float(score.at[index])
-        if not math.isnan(max_score.at[index]):
-            payload["max_score"] = float(max_score.at[index])
+        if not math.isnan(scores[position]):
+            payload["score"] = scores[position]
+        if not math.isnan(max_scores[position]):
+            payload["max_score"] = max_scores[position]
         try:
             wire = ResultPayload.model_validate(payload).to_wire()
         except ValidationError as exc:
-            reasons.flag_rows({index: f"payload invalid: {_first_validation_error(exc)}"})
+            invalid[frame.index[position]] = f"payload invalid: {_first_validation_error(exc)}"
             continue
         records.append(
             {
-                "order_id": key,
-                "integration_id": str(integration_id.at[index]),
+                "order_id": str(keys[position]),
+                "integration_id": str(integrations[position]),
                 "payload": wire,
                 "payload_hash": payload_hash(wire),
-                "source_updated_at": None if pd.isna(updated_at.at[index]) else updated_at.at[index],
+                "source_updated_at": None if pd.isna(updated[position]) else updated[position],
             }
         )
+    reasons.flag_rows(invalid)
 
-    for index in frame.index[~reasons.ok]:
-        key = None if pd.isna(order_id.at[index]) else str(order_id.at[index])
-        rejections.append(Rejection(key, str(reasons.reasons.at[index]), _safe_row(frame.loc[index].to_dict())))
+    rejections: list[Rejection] = []
+    for position in np.flatnonzero(~reasons.ok.to_numpy()):
+        key = keys[position]
+        rejections.append(
+            Rejection(
+                None if key is None else str(key),
+                str(reasons.reasons.iat[position]),
+                _safe_row(frame.iloc[position].to_dict()),
+            )
+        )
 
     results = pd.DataFrame.from_records(
         records, columns=["order_id", "integration_id", "payload", "payload_hash", "source_updated_at"]

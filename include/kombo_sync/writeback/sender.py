@@ -98,8 +98,12 @@ def _payload_status(item: OutboxItem) -> str | None:
 
 
 def _error_outcome(kind: str, error: KomboError, prefix: str = "") -> Outcome:
-    return Outcome(kind, error.code or (f"HTTP_{error.http_status}" if error.http_status else None),
-                   prefix + error.message, error.log_url)
+    return Outcome(
+        kind,
+        error.code or (f"HTTP_{error.http_status}" if error.http_status else None),
+        prefix + error.message,
+        error.log_url,
+    )
 
 
 class ResultSender:
@@ -361,7 +365,11 @@ class ResultSender:
         if status == ORDER_STATUS_OPEN or status is None:
             return _error_outcome(DEAD, error) if refused else self._retry_or_dead(item, error)
         if status == _payload_status(item) and not self._other_version_attempted(item):
-            log.info("order %s is %s at Kombo: the write landed, its acknowledgement was lost", item.order_id, status)
+            log.info(
+                "order %s is %s at Kombo: the write landed, its acknowledgement was lost",
+                item.order_id,
+                status,
+            )
             return Outcome(RESOLVED)
         return Outcome(
             NOT_WRITABLE,
@@ -381,7 +389,11 @@ class ResultSender:
             return bool(conn.execute(query).scalar_one())
 
     def _retry_or_dead(self, item: OutboxItem, error: KomboError | None, detail: str = "") -> Outcome:
-        code = None if error is None else (error.code or (f"HTTP_{error.http_status}" if error.http_status else None))
+        code = (
+            None
+            if error is None
+            else (error.code or (f"HTTP_{error.http_status}" if error.http_status else None))
+        )
         message = detail + ("" if error is None else error.message)
         log_url = None if error is None else error.log_url
         if item.attempts >= self.settings.max_attempts:
@@ -423,11 +435,21 @@ class ResultSender:
             )
         elif outcome.kind == DEAD:
             changed = outbox.mark_dead(
-                item.order_id, item.payload_hash, outcome.code, outcome.message, outcome.log_url, owner=self.owner
+                item.order_id,
+                item.payload_hash,
+                outcome.code,
+                outcome.message,
+                outcome.log_url,
+                owner=self.owner,
             )
         else:
             changed = outbox.mark_not_writable(
-                item.order_id, item.payload_hash, outcome.code, outcome.message, outcome.log_url, owner=self.owner
+                item.order_id,
+                item.payload_hash,
+                outcome.code,
+                outcome.message,
+                outcome.log_url,
+                owner=self.owner,
             )
         self._count(item, outcome, changed)
 
@@ -483,7 +505,14 @@ def mark_sent_many(store: StateStore, keys: Sequence[tuple[str, str]]) -> set[tu
             row.payload_hash == sa.bindparam("k_payload_hash"),
             sa.or_(row.state == PENDING, row.state == SENDING),  # no IN: executemany cannot expand it
         )
-        .values(state=SENT, sent_at=now, lease_owner=None, lease_expires_at=None, next_attempt_at=None, updated_at=now)
+        .values(
+            state=SENT,
+            sent_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            updated_at=now,
+        )
     )
     supersede_statement = (
         sa.update(result_outbox)
@@ -506,7 +535,11 @@ def mark_sent_many(store: StateStore, keys: Sequence[tuple[str, str]]) -> set[tu
         to_mark: list[dict[str, str]] = []
         to_supersede: list[dict[str, str]] = []
         for order_id, found_rows in versions.items():
-            sent = [r for r in found_rows if (order_id, r.payload_hash) in wanted and r.state in (PENDING, SENDING)]
+            sent = [
+                r
+                for r in found_rows
+                if (order_id, r.payload_hash) in wanted and r.state in (PENDING, SENDING)
+            ]
             for sent_row in sent:
                 marked.add((order_id, sent_row.payload_hash))
                 to_mark.append({"k_order_id": order_id, "k_payload_hash": sent_row.payload_hash})

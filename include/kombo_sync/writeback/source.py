@@ -10,7 +10,7 @@ Results keyed by the platform's invitation id are joined to Kombo order ids thro
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,16 +29,21 @@ log = logging.getLogger(__name__)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 _IDS_PER_QUERY = 500
+ID_FILTER_COLUMNS = ("order_id", "invitation_id")
 
 
 def load_results_sql(path: Path) -> str:
     """The query text, checked for the two bind parameters it must take."""
     # Whole-line comments go: SQLAlchemy would read a ":name" in a comment as a bind parameter.
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("--")]
+    lines = [
+        line for line in path.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("--")
+    ]
     sql = "\n".join(lines).strip().rstrip(";").strip()
     missing = [name for name in (":window_start", ":window_end") if name not in sql]
     if missing:
-        raise ValueError(f"{path} must use the bind parameter(s) {', '.join(missing)} (see docs/writeback.md)")
+        raise ValueError(
+            f"{path} must use the bind parameter(s) {', '.join(missing)} (see docs/writeback.md)"
+        )
     return sql
 
 
@@ -53,13 +58,18 @@ def _bind_time(value: datetime, dialect: str) -> datetime | str:
     return value
 
 
-def _statement(sql: str, id_column: str | None = None, id_count: int = 0) -> sa.TextClause:
-    if id_column is None:
+def _statement(sql: str, id_filter: Mapping[str, Sequence[str]] | None = None) -> sa.TextClause:
+    """The query as is, or wrapped to keep only rows whose id columns hold one of the given ids."""
+    if not id_filter:
         return sa.text(sql)
-    placeholders = ", ".join(f":id_{index}" for index in range(id_count))
+    conditions = []
+    for position, (column, ids) in enumerate(id_filter.items()):
+        if column not in ID_FILTER_COLUMNS:
+            raise ValueError(f"cannot filter results on {column!r}")
+        placeholders = ", ".join(f":id_{position}_{index}" for index in range(len(ids)))
+        conditions.append(f"results.{column} IN ({placeholders})")
     return sa.text(
-        f"SELECT * FROM (\n{sql}\n) AS results WHERE results.{id_column} IN ({placeholders}) "
-        "ORDER BY results.updated_at"
+        f"SELECT * FROM (\n{sql}\n) AS results WHERE {' OR '.join(conditions)} ORDER BY results.updated_at"
     )
 
 
@@ -88,13 +98,12 @@ def read_result_chunks(
     window_start: datetime,
     window_end: datetime,
     chunk_rows: int,
-    order_ids: Sequence[str] | None = None,
-    invitation_ids: Sequence[str] | None = None,
+    id_filters: Iterable[Mapping[str, Sequence[str]]] | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Yield DataFrames of at most ``chunk_rows`` rows: the window, or (when ids are given) those results.
+    """Yield DataFrames of at most ``chunk_rows`` rows: the window, or (with ``id_filters``) chosen results.
 
-    ``order_ids`` filters on the query's ``order_id`` column, ``invitation_ids`` on ``invitation_id``; each
-    list is sent in slices so the bound-parameter count stays small.
+    Each id filter maps ``order_id`` and/or ``invitation_id`` to a slice of ids (a few hundred at most, to keep
+    the bound-parameter count small); a row matching any of them is read.
     """
     if window_end <= window_start:
         return
@@ -103,19 +112,21 @@ def read_result_chunks(
     # stream_results: a named (server-side) cursor on PostgreSQL; yield_per bounds the driver's buffer.
     options = {"stream_results": True, "yield_per": chunk_rows}
     with engine.connect() as conn, conn.begin():
-        conn = conn.execution_options(**options)
         if dialect == "postgresql":
             # Naive timestamp columns then compare with the UTC window as UTC, whatever the server's zone.
             conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
-        if order_ids is None and invitation_ids is None:
+        conn = conn.execution_options(**options)
+        if id_filters is None:
             yield from _read_chunks(conn, _statement(sql), base, chunk_rows)
             return
-        column, ids = ("order_id", order_ids) if order_ids is not None else ("invitation_id", invitation_ids)
-        unique = list(dict.fromkeys(ids or []))
-        for start in range(0, len(unique), _IDS_PER_QUERY):
-            batch = unique[start : start + _IDS_PER_QUERY]
-            params = {**base, **{f"id_{index}": value for index, value in enumerate(batch)}}
-            yield from _read_chunks(conn, _statement(sql, column, len(batch)), params, chunk_rows)
+        for id_filter in id_filters:
+            id_filter = {column: list(ids) for column, ids in id_filter.items() if ids}
+            if not id_filter:
+                continue
+            params = dict(base)
+            for position, ids in enumerate(id_filter.values()):
+                params.update({f"id_{position}_{index}": value for index, value in enumerate(ids)})
+            yield from _read_chunks(conn, _statement(sql, id_filter), params, chunk_rows)
 
 
 def resolve_orders(store: StateStore, frame: pd.DataFrame) -> pd.DataFrame:
@@ -183,7 +194,7 @@ def order_integrations(store: StateStore, order_ids: Sequence[str]) -> dict[str,
     return found
 
 
-def order_ids_for_invitations(store: StateStore, order_ids: Sequence[str]) -> list[str]:
+def invitation_ids_of(store: StateStore, order_ids: Sequence[str]) -> list[str]:
     """The platform invitation ids of these orders (to filter a query keyed by ``invitation_id``)."""
     result: list[str] = []
     with store.transaction(readonly=True) as conn:
@@ -202,3 +213,19 @@ def order_ids_for_invitations(store: StateStore, order_ids: Sequence[str]) -> li
             )
             result.extend(str(row[0]) for row in rows)
     return list(dict.fromkeys(result))
+
+
+def id_filters_for(
+    store: StateStore, columns: Sequence[str], order_ids: Sequence[str]
+) -> Iterator[dict[str, list[str]]]:
+    """Filters that find these orders' rows by ``order_id``, and by their invitation ids when the query has
+    ``invitation_id`` (rows may carry only one of the two)."""
+    unique = list(dict.fromkeys(order_ids))
+    for start in range(0, len(unique), _IDS_PER_QUERY):
+        batch = unique[start : start + _IDS_PER_QUERY]
+        id_filter: dict[str, list[str]] = {}
+        if "order_id" in columns:
+            id_filter["order_id"] = batch
+        if "invitation_id" in columns:
+            id_filter["invitation_id"] = invitation_ids_of(store, batch)
+        yield id_filter
