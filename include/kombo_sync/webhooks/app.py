@@ -119,8 +119,9 @@ def create_app(deps_factory: Callable[[], WebhookDeps] | None = None) -> FastAPI
         from kombo_sync.webhooks.handlers import handle_webhook
 
         try:
-            webhook_deps = await run_in_threadpool(deps)
-            limit = (await run_in_threadpool(webhook_deps.settings)).webhook.max_body_bytes
+            webhook_deps = holder.get("deps") or await run_in_threadpool(deps)
+            # Settings are cached (one stat() of the file per call): cheap enough for the event loop.
+            limit = webhook_deps.settings().webhook.max_body_bytes
             body = await read_capped_body(request, limit)
             result = await run_in_threadpool(handle_webhook, body, request.headers, webhook_deps)
         except ClientDisconnect:

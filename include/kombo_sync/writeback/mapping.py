@@ -467,7 +467,7 @@ def map_results(
     report_type = _values(_column(frame, "report_content_type"))
     attachments: dict[int, list[dict[str, Any]]] = {}
     bad_reports: dict[Any, str] = {}
-    for position in np.flatnonzero(reasons.ok.to_numpy()):
+    for position in np.flatnonzero(reasons.ok.to_numpy()).tolist():
         try:
             attachments[position] = _attachment(
                 report_url[position],
@@ -492,7 +492,7 @@ def map_results(
     updated = list(updated_at)
     records: list[dict[str, Any]] = []
     invalid: dict[Any, str] = {}
-    for position in np.flatnonzero(reasons.ok.to_numpy()):
+    for position in np.flatnonzero(reasons.ok.to_numpy()).tolist():
         payload: dict[str, Any] = {
             "status": statuses[position],
             "result_url": urls[position],
@@ -521,7 +521,7 @@ def map_results(
     reasons.flag_rows(invalid)
 
     rejections: list[Rejection] = []
-    for position in np.flatnonzero(~reasons.ok.to_numpy()):
+    for position in np.flatnonzero(~reasons.ok.to_numpy()).tolist():
         key = keys[position]
         rejections.append(
             Rejection(

@@ -172,6 +172,11 @@ class ResultSender:
                 try:
                     outcomes = [done.get(timeout=5.0)]
                 except queue.Empty:
+                    if not any(worker.is_alive() for worker in workers):
+                        # Their rows stay leased and come back to a later run when the lease expires.
+                        raise RuntimeError(
+                            f"all sender threads died with {queued} result(s) in hand"
+                        ) from None
                     continue
                 while True:
                     try:
