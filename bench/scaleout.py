@@ -51,8 +51,9 @@ PACKAGES = [
     ("sql-core", "SKILLS_TEST", "SQL fundamentals", "Joins, aggregates and window functions"),
     ("big-five", "BEHAVIORAL", "Personality profile", "Big-five personality questionnaire"),
 ]
-# Far in the future: only the benchmark's own runs happen while it measures.
-NEVER = "0 0 1 1 *"
+# Only the benchmark's own runs happen while it measures.
+# 29 February: the next due run is years away, so unpausing a DAG creates no scheduled run.
+NEVER = "0 0 29 2 *"
 
 
 def say(message: str) -> None:

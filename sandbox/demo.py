@@ -291,6 +291,39 @@ def run_dag(env: dict[str, str], home: Path, dag_id: str, conf: dict[str, Any] |
         raise RuntimeError(f"{dag_id} failed; see {home / 'logs' / f'{dag_id}.log'}")
 
 
+def finish_email_candidates(home: Path) -> int:
+    """Candidates invited by e-mail finish too: their results land in the same warehouse table."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import create_engine, text
+
+    from sandbox.warehouse import write_results
+
+    with create_engine(f"sqlite:///{home / 'state.db'}").connect() as conn:
+        order_ids = conn.execute(
+            text("SELECT id FROM orders WHERE state = 'invited' AND channel = 'email' ORDER BY id")
+        ).scalars().all()
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "order_id": order_id,
+            "status": "completed",
+            "score": 60 + 7 * n,
+            "max_score": 100,
+            "completed_at": now,
+            "result_url": f"https://assessments.provider.example/results/{order_id}",
+            "sub_results": [
+                {"id": "logic", "label": "Logic", "score": 30 + n, "max": 50, "status": "COMPLETED"},
+                {"id": "verbal", "label": "Verbal", "score": 30 + 6 * n, "max": 50, "status": "COMPLETED"},
+            ],
+            "attributes": [{"label": "Role fit", "value": "High" if n % 2 == 0 else "Medium"}],
+            "updated_at": now,
+        }
+        for n, order_id in enumerate(order_ids)
+    ]
+    return write_results(f"sqlite:///{home / 'warehouse.db'}", rows)
+
+
 def summarize(home: Path, ports: dict[str, int], integrations: dict[str, str]) -> bool:
     """Print what happened, from the pipeline's state store and from the sandbox; True when they agree."""
     from sqlalchemy import create_engine, text
@@ -372,7 +405,7 @@ def demo(home: Path) -> int:
         airflow(env, "db", "migrate", log=home / "logs" / "airflow-db.log")
         subprocess.run(
             [sys.executable, "-m", "kombo_sync.state", "migrate"], cwd=ROOT, env=env, check=True,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         integrations = seed(home, ports, env)
         run_dag(env, home, "kombo_package_sync")
@@ -383,7 +416,12 @@ def demo(home: Path) -> int:
             f"http://127.0.0.1:{ports['platform']}/_platform/simulate", json={"all": True}, timeout=30
         )
         finished.raise_for_status()
-        say(f"candidates finished their assessments: {finished.json()}")
+        done = finished.json()
+        emailed = finish_email_candidates(home)
+        say(
+            f"candidates finished their assessments: {done['completed']} completed and {done['cancelled']} "
+            f"cancelled on the platform, {emailed} invited by e-mail completed"
+        )
         run_dag(env, home, "kombo_result_writeback")
         ok = summarize(home, ports, integrations)
     say("stopped the sandbox, the platform stand-in and the SMTP server")

@@ -76,7 +76,7 @@ def airflow_components(
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "KOMBO_INTAKE_SCHEDULE": "0 * * * *",
             "KOMBO_SYNC_CONFIG": str(config),
             "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT)]),

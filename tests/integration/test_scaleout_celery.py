@@ -53,7 +53,8 @@ DAG_IDS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback")
 CONCURRENT_DAG_ID = "scaleout_concurrent_dispatch"
 CONCURRENT_ORDERS = 120
 REDIS_DB = 13
-NEVER = "0 0 1 1 *"
+# 29 February: the next due run is years away, so unpausing a DAG creates no scheduled run.
+NEVER = "0 0 29 2 *"
 
 # A test-only DAG: the intake's own dispatch task twice, one pinned to each worker's queue, started together.
 CONCURRENT_DAG = '''

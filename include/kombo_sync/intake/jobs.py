@@ -49,8 +49,9 @@ def _run_type(context: Mapping[str, Any]) -> str | None:
 
 def _previous_success_end(context: Mapping[str, Any]) -> datetime | None:
     try:
+        # A lazy proxy: it wraps None when there was no successful run, and `proxy is None` is False.
         value = context.get("prev_data_interval_end_success")
-        return None if value is None else datetime.fromisoformat(value.isoformat())
+        return datetime.fromisoformat(value.isoformat()) if isinstance(value, datetime) else None
     except Exception as exc:  # the lookup goes to the API server; without it, no gap extension
         log.warning(
             "previous successful run unknown (%s); polling this run's window only", type(exc).__name__
