@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import yaml
@@ -98,9 +98,11 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.logs: list[IO[bytes]] = []
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.log_dir / f"{name}.log", "wb")
+        self.logs.append(log)
         proc = subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -117,6 +119,8 @@ class Processes:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        for log in self.logs:
+            log.close()
 
 
 def airflow_env(home: Path, ports: dict[str, int]) -> dict[str, str]:
@@ -300,9 +304,13 @@ def finish_email_candidates(home: Path) -> int:
     from sandbox.warehouse import write_results
 
     with create_engine(f"sqlite:///{home / 'state.db'}").connect() as conn:
-        order_ids = conn.execute(
-            text("SELECT id FROM orders WHERE state = 'invited' AND channel = 'email' ORDER BY id")
-        ).scalars().all()
+        order_ids = (
+            conn.execute(
+                text("SELECT id FROM orders WHERE state = 'invited' AND channel = 'email' ORDER BY id")
+            )
+            .scalars()
+            .all()
+        )
     now = datetime.now(UTC)
     rows = [
         {
@@ -342,12 +350,13 @@ def summarize(home: Path, ports: dict[str, int], integrations: dict[str, str]) -
                 problems.append(
                     f"{integration_id}: Kombo has {len(kombo_packages)} packages, expected {expected}"
                 )
-            states = dict(
-                conn.execute(
+            states: dict[str, int] = {
+                state: count
+                for state, count in conn.execute(
                     text("SELECT state, count(*) FROM orders WHERE integration_id = :i GROUP BY state"),
                     {"i": integration_id},
                 ).all()
-            )
+            }
             orders = admin.list_orders(integration_id)
             written = [o for o in orders if o.get("results")]
             completed_at_kombo = sum(1 for o in orders if o["status"] in ("COMPLETED", "CANCELLED"))
