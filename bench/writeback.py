@@ -8,7 +8,7 @@
    subprocess, peak RSS (ru_maxrss) compared (target: nearly the same).
 
     .venv/bin/python bench/writeback.py                      # both, full size (about 10 minutes)
-    .venv/bin/python bench/writeback.py --quick              # 2,000 results, 20,000 vs 2,000 rows (~1 min)
+    .venv/bin/python bench/writeback.py --quick              # 2,000 results, 50,000 vs 10,000 rows (~1 min)
     .venv/bin/python bench/writeback.py --skip-memory --results 5000 --rate 300
 """
 
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-baseline-rows", type=int, default=10_000)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="2,000 results; 20,000 vs 2,000 rows")
+    parser.add_argument("--quick", action="store_true", help="2,000 results; 50,000 vs 10,000 rows")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.results, args.sequential_sample = 2_000, 100
-        args.memory_rows, args.memory_baseline_rows = 20_000, 2_000
+        args.memory_rows, args.memory_baseline_rows = 50_000, 10_000
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-writeback-") as tmp:
         workdir = Path(tmp)

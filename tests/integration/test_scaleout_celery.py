@@ -14,7 +14,9 @@ run against the sandbox and the platform stand-in (in this process, over real HT
    create a new invitation for every request, so a double send would show: each order must have exactly one.
 4. Candidates finish; `kombo_result_writeback` writes every result to Kombo.
 
-Everything started here is stopped in a `finally` (process groups), and the databases are dropped.
+The DAGs' cron schedules are moved out of the way (`KOMBO_*_SCHEDULE`), so every run the test waits for is one
+it caused, by a webhook or through the REST API (with a JWT from /auth/token). Everything started here is
+stopped in a `finally` (process groups), and the databases are dropped.
 Needs PostgreSQL (127.0.0.1:5432 or KOMBO_TEST_PG_URL) and Redis (127.0.0.1:6379 or KOMBO_TEST_REDIS_URL);
 without them it skips, unless CI=true.
 """
@@ -291,7 +293,7 @@ def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(
         # 3. A backlog dispatched by both workers at once, against a platform that would not deduplicate.
         api.set_paused("kombo_order_intake", True)
         api.wait_idle("kombo_order_intake")
-        platform_standin.admin.set_knobs(idempotent=False, latency_ms="20-60")
+        platform_standin.admin.set_knobs(idempotent=False, latency_ms="50-100")
         backlog = _create_orders(kombo_sandbox, integrations, CONCURRENT_ORDERS // len(CUSTOMERS), "c")
         assert set(_order_states(deployment.state_url, backlog).values()) == {"received"}
         api.set_paused(CONCURRENT_DAG_ID, False)
@@ -327,6 +329,8 @@ def test_compose_deployment_runs_the_pipeline_on_two_celery_workers(
         orders = {o["id"]: o for o in kombo_sandbox.admin.list_orders()}
         not_written = [o for o in finished["order_ids"] if orders[o]["status"] != "COMPLETED"]
         assert not not_written, f"{len(not_written)} results not in Kombo, e.g. {not_written[:3]}"
+        writes = {len(orders[o]["results"]) for o in finished["order_ids"]}
+        assert writes == {1}, f"results written more than once: {writes}"
         sent = _scalar(deployment.state_url, "SELECT count(*) FROM result_outbox WHERE state = 'sent'")
         assert sent == len(finished["order_ids"])
         print(f"scale-out test: {time.monotonic() - started:.0f} s")

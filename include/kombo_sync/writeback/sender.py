@@ -139,6 +139,8 @@ class ResultSender:
         budget = max_seconds if max_seconds is not None else settings.max_send_seconds
         deadline = None if budget is None else started + budget
         wanted = None if integration_ids is None else list(integration_ids)
+        import sys as _sys
+        _sys.setswitchinterval(0.0005)
         claimed_total = 0
         batches = 0
         exhausted = False
