@@ -32,7 +32,7 @@ def load_dag(dag_id: str) -> Any:
 
     bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py"))
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(dag_id)
+    return bag.dags[dag_id]
 
 
 def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datetime | None = None) -> Any:

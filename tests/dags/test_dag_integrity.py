@@ -32,7 +32,7 @@ def test_dag_id_equals_file_name(dag_bag):
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
 def test_conventions(dag_bag, dag_id):
-    dag = dag_bag.get_dag(dag_id)
+    dag = dag_bag.dags[dag_id]
     assert dag.tags, f"{dag_id} has no tags"
     assert "kombo" in dag.tags
     assert dag.doc_md and len(dag.doc_md.strip()) > 40, f"{dag_id} has no doc_md"
