@@ -25,7 +25,7 @@ from tests.integration.test_writeback_helpers import (  # noqa: F401
     write_rows,
 )
 
-RESULTS = 40
+RESULTS = 100
 MAX_RUNS = 6
 
 

@@ -118,7 +118,9 @@ class _PackageNames:
             try:
                 names = {p.id: p.name for p in self._client.get_packages(integration_id) if p.name}
             except Exception as exc:  # a missing name must not stop an invitation
-                log.warning("integration %s: package names unavailable (%s)", integration_id, type(exc).__name__)
+                log.warning(
+                    "integration %s: package names unavailable (%s)", integration_id, type(exc).__name__
+                )
                 names = {}
             with self._lock:
                 self._by_integration[integration_id] = names
@@ -182,7 +184,9 @@ class Dispatcher:
 
     # --- closing an order under our lease -------------------------------------------------------------
 
-    def _release_then(self, claim: ClaimedOrder, reason: str, final: Callable[[], bool], counter: str) -> None:
+    def _release_then(
+        self, claim: ClaimedOrder, reason: str, final: Callable[[], bool], counter: str
+    ) -> None:
         now = self.clock()
         if not self.repo.release_with_error(claim.order_id, self.owner, reason, now + _HOLD, now=now):
             self.counters.add("lease_lost")
@@ -197,7 +201,9 @@ class Dispatcher:
         reason = f"Kombo lists the order as {status}" if status else "Kombo no longer lists the order"
         log.info("order %s not invited: %s", claim.order_id, reason)
         if status == ORDER_STATUS_REJECTED:
-            self._release_then(claim, reason, lambda: self.repo.mark_rejected(claim.order_id, reason), "rejected")
+            self._release_then(
+                claim, reason, lambda: self.repo.mark_rejected(claim.order_id, reason), "rejected"
+            )
         else:
             self._release_then(claim, reason, lambda: self.repo.mark_cancelled(claim.order_id), "cancelled")
 
@@ -227,7 +233,8 @@ class Dispatcher:
         if self.client is not None:
             try:
                 current: dict[str, Order] = {
-                    order.id: order for order in self.client.get_orders_by_ids(integration_id, [c.order_id for c in claims])
+                    order.id: order
+                    for order in self.client.get_orders_by_ids(integration_id, [c.order_id for c in claims])
                 }
             except Exception as exc:
                 reason = f"could not re-check with Kombo: {_error_text(exc)}"
@@ -246,7 +253,9 @@ class Dispatcher:
                 if fresh is None or (status is not None and status != ORDER_STATUS_OPEN):
                     if fresh is not None:
                         self.repo.record_order(
-                            fresh.model_dump(mode="json", by_alias=True), "poll", integration_id=integration_id
+                            fresh.model_dump(mode="json", by_alias=True),
+                            "poll",
+                            integration_id=integration_id,
                         )
                     self.close_not_open(claim, status)
                     continue
@@ -330,8 +339,12 @@ class Dispatcher:
         batches = 0
         claimed_total = 0
         with (
-            ThreadPoolExecutor(max_workers=intake.poll_concurrency, thread_name_prefix="intake-recheck") as rechecks,
-            ThreadPoolExecutor(max_workers=intake.send_concurrency, thread_name_prefix="intake-send") as senders,
+            ThreadPoolExecutor(
+                max_workers=intake.poll_concurrency, thread_name_prefix="intake-recheck"
+            ) as rechecks,
+            ThreadPoolExecutor(
+                max_workers=intake.send_concurrency, thread_name_prefix="intake-send"
+            ) as senders,
         ):
             while max_orders is None or claimed_total < max_orders:
                 size = intake.claim_batch_size
@@ -362,7 +375,9 @@ class Dispatcher:
                     self.counters.get("invited"),
                     self.counters.get("retry_later"),
                     self.counters.get("failed"),
-                    self.counters.get("cancelled") + self.counters.get("rejected") + self.counters.get("duplicate"),
+                    self.counters.get("cancelled")
+                    + self.counters.get("rejected")
+                    + self.counters.get("duplicate"),
                 )
         summary: dict[str, Any] = {
             "owner": self.owner,
@@ -467,7 +482,9 @@ def invite_order_now(
         if record is None:  # pragma: no cover - recorded above
             raise RetriableInvitationError("order vanished from the state store")
         if record.state == INVITED:
-            return InvitationResult(record.invitation_id, record.invitation_url, record.channel or inviter.channel)
+            return InvitationResult(
+                record.invitation_id, record.invitation_url, record.channel or inviter.channel
+            )
         if record.state not in (RECEIVED, INVITING):
             raise PermanentInvitationError(f"order is {record.state}, not invitable")
         claim = repo.claim_order(order_id, owner, intake.lease_seconds, now=clock())
@@ -500,14 +517,18 @@ def invite_order_now(
     except InvitationError as exc:
         if exc.retriable and claim.attempts < intake.max_attempts:
             now = clock()
-            repo.release_with_error(order_id, owner, str(exc), now + retry_delay(intake, claim.attempts), now=now)
+            repo.release_with_error(
+                order_id, owner, str(exc), now + retry_delay(intake, claim.attempts), now=now
+            )
         else:
             repo.mark_failed(order_id, str(exc), owner=owner)
         raise
     except Exception as exc:
         now = clock()
         repo.release_with_error(order_id, owner, f"unexpected {type(exc).__name__}", now, now=now)
-        raise RetriableInvitationError(f"unexpected {type(exc).__name__} from channel {inviter.channel}") from exc
+        raise RetriableInvitationError(
+            f"unexpected {type(exc).__name__} from channel {inviter.channel}"
+        ) from exc
     if not repo.mark_invited(
         order_id,
         owner,

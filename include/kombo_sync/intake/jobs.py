@@ -153,8 +153,7 @@ def report_task(
         "invited": dispatch_summary.get("invited", 0),
         "retry_later": dispatch_summary.get("retry_later", 0),
         "failed": dispatch_summary.get("failed", 0),
-        "closed": sum(dispatch_summary.get(k, 0) for k in ("cancelled", "rejected", "duplicate"))
-        + poll_summary.get("duplicates", 0),
+        "closed": sum(dispatch_summary.get(k, 0) for k in ("cancelled", "rejected", "duplicate")),
     }
     log.info("intake run: %s", report)
     failed = poll_summary.get("integrations_failed") or {}

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from kombo_sync.intake.claims import duplicate_rule_enabled, older_active_duplicate
+from kombo_sync.intake.claims import IntakeOrders
 from kombo_sync.intake.window import PollWindow
 from kombo_sync.kombo.client import KomboClient
 from kombo_sync.kombo.errors import KomboError
@@ -22,7 +22,7 @@ from kombo_sync.kombo.models import ORDER_STATUS_OPEN, ORDER_STATUS_REJECTED, Or
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.audit import Quarantine
 from kombo_sync.state.integrations import IntegrationRecord, IntegrationRepository
-from kombo_sync.state.orders import RECEIVED, InvalidTransition, OrderRepository
+from kombo_sync.state.orders import RECEIVED, InvalidTransition, _order_columns
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,17 @@ def poll_orders(
 ) -> dict[str, Any]:
     """Record the open orders created in ``window`` for every active integration (or those given).
 
-    Returns a summary: integrations polled and failed (with Kombo's code), orders seen, new, duplicates.
+    Returns a summary: integrations polled and failed (with Kombo's code), orders seen and new. The
+    duplicate rule is applied by the dispatcher, under the order's lease, right before sending.
     ``dry_run`` lists and counts what would be recorded and writes nothing.
     """
     intake = settings.intake
     integrations, not_active = select_integrations(store, integration_ids)
     if not_active:
-        log.warning("skipping %s integration(s) that are not active in the registry: %s", len(not_active), not_active)
-    repo = OrderRepository(store)
+        log.warning(
+            "skipping %s integration(s) that are not active in the registry: %s", len(not_active), not_active
+        )
+    repo = IntakeOrders(store)
     quarantine = Quarantine(store)
     counters = _Counters()
     failed: dict[str, str] = {}
@@ -95,20 +98,17 @@ def poll_orders(
     )
 
     def poll_one(integration: IntegrationRecord) -> None:
-        rule = duplicate_rule_enabled(intake, integration.id, integration.settings)
         for page in client.iter_order_pages(
             integration.id,
             statuses=ORDER_STATUS_OPEN,
             created_after=window.created_after,
             page_size=intake.page_size,
         ):
-            for order in page:
-                counters.add("orders_seen")
-                if dry_run:
-                    if repo.get(order.id) is None:
-                        counters.add("orders_new")
-                    continue
-                _record(repo, quarantine, order, integration.id, rule, counters, run_id)
+            counters.add("orders_seen", len(page))
+            if dry_run:
+                counters.add("orders_new", sum(1 for order in page if repo.get(order.id) is None))
+                continue
+            _record_page(repo, quarantine, page, integration.id, counters, run_id)
 
     total = len(integrations)
     every = max(1, total // 20)
@@ -141,7 +141,6 @@ def poll_orders(
         "integrations_not_active": not_active,
         "orders_seen": counters.get("orders_seen"),
         "orders_new": counters.get("orders_new"),
-        "duplicates": counters.get("duplicates"),
         "closed": counters.get("closed"),
         "quarantined": counters.get("quarantined"),
         "seconds": round(time.monotonic() - started, 3),
@@ -150,57 +149,43 @@ def poll_orders(
     return summary
 
 
-def _record(
-    repo: OrderRepository,
+def _record_page(
+    repo: IntakeOrders,
     quarantine: Quarantine,
-    order: Order,
+    page: list[Order],
     integration_id: str,
-    duplicate_rule: bool,
     counters: _Counters,
     run_id: str | None,
 ) -> None:
-    payload = order.model_dump(mode="json", by_alias=True)
-    try:
-        result = repo.record_order(payload, "poll", integration_id=integration_id)
-    except ValueError as exc:
-        quarantine.add(JOB, order.id, f"order cannot be recorded: {exc}", payload, run_id=run_id)
-        counters.add("quarantined")
-        return
-    if result.created:
-        counters.add("orders_new")
-    if result.state != RECEIVED:
-        return
-    if order.status and order.status != ORDER_STATUS_OPEN:
-        # Asked for OPEN only; an order Kombo lists otherwise is never invited.
-        reason = f"Kombo lists the order as {order.status}"
+    """Record one page in one transaction; an order that cannot be recorded is quarantined, not fatal."""
+    payloads = []
+    for order in page:
+        payload = order.model_dump(mode="json", by_alias=True)
         try:
-            if order.status == ORDER_STATUS_REJECTED:
-                repo.mark_rejected(order.id, reason)
-            else:
-                repo.mark_cancelled(order.id)
-            counters.add("closed")
-        except InvalidTransition:
-            pass  # claimed meanwhile: the dispatcher re-checks with Kombo under its lease
-        return
-    if not (result.created and duplicate_rule):
-        return
+            _order_columns(payload, integration_id)
+        except ValueError as exc:
+            quarantine.add(JOB, order.id, f"order cannot be recorded: {exc}", payload, run_id=run_id)
+            counters.add("quarantined")
+            continue
+        payloads.append(payload)
+    created = repo.record_orders(payloads, "poll", integration_id=integration_id)
+    counters.add("orders_new", len(created))
+    for order in page:
+        if order.status and order.status != ORDER_STATUS_OPEN:
+            _close_listed_not_open(repo, order, counters)
+
+
+def _close_listed_not_open(repo: IntakeOrders, order: Order, counters: _Counters) -> None:
+    """We asked for OPEN orders only; one Kombo lists otherwise is never invited."""
     record = repo.get(order.id)
-    if record is None:
+    if record is None or record.state != RECEIVED:
         return
-    duplicate_of = older_active_duplicate(
-        repo,
-        order_id=record.id,
-        integration_id=record.integration_id,
-        package_id=record.package_id,
-        candidate_email=record.candidate_email,
-        application_remote_id=record.application_remote_id,
-        received_at=record.received_at,
-    )
-    if duplicate_of is None:
-        return
+    reason = f"Kombo lists the order as {order.status}"
     try:
-        if repo.mark_duplicate(record.id, duplicate_of):
-            counters.add("duplicates")
-            log.info("order %s is a duplicate of %s", record.id, duplicate_of)
+        if order.status == ORDER_STATUS_REJECTED:
+            repo.mark_rejected(order.id, reason)
+        else:
+            repo.mark_cancelled(order.id)
+        counters.add("closed")
     except InvalidTransition:
-        pass  # claimed meanwhile: the dispatcher applies the same rule under its lease
+        pass  # claimed meanwhile: the dispatcher re-checks with Kombo under its lease

@@ -52,7 +52,9 @@ def poll_window(
     overlap = timedelta(minutes=settings.overlap_minutes)
     if data_interval_start is None or run_type == "asset_triggered":
         return PollWindow(
-            created_after=now - timedelta(minutes=settings.lookback_minutes) - overlap, until=None, kind=KIND_LOOKBACK
+            created_after=now - timedelta(minutes=settings.lookback_minutes) - overlap,
+            until=None,
+            kind=KIND_LOOKBACK,
         )
     start = data_interval_start
     if run_type == SCHEDULED:

@@ -13,9 +13,12 @@ an unexpected exception into a bare JSON error without a stack trace:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -94,6 +97,19 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)[: limit + 1]
 
 
+_limiter: anyio.CapacityLimiter | None = None
+
+
+def _handler_limiter() -> anyio.CapacityLimiter:
+    """At most `KOMBO_WEBHOOK_THREADS` (default 8) webhooks are handled at once per api-server worker; the
+    rest wait their turn on the event loop. Handling is short and mostly database round trips: a few threads
+    keep the database busy, while dozens would only fight over the GIL and stretch every answer."""
+    global _limiter
+    if _limiter is None:
+        _limiter = anyio.CapacityLimiter(max(1, int(os.environ.get("KOMBO_WEBHOOK_THREADS", "8"))))
+    return _limiter
+
+
 def create_app(deps_factory: Callable[[], WebhookDeps] | None = None) -> FastAPI:
     """The webhook app; `deps_factory` (default `default_deps`) is called on the first request."""
     app = FastAPI(
@@ -119,11 +135,15 @@ def create_app(deps_factory: Callable[[], WebhookDeps] | None = None) -> FastAPI
         from kombo_sync.webhooks.handlers import handle_webhook
 
         try:
-            webhook_deps = holder.get("deps") or await run_in_threadpool(deps)
+            webhook_deps = holder.get("deps")
+            if webhook_deps is None:
+                webhook_deps = await run_in_threadpool(deps)
             # Settings are cached (one stat() of the file per call): cheap enough for the event loop.
             limit = webhook_deps.settings().webhook.max_body_bytes
             body = await read_capped_body(request, limit)
-            result = await run_in_threadpool(handle_webhook, body, request.headers, webhook_deps)
+            result = await anyio.to_thread.run_sync(
+                handle_webhook, body, request.headers, webhook_deps, limiter=_handler_limiter()
+            )
         except ClientDisconnect:
             return JSONResponse(
                 {

@@ -532,9 +532,11 @@ def _run_id(context: Mapping[str, Any]) -> str | None:
     return getattr(context.get("dag_run"), "run_id", None) or context.get("run_id")
 
 
-def _previous_success_end(context: Mapping[str, Any]) -> Any:
+def _previous_success_end(context: Mapping[str, Any]) -> datetime | None:
     try:
-        return context.get("prev_data_interval_end_success")
+        value = context.get("prev_data_interval_end_success")
+        # A lazy proxy in the task context; read it into a plain datetime here, where a failure is handled.
+        return None if value is None else parse_when(datetime.fromisoformat(value.isoformat()))
     except Exception as exc:  # looked up through the API server; without it no gap extension
         log.warning(
             "previous successful run unknown (%s); reading this run's window only", type(exc).__name__

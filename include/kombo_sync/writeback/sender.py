@@ -57,6 +57,10 @@ DEAD = "dead"
 NOT_WRITABLE = "not_writable"
 LEASE_LOST = "lease_lost"
 
+# The sender records outcomes in batches of this many, or at least this often (seconds).
+RECORD_BATCH = 100
+RECORD_INTERVAL = 0.25
+
 # Our own codes, for outcomes Kombo did not name (Kombo's codes are dotted, these are not).
 ORDER_NOT_OPEN = "ORDER_NOT_OPEN"
 ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
@@ -139,8 +143,6 @@ class ResultSender:
         budget = max_seconds if max_seconds is not None else settings.max_send_seconds
         deadline = None if budget is None else started + budget
         wanted = None if integration_ids is None else list(integration_ids)
-        import sys as _sys
-        _sys.setswitchinterval(0.0005)
         claimed_total = 0
         batches = 0
         exhausted = False
@@ -149,6 +151,9 @@ class ResultSender:
         done: queue.SimpleQueue[tuple[OutboxItem, Outcome]] = queue.SimpleQueue()
         workers: list[threading.Thread] = []
         queued = 0  # handed to the workers and not yet back
+        received: list[tuple[OutboxItem, Outcome]] = []  # back from the workers, not yet recorded
+        counted = 0  # of `received`, already taken off `queued`
+        last_record = started
         # Claim again when fewer than this many are queued, so the workers never run dry between batches.
         refill_below = max(settings.max_concurrency * 2, settings.claim_batch_rows // 2)
         try:
@@ -172,23 +177,30 @@ class ResultSender:
                 if queued == 0:
                     break
                 try:
-                    outcomes = [done.get(timeout=5.0)]
+                    received.append(done.get(timeout=0.05 if received else 5.0))
                 except queue.Empty:
-                    if not any(worker.is_alive() for worker in workers):
+                    if not received and not any(worker.is_alive() for worker in workers):
                         # Their rows stay leased and come back to a later run when the lease expires.
                         raise RuntimeError(
                             f"all sender threads died with {queued} result(s) in hand"
                         ) from None
-                    continue
                 while True:
                     try:
-                        outcomes.append(done.get_nowait())
+                        received.append(done.get_nowait())
                     except queue.Empty:
                         break
-                # Outcomes are written by this thread only: one writer keeps SQLite free of lock contention,
-                # and the workers go straight back to sending.
-                self._record_many(outcomes)
-                queued -= len(outcomes)
+                queued -= len(received) - counted
+                counted = len(received)
+                # Outcomes are written by this thread only, in batches (every RECORD_BATCH outcomes or
+                # RECORD_INTERVAL seconds): one writer and few commits keep the database and this thread off
+                # the workers' path.
+                if received and (
+                    len(received) >= RECORD_BATCH
+                    or queued == 0
+                    or self._monotonic() - last_record >= RECORD_INTERVAL
+                ):
+                    self._record_many(received)
+                    received, counted, last_record = [], 0, self._monotonic()
                 now = self._monotonic()
                 if now - last_progress >= 10:
                     last_progress = now
@@ -201,6 +213,8 @@ class ResultSender:
                         self.counts[DEAD],
                         self.counts[NOT_WRITABLE],
                     )
+            if received:
+                self._record_many(received)
         finally:
             for _ in workers:
                 todo.put(None)
