@@ -425,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         if pg_database:
             drop_database(args.pg_admin_url, pg_database)
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if ok else 1
+    # Like the other benchmarks: a missed target is reported above, not an exit status (`make bench` runs all).
+    print(f"overall: {'all targets met' if ok else 'a target was missed'}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ an intake that processes every pending order wants.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -32,10 +32,7 @@ def request_wakeup(store: StateStore, topic: str, *, conn: Connection | None = N
     if conn is not None:
         _bump(store, conn, topic)
         return True
-    with store.transaction(readonly=True) as read:
-        row = read.execute(
-            sa.select(wakeups.c.requested, wakeups.c.consumed).where(wakeups.c.topic == topic)
-        ).first()
+    row = _read_counters(store, topic)
     # A pending request will be consumed after our data was committed, so the woken run sees it.
     if row is not None and row.requested > row.consumed:
         return False
@@ -57,10 +54,7 @@ def _bump(store: StateStore, conn: Connection, topic: str) -> None:
 
 def consume_wakeups(store: StateStore, topic: str) -> int:
     """Consume every pending request of `topic`; returns how many (0 when none, or another consumer won)."""
-    with store.transaction(readonly=True) as read:
-        row = read.execute(
-            sa.select(wakeups.c.requested, wakeups.c.consumed).where(wakeups.c.topic == topic)
-        ).first()
+    row = _read_counters(store, topic)
     if row is None or row.requested <= row.consumed:
         return 0
     with store.transaction() as write:
@@ -77,8 +71,16 @@ def consume_wakeups(store: StateStore, topic: str) -> int:
 
 def pending_wakeups(store: StateStore, topic: str) -> int:
     """Requests for `topic` not consumed yet (for tests and monitoring)."""
-    with store.transaction(readonly=True) as read:
-        row = read.execute(
+    row = _read_counters(store, topic)
+    return 0 if row is None else max(int(row.requested - row.consumed), 0)
+
+
+def _read_counters(store: StateStore, topic: str) -> Any:
+    # One statement, no transaction needed: autocommit saves the BEGIN and COMMIT round trips on every webhook
+    # and every triggerer poll.
+    store.ensure_migrated()
+    with store.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        return conn.execute(
             sa.select(wakeups.c.requested, wakeups.c.consumed).where(wakeups.c.topic == topic)
         ).first()
-    return 0 if row is None else max(int(row.requested - row.consumed), 0)
