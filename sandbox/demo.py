@@ -210,7 +210,7 @@ def services(home: Path) -> Iterator[tuple[Processes, dict[str, int]]]:
         wait_port(ports["smtp"])
         say(
             f"sandbox on :{ports['kombo']}, platform stand-in on :{ports['platform']}, SMTP on :{ports['smtp']}"
-            f" (logs in {logs.relative_to(ROOT)})"
+            f" (logs in {logs})"
         )
         yield procs, ports
     finally:
@@ -290,7 +290,7 @@ def run_dag(env: dict[str, str], home: Path, dag_id: str, conf: dict[str, Any] |
         args += ["--conf", json.dumps(conf)]
     code = airflow(env, *args, log=home / "logs" / f"{dag_id}.log", check=False)
     outcome = "succeeded" if code == 0 else f"FAILED (exit {code})"
-    say(f"{dag_id} {outcome} in {time.monotonic() - started:.1f} s (log: .local/demo/logs/{dag_id}.log)")
+    say(f"{dag_id} {outcome} in {time.monotonic() - started:.1f} s (log: {home / 'logs' / f'{dag_id}.log'})")
     if code != 0:
         raise RuntimeError(f"{dag_id} failed; see {home / 'logs' / f'{dag_id}.log'}")
 
