@@ -22,9 +22,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,6 @@ from kombo_sync.kombo.client import KomboClient  # noqa: E402
 from kombo_sync.settings import PipelineSettings  # noqa: E402
 from kombo_sync.state.integrations import IntegrationRepository  # noqa: E402
 from kombo_sync.state.store import StateStore  # noqa: E402
-
 from sandbox.testing import PlatformAdmin, SandboxAdmin  # noqa: E402
 
 POLL_INTERVAL_S = 300.0
@@ -72,7 +71,13 @@ def servers(tmp: Path, latency_ms: float, platform_latency_ms: float) -> Iterato
     benchmark process then spends its CPU on the intake only."""
     kombo_port, platform_port = _free_port(), _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT)])}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": ROOT, "env": env, "start_new_session": True}
+    quiet = {
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "cwd": ROOT,
+        "env": env,
+        "start_new_session": True,
+    }
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "sandbox", "--port", str(kombo_port), "--api-key", SANDBOX_KEY,
@@ -88,7 +93,9 @@ def servers(tmp: Path, latency_ms: float, platform_latency_ms: float) -> Iterato
         kombo_url, platform_url = f"http://127.0.0.1:{kombo_port}", f"http://127.0.0.1:{platform_port}"
         _wait_for(f"{kombo_url}/_sandbox/health")
         _wait_for(f"{platform_url}/_platform/health")
-        sandbox = SimpleNamespace(api_url=f"{kombo_url}/v1", api_key=SANDBOX_KEY, admin=SandboxAdmin(kombo_url))
+        sandbox = SimpleNamespace(
+            api_url=f"{kombo_url}/v1", api_key=SANDBOX_KEY, admin=SandboxAdmin(kombo_url)
+        )
         platform = SimpleNamespace(url=platform_url, api_key=PLATFORM_KEY, admin=PlatformAdmin(platform_url))
         yield sandbox, platform
     finally:
@@ -98,11 +105,15 @@ def servers(tmp: Path, latency_ms: float, platform_latency_ms: float) -> Iterato
             child.wait(timeout=30)
 
 
-def make_integrations(sandbox: Any, store: StateStore, count: int, orders_each: int, prefix: str) -> list[str]:
+def make_integrations(
+    sandbox: Any, store: StateStore, count: int, orders_each: int, prefix: str
+) -> list[str]:
     registry = IntegrationRepository(store)
     ids = []
     for n in range(count):
-        created = sandbox.admin.create_integration("workday", organization_name=f"{prefix} {n}", origin_id=f"{prefix}-{n}")
+        created = sandbox.admin.create_integration(
+            "workday", organization_name=f"{prefix} {n}", origin_id=f"{prefix}-{n}"
+        )
         integration_id = created.get("integration", created)["id"]
         registry.upsert(integration_id, source="admin", tool="workday", customer_key=f"{prefix}-{n}")
         ids.append(integration_id)
@@ -114,7 +125,9 @@ def make_integrations(sandbox: Any, store: StateStore, count: int, orders_each: 
 
 def cycle(store: StateStore, sandbox: Any, platform: Any, settings: PipelineSettings) -> dict[str, float]:
     client = KomboClient(sandbox.api_url, sandbox.api_key, timeout=30)
-    inviters = Inviters(settings, prebuilt={"platform": PlatformInviter(platform.url, platform.api_key, timeout=30)})
+    inviters = Inviters(
+        settings, prebuilt={"platform": PlatformInviter(platform.url, platform.api_key, timeout=30)}
+    )
     now = datetime.now(UTC)
     window = PollWindow(created_after=now - timedelta(hours=1), until=now, kind=KIND_INTERVAL)
     started = time.perf_counter()
@@ -143,27 +156,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-integrations", type=int, default=30, help="sample size of the baseline")
     parser.add_argument("--poll-concurrency", type=int, default=32)
     parser.add_argument("--send-concurrency", type=int, default=16)
-    parser.add_argument("--state-url", default=None, help="state store URL (default: a temporary SQLite file)")
+    parser.add_argument(
+        "--state-url", default=None, help="state store URL (default: a temporary SQLite file)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-intake-"))
     with servers(tmp, args.latency_ms, args.platform_latency_ms) as (sandbox, platform):
-        main_store = StateStore(args.state_url or f"sqlite:///{tmp / 'state.db'}")
-        main_store.migrate()
-        baseline_store = StateStore(f"sqlite:///{tmp / 'baseline.db'}")
-        baseline_store.migrate()
+        store = StateStore(args.state_url or f"sqlite:///{tmp / 'state.db'}")
+        store.migrate()
         sample = min(args.baseline_integrations, args.integrations)
-        print(f"setting up {args.integrations} + {sample} integrations x {args.orders_per_integration} orders ...", flush=True)
-        make_integrations(sandbox, main_store, args.integrations, args.orders_per_integration, "bench")
-        make_integrations(sandbox, baseline_store, sample, args.orders_per_integration, "baseline")
-
         concurrent = PipelineSettings.model_validate(
             {"intake": {"poll_concurrency": args.poll_concurrency, "send_concurrency": args.send_concurrency}}
         )
-        sequential = PipelineSettings.model_validate({"intake": {"poll_concurrency": 1, "send_concurrency": 1}})
-        base = cycle(baseline_store, sandbox, platform, sequential)
-        result = cycle(main_store, sandbox, platform, concurrent)
+        sequential = PipelineSettings.model_validate(
+            {"intake": {"poll_concurrency": 1, "send_concurrency": 1}}
+        )
+        # The baseline first, on the same store, then its integrations are switched off for the main cycle.
+        print(
+            f"baseline: {sample} integrations x {args.orders_per_integration} orders, one at a time ...",
+            flush=True,
+        )
+        baseline_ids = make_integrations(sandbox, store, sample, args.orders_per_integration, "baseline")
+        base = cycle(store, sandbox, platform, sequential)
+        registry = IntegrationRepository(store)
+        for integration_id in baseline_ids:
+            registry.set_enabled(integration_id, False)
+        print(
+            f"setting up {args.integrations} integrations x {args.orders_per_integration} orders ...",
+            flush=True,
+        )
+        make_integrations(sandbox, store, args.integrations, args.orders_per_integration, "bench")
+        result = cycle(store, sandbox, platform, concurrent)
 
     per_integration = base["total_s"] / sample
     baseline_s = per_integration * args.integrations
@@ -172,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"intake cycle: {args.integrations} integrations x {args.orders_per_integration} new orders = {orders} orders, "
-        f"Kombo latency {args.latency_ms:g} ms, state store {main_store.dialect}"
+        f"Kombo latency {args.latency_ms:g} ms, state store {store.dialect}"
     )
     print(
         f"  concurrent (poll {args.poll_concurrency}, send {args.send_concurrency}): poll {result['poll_s']:.1f} s "

@@ -36,7 +36,9 @@ default_args = {
 @dag(
     dag_id="kombo_order_intake",
     schedule=AssetOrTimeSchedule(
-        timetable=CronDataIntervalTimetable(os.environ.get("KOMBO_INTAKE_SCHEDULE", "*/5 * * * *"), timezone="UTC"),
+        timetable=CronDataIntervalTimetable(
+            os.environ.get("KOMBO_INTAKE_SCHEDULE", "*/5 * * * *"), timezone="UTC"
+        ),
         assets=[ORDERS_RECEIVED],
     ),
     start_date=datetime(2025, 1, 1),

@@ -63,7 +63,7 @@ class MailboxHandler:
         with self._lock:
             return [dict(entry) for entry in self._index]
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd API)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self._lock:
             if self._failures_left > 0:
                 self._failures_left -= 1

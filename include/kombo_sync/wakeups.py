@@ -41,6 +41,26 @@ def request_wakeup(store: StateStore, topic: str, *, conn: Connection | None = N
     return True
 
 
+def request_wakeup_in_transaction(store: StateStore, conn: Connection, topic: str) -> bool:
+    """`request_wakeup` inside the caller's SQLite write transaction, coalesced like the one without `conn`:
+    True if a request was written, False if one was pending already.
+
+    Safe on SQLite only: the caller holds the database's write lock (`BEGIN IMMEDIATE`), which a consumer's
+    compare-and-set needs too, so a request seen pending here is consumed after the caller's commit and the
+    woken run sees its data. On PostgreSQL a consumer can commit meanwhile: there call `request_wakeup` after
+    the commit (ValueError here).
+    """
+    if store.dialect != "sqlite":
+        raise ValueError("request_wakeup_in_transaction is for SQLite; call request_wakeup after the commit")
+    row = conn.execute(
+        sa.select(wakeups.c.requested, wakeups.c.consumed).where(wakeups.c.topic == topic)
+    ).first()
+    if row is not None and row.requested > row.consumed:
+        return False
+    _bump(store, conn, topic)
+    return True
+
+
 def _bump(store: StateStore, conn: Connection, topic: str) -> None:
     now = store.now()
     store.upsert(

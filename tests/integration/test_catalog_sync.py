@@ -21,6 +21,9 @@ from kombo_sync.kombo.client import KomboClient
 from kombo_sync.settings import CatalogSettings, PipelineSettings
 from kombo_sync.state.audit import Quarantine, RunAudit
 from kombo_sync.state.integrations import IntegrationRepository
+from kombo_sync.state.orders import OrderRepository
+from kombo_sync.webhooks.handlers import WebhookDeps, handle_webhook
+from kombo_sync.webhooks.testing import order_event, signed
 
 CATALOG_SQL = Path(__file__).resolve().parents[2] / "include" / "sql" / "catalog.sql"
 
@@ -257,3 +260,36 @@ def test_a_missing_column_stops_the_run_before_anything_is_sent(harness, tmp_pat
         )
     assert harness.package_requests() == 0
     assert RunAudit(harness.store).recent("catalog", limit=1)[0].status == "failed"
+
+
+def test_webhook_rejects_a_package_the_last_publish_did_not_give_the_customer(harness):
+    secret = "whsec_catalog"
+    deps = WebhookDeps(secrets=lambda: [secret], store=harness.store, settings=PipelineSettings())
+
+    def order(integration_id, package_id):
+        event = order_event(integration_id=integration_id, package_id=package_id)
+        body, headers = signed(event, secret)
+        return event["data"]["id"], handle_webhook(body, headers, deps)
+
+    one = harness.integration("c1")
+    # Before any publish nothing is known about the customer's packages: every package is accepted.
+    assert order(one, "never-published")[1].status_code == 200
+    harness.catalog([pkg("ts"), pkg("big5", "BEHAVIORAL"), pkg("sql")], {"c1": ["ts", "big5"]})
+    assert harness.run()["counts"] == {"published": 1}
+    assert harness.registry.get(one).published_package_ids == ["big5", "ts"]
+
+    order_id, unlisted = order(one, "sql")  # in the catalog, but not this customer's
+    assert unlisted.status_code == 422 and unlisted.body["status"] == "ORDER_REJECTED"
+    assert set(unlisted.body) == {"status", "message"}
+    assert (
+        "'sql'" in unlisted.body["message"] and "not available for your account" in unlisted.body["message"]
+    )
+    assert OrderRepository(harness.store).get(order_id).state == "rejected"
+    listed = order(one, "ts")[1]
+    assert listed.status_code == 200 and listed.body["status"] == "ACCEPTED"
+
+    # The next publish moves the line: sql given, ts taken away.
+    harness.catalog([pkg("ts"), pkg("big5", "BEHAVIORAL"), pkg("sql")], {"c1": ["big5", "sql"]})
+    assert harness.run()["counts"] == {"published": 1}
+    assert order(one, "sql")[1].status_code == 200
+    assert order(one, "ts")[1].status_code == 422

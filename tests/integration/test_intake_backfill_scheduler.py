@@ -101,7 +101,7 @@ def airflow_components(
     logs = tmp_path / "logs"
     logs.mkdir()
     for component in ("api-server", "scheduler", "dag-processor"):
-        log = open(logs / f"{component}.log", "wb")  # noqa: SIM115 - closed below
+        log = open(logs / f"{component}.log", "wb")
         processes.append(
             (subprocess.Popen([str(BIN / "airflow"), component], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True), log)

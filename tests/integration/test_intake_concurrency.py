@@ -1,6 +1,7 @@
 """Exactly one invitation per order under concurrency, on SQLite and PostgreSQL: overlapping intake runs, the
 webhook and the poll recording (and inviting) the same order at once, and a task that fails and is retried."""
 
+# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 import threading
@@ -8,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+
 from kombo_sync.intake import STEP_SENT, dispatch_invitations, invite_order_now, poll_orders
 from kombo_sync.state.orders import OrderRepository
-
 from tests.integration.test_intake_helpers import (  # noqa: F401 (fixture)
     email_inviter,
     invitation_rows,

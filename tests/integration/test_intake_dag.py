@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kombo_sync.state.orders import OrderRepository
 
+from kombo_sync.state.orders import OrderRepository
 from tests.airflow_support import ensure_airflow_db, run_dag, task_states
 from tests.integration.test_intake_helpers import (  # noqa: F401
     FROM_EMAIL,

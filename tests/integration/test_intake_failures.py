@@ -1,14 +1,18 @@
 """Failures of the invitation channels, on SQLite and PostgreSQL: retries with backoff across runs, `failed`
 after max_attempts with the reason, a malformed e-mail failing only its order, expired leases re-claimed."""
 
+# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 from datetime import timedelta
 
-from kombo_sync.intake import dispatch_invitations, poll_orders
-from kombo_sync.invites.base import InvitationRequest, InvitationResult, PermanentInvitationError
-from kombo_sync.state.orders import OrderRepository
+import pytest
 
+from kombo_sync.intake import dispatch_invitations, poll_orders
+from kombo_sync.invites import InviterConfigurationError, Inviters
+from kombo_sync.invites.base import InvitationRequest, InvitationResult, Inviter, PermanentInvitationError
+from kombo_sync.settings import PipelineSettings
+from kombo_sync.state.orders import OrderRepository
 from tests.integration.test_intake_helpers import (  # noqa: F401 (fixture)
     email_inviter,
     inviters,
@@ -190,3 +194,30 @@ def test_a_dead_workers_claim_expires_and_the_order_is_sent_with_the_same_key(
     assert repo.get(dead_claim.order_id).attempts == 2
     assert platform_creations(platform_standin) == dict.fromkeys(ids, 1)
     assert platform_standin.admin.invitations()["requests_by_order"][dead_claim.order_id] == 2
+
+
+def test_a_channel_without_its_connection_holds_back_only_its_orders(
+    state_store, kombo_sandbox, platform_standin
+):
+    settings = make_settings()
+    (by_platform,) = register(state_store, kombo_sandbox)
+    (by_email,) = register(state_store, kombo_sandbox, channel="email")
+    platform_ids = kombo_sandbox.admin.bulk_create_orders(by_platform, 2)
+    email_ids = kombo_sandbox.admin.bulk_create_orders(by_email, 2)
+    client = kombo_client(kombo_sandbox)
+    poll_orders(state_store, client, settings, window())
+
+    def no_smtp_connection(channel: str, _settings: PipelineSettings) -> Inviter:
+        raise InviterConfigurationError("channel 'email' needs the Airflow connection 'kombo_smtp'")
+
+    invite = Inviters(
+        settings, prebuilt={"platform": platform_inviter(platform_standin)}, factory=no_smtp_connection
+    )
+    with pytest.raises(InviterConfigurationError, match="kombo_smtp"):
+        dispatch_invitations(state_store, client, invite, settings)
+    assert platform_creations(platform_standin) == dict.fromkeys(platform_ids, 1)
+    repo = OrderRepository(state_store)
+    assert [(repo.get(i).state, repo.get(i).attempts) for i in email_ids] == [
+        ("received", 0),
+        ("received", 0),
+    ]

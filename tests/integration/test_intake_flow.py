@@ -1,16 +1,15 @@
 """An intake cycle against the sandbox over HTTP, on SQLite and PostgreSQL: record, invite (platform and e-mail),
 duplicates, orders closed before sending, integration isolation, dry run."""
 
+# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from kombo_sync.intake import dispatch_invitations, poll_orders
 from kombo_sync.intake.window import KIND_INTERVAL, PollWindow
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.orders import OrderRepository
-
 from tests.integration.test_intake_helpers import (  # noqa: F401 (fixture)
     email_inviter,
     invitation_rows,
@@ -143,21 +142,21 @@ def test_an_order_cancelled_in_the_ats_before_sending_is_not_invited(
 
 
 def test_duplicate_orders_for_the_same_candidate_and_package_are_not_invited_again(
-    state_store, kombo_sandbox, platform_standin
+    state_store, state_clock, kombo_sandbox, platform_standin
 ):
     settings = make_settings()
     first_integration, second_integration = register(state_store, kombo_sandbox, 2)
     candidate = {"email": "Grace.Hopper@example.com", "first_name": "Grace", "last_name": "Hopper"}
     application = {"remote_id": "app-1"}
-    admin = kombo_sandbox.admin
-    original = new_order(
-        kombo_sandbox, first_integration, "py", candidate=candidate, application=application
-    )["id"]
+    original = new_order(kombo_sandbox, first_integration, "py", candidate=candidate, application=application)
+    # The webhook recorded the original a second before the poll sees the repeat.
+    OrderRepository(state_store).record_order(original, "webhook", integration_id=first_integration)
+    state_clock.advance(1)
     repeat = new_order(
         kombo_sandbox,
         first_integration,
         "py",
-        candidate={**candidate, "email": "grace.hopper@example.com"},
+        candidate={**candidate, "email": "grace.hopper@example.com"},  # e-mails compare case-insensitively
         application=application,
     )["id"]
     other_package = new_order(
@@ -174,12 +173,33 @@ def test_duplicate_orders_for_the_same_candidate_and_package_are_not_invited_aga
         settings,
     )
     states = order_states(state_store)
-    assert states[original] == "invited" and states[repeat] == "duplicate"
+    assert states[original["id"]] == "invited" and states[repeat] == "duplicate"
     assert states[other_package["id"]] == "invited"
     assert states[other_integration["id"]] == "invited"
-    assert OrderRepository(state_store).get(repeat).duplicate_of == original
+    assert OrderRepository(state_store).get(repeat).duplicate_of == original["id"]
     assert repeat not in platform_creations(platform_standin)
-    assert dispatched["invited"] == 3
+    assert dispatched["invited"] == 3 and dispatched["duplicate"] == 1
+
+
+def test_two_orders_for_one_candidate_seen_at_once_give_one_invitation(
+    state_store, kombo_sandbox, platform_standin
+):
+    settings = make_settings()
+    (integration,) = register(state_store, kombo_sandbox)
+    same = {"candidate": {"email": "alan@example.com"}, "application": {"remote_id": "app-7"}}
+    pair = [new_order(kombo_sandbox, integration, "py", **same)["id"] for _ in range(2)]
+    run_cycle(
+        state_store,
+        kombo_client(kombo_sandbox),
+        inviters(settings, platform=platform_inviter(platform_standin)),
+        settings,
+    )
+    states = order_states(state_store)
+    assert sorted(states[i] for i in pair) == ["duplicate", "invited"]
+    (invited,) = [i for i in pair if states[i] == "invited"]
+    (duplicate,) = [i for i in pair if states[i] == "duplicate"]
+    assert OrderRepository(state_store).get(duplicate).duplicate_of == invited
+    assert platform_creations(platform_standin) == {invited: 1}
 
 
 def test_the_duplicate_rule_can_be_switched_off_per_integration(state_store, kombo_sandbox, platform_standin):

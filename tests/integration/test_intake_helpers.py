@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kombo_sync.intake import dispatch_invitations, poll_orders
 from kombo_sync.intake.window import KIND_INTERVAL, PollWindow
 from kombo_sync.invites import Inviters
@@ -19,7 +20,6 @@ from kombo_sync.kombo.client import KomboClient
 from kombo_sync.settings import DEFAULT_CONFIG_PATH, PipelineSettings, load_settings
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.store import StateStore
-
 from sandbox.smtp import SmtpSandbox, run_in_thread
 
 TEMPLATES_DIR = load_settings(DEFAULT_CONFIG_PATH).resolve_path("include/templates")
@@ -144,6 +144,7 @@ def platform_creations(platform: Any) -> dict[str, int]:
 
 def order_states(store: StateStore) -> dict[str, str]:
     import sqlalchemy as sa
+
     from kombo_sync.state.schema import orders
 
     with store.transaction(readonly=True) as conn:
@@ -152,6 +153,7 @@ def order_states(store: StateStore) -> dict[str, str]:
 
 def invitation_rows(store: StateStore) -> dict[str, dict[str, Any]]:
     import sqlalchemy as sa
+
     from kombo_sync.state.schema import invitations
 
     with store.transaction(readonly=True) as conn:

@@ -115,3 +115,19 @@ def test_record_packages_publish(registry: IntegrationRepository, state_clock: A
         state_clock(),
     )
     assert registry.record_packages_publish("missing:1", "sha256:abc") is False
+    assert record.published_package_ids is None  # a hash alone says nothing about the ids
+
+
+def test_record_packages_publish_keeps_the_package_ids(registry: IntegrationRepository) -> None:
+    registry.upsert("lever:1", source="webhook")
+    registry.set_settings("lever:1", {"duplicate_rule": False})
+    assert registry.record_packages_publish("lever:1", "sha256:abc", package_ids=["sql", "ts", "sql"])
+    record = registry.get("lever:1")
+    assert record is not None and record.published_package_ids == ["sql", "ts"]
+    # Their own column: the admin's settings are neither read nor overwritten by a publish, and the other way
+    # round.
+    assert record.settings == {"duplicate_rule": False}
+    registry.set_settings("lever:1", {})
+    assert registry.record_packages_publish("lever:1", "sha256:def", package_ids=[])
+    record = registry.get("lever:1")
+    assert record is not None and (record.packages_hash, record.published_package_ids) == ("sha256:def", [])

@@ -205,3 +205,53 @@ def test_mark_sent_many_in_one_transaction(outbox: ResultOutbox, state_clock: An
     assert outbox.mark_sent_many(keys) == set()
     assert states(outbox, "o1", old, new) == ["superseded", "sent"]
     assert outbox.counts_by_state()["sent"] == 2
+
+
+def test_mark_sent_many_costs_the_same_few_statements_for_one_result_or_many(
+    outbox: ResultOutbox, state_store: StateStore
+) -> None:
+    # The sender records hundreds of deliveries a second through this: one read of the orders' versions and
+    # one batched UPDATE per kind, never statements per result.
+    import sqlalchemy as sa
+
+    older = [entry(f"o{n}", 1, T0) for n in range(60)]
+    outbox.enqueue(older)
+    assert len(outbox.claim_batch("w", 100, 60)) == 60  # in flight: a newer version leaves them alone
+    newer = [entry(f"o{n}", 2, T0 + timedelta(hours=1)) for n in range(60)]
+    outbox.enqueue(newer)
+    assert outbox.counts_by_state()["sending"] == 60
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    sa.event.listen(state_store.engine, "before_cursor_execute", count)
+    try:
+        keys = [(e.order_id, e.payload_hash) for e in newer]
+        assert outbox.mark_sent_many(keys[:1]) == set(keys[:1])
+        one = len(statements)
+        statements.clear()
+        assert outbox.mark_sent_many([*keys[1:], ("o1", "unknown")]) == set(keys[1:])
+        many = len(statements)
+    finally:
+        sa.event.remove(state_store.engine, "before_cursor_execute", count)
+    assert many == one and statements.count("UPDATE") == 2, statements
+    counts = outbox.counts_by_state()
+    assert (counts["sent"], counts["superseded"], counts["sending"]) == (60, 60, 0)
+
+
+def test_mark_sent_many_follows_the_keys_in_order_like_mark_sent(
+    outbox: ResultOutbox, state_clock: Any
+) -> None:
+    # Two versions of one order in one call: the first marked supersedes the older, which is then not sent.
+    old, new = entry("o1", 1, T0), entry("o1", 2, T0 + timedelta(hours=1))
+    outbox.enqueue([old])
+    assert [item.order_id for item in outbox.claim_batch("w", 10, 60)] == ["o1"]  # old is sending
+    state_clock.advance(1)
+    outbox.enqueue([new])  # pending; the old one in flight is left alone
+    assert states(outbox, "o1", old, new) == ["sending", "pending"]
+    keys = [(new.order_id, new.payload_hash), (old.order_id, old.payload_hash)]
+    assert outbox.mark_sent_many(keys) == {keys[0]}
+    assert states(outbox, "o1", old, new) == ["superseded", "sent"]
+    item = outbox.get("o1", new.payload_hash)
+    assert item is not None and item.sent_at == state_clock() and item.lease_owner is None

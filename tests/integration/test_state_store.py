@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -174,9 +175,38 @@ def test_store_settings_per_dialect(state_store: StateStore) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+            # A file on this machine: nothing to ping before every checkout (a round trip per transaction).
+            assert state_store.engine.pool._pre_ping is False  # type: ignore[attr-defined]
         else:
             assert state_store.engine.url.drivername == "postgresql+psycopg"
             assert state_store.engine.pool._pre_ping is True  # type: ignore[attr-defined]
+
+
+def test_autocommit_read_takes_no_lock_and_joined_transaction_commits_once(state_store: StateStore) -> None:
+    with state_store.engine.connect() as reader:
+        reader = reader.execution_options(isolation_level="AUTOCOMMIT")
+        assert reader.execute(sa.select(sa.func.count()).select_from(runs)).scalar_one() == 0
+        # While the reader's connection is still checked out, a writer is not kept waiting (SQLite used to
+        # BEGIN IMMEDIATE on it and hold the write lock until the connection went back to the pool).
+        started = time.monotonic()
+        with state_store.transaction() as conn:
+            conn.execute(sa.delete(runs))
+        assert time.monotonic() - started < 5
+    # `transaction(conn=...)` joins the caller's transaction: nothing is committed until the caller's block ends.
+    with state_store.transaction() as outer:
+        with state_store.transaction(conn=outer) as inner:
+            assert inner is outer
+    with pytest.raises(RuntimeError), state_store.transaction() as outer:
+        with state_store.transaction(conn=outer) as inner:
+            inner.execute(
+                sa.insert(webhook_events).values(id="joined", type="t", received_at=state_store.now())
+            )
+        raise RuntimeError("roll the whole thing back")
+    with state_store.transaction(readonly=True) as conn:
+        assert (
+            conn.execute(sa.select(webhook_events.c.id).where(webhook_events.c.id == "joined")).first()
+            is None
+        )
 
 
 def test_clock_must_be_aware(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kombo_sync.settings import PipelineSettings
+from kombo_sync.state.events import WebhookEventLog
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.schema import orders, webhook_events
@@ -71,6 +73,34 @@ def test_integration_events_on_this_database(state_store):
     assert deliver(store, integration_event("integration-deleted", "lever:x")).status_code == 200
     assert IntegrationRepository(store).get("lever:x").status == "DELETED"
     assert OrderRepository(store).counts_by_state("lever:x")["cancelled"] == 1
+
+
+def test_an_accepted_order_is_one_transaction(registered):
+    store = registered
+    first = order_event(email="first@example.com")
+    assert deliver(store, first).status_code == 200  # the intake's wake-up is pending from now on
+    seen: Counter[str] = Counter()
+
+    def listener(name):
+        return lambda *args, **kwargs: seen.update([name])
+
+    hooks = {name: listener(name) for name in ("checkout", "commit", "rollback")}
+    for name, hook in hooks.items():
+        sa.event.listen(store.engine, name, hook)
+    try:
+        event = order_event(email="second@example.com")
+        response = deliver(store, event)
+    finally:
+        for name, hook in hooks.items():
+            sa.event.remove(store.engine, name, hook)
+    assert response.status_code == 200 and response.body["status"] == "ACCEPTED"
+    # Event record, the rules' reads, the order and the stored answer commit together. PostgreSQL then reads
+    # the wake-up counter on a second, autocommit connection (SQLite did it inside, under its write lock).
+    assert seen["commit"] == 1, seen
+    assert seen["checkout"] == (1 if store.dialect == "sqlite" else 2), seen
+    assert OrderRepository(store).get(event["data"]["id"]).state == "received"
+    assert WebhookEventLog(store).get(event["id"]).response_status == 200
+    assert pending_wakeups(store, "orders") == 1
 
 
 def test_same_event_delivered_concurrently_is_processed_once(registered, make_state_store):

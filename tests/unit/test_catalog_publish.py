@@ -57,8 +57,12 @@ class FakeRegistry:
     def list_all(self, include_deleted=False):
         return sorted(self.records.values(), key=lambda record: record.id)
 
-    def record_packages_publish(self, integration_id, packages_hash, published_at=None):
-        self.records[integration_id] = replace(self.records[integration_id], packages_hash=packages_hash)
+    def record_packages_publish(self, integration_id, packages_hash, published_at=None, *, package_ids=None):
+        self.records[integration_id] = replace(
+            self.records[integration_id],
+            packages_hash=packages_hash,
+            published_package_ids=None if package_ids is None else sorted(set(package_ids)),
+        )
         return True
 
 
@@ -103,6 +107,22 @@ def test_first_publish_sends_once_without_reading_and_stores_the_hash(kombo):
     assert result["outcome"] == "published" and result["packages"] == 10
     assert kombo.puts == ["t:1"] and kombo.gets == []
     assert reg.records["t:1"].packages_hash == package_list_hash(PACKAGES)
+    # The ids go with the hash: the webhook rejects orders for any other package.
+    assert reg.records["t:1"].published_package_ids == sorted(p.id for p in PACKAGES)
+
+
+def test_failed_publish_records_no_package_ids(kombo):
+    kombo.failing["t:1"] = KomboFatalError("nope", code="INTEGRATION.INACTIVE", http_status=403)
+    reg = registry(record("t:1"))
+    assert publish_integration(plan("t:1", PACKAGES), client=kombo, integrations=reg)["outcome"] == "failed"
+    assert reg.records["t:1"].published_package_ids is None
+
+
+def test_unchanged_list_published_before_ids_were_kept_gets_its_ids_without_a_request(kombo):
+    reg = registry(record("t:1", packages_hash=package_list_hash(PACKAGES[:4])))
+    result = publish_integration(plan("t:1", PACKAGES[:4]), client=kombo, integrations=reg)
+    assert result["outcome"] == "unchanged" and kombo.puts == [] and kombo.gets == []
+    assert reg.records["t:1"].published_package_ids == ["p0", "p1", "p2", "p3"]
 
 
 def test_republish_reads_kombo_and_reports_the_diff(kombo):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from kombo_sync.intake.window import KIND_INTERVAL, KIND_LOOKBACK, poll_window
 from kombo_sync.settings import IntakeSettings
 

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
 from kombo_sync.invites import email as email_channel
 from kombo_sync.invites.base import InvitationRequest, PermanentInvitationError, RetriableInvitationError
 from kombo_sync.invites.email import EmailInviter, InvitationTemplates, message_id_for
@@ -63,8 +64,8 @@ class FakeSMTP:
         self.sent.append(message)
         return dict(self.behaviour.get("refused") or {})
 
-    def quit(self) -> None:
-        self.calls.append("quit")
+    def putcmd(self, command: str) -> None:
+        self.calls.append(command)
         if self.behaviour.get("quit_error"):
             raise self.behaviour["quit_error"]
 
@@ -112,7 +113,11 @@ def test_message_id_is_derived_from_the_order_id_and_stable_across_attempts() ->
     first, _ = inviter.build_message(ORDER, ORDER.order_id)
     second, _ = inviter.build_message(ORDER, ORDER.order_id)
     other, _ = inviter.build_message(ORDER, "AnotherOrderId")
-    assert first["Message-ID"] == second["Message-ID"] == "<kombo-invitation.B5KQKhAgTv6ZwzrfAbqbhipd@acme.example.com>"
+    assert (
+        first["Message-ID"]
+        == second["Message-ID"]
+        == "<kombo-invitation.B5KQKhAgTv6ZwzrfAbqbhipd@acme.example.com>"
+    )
     assert other["Message-ID"] != first["Message-ID"]
     # Ids with characters a Message-ID cannot hold are hashed, still deterministically.
     assert message_id_for("a b<c>", "x.com") == message_id_for("a b<c>", "x.com")
@@ -157,14 +162,22 @@ def test_starttls_is_used_when_offered_and_required_when_asked(fake_smtp: type[F
         ({"send_error": smtplib.SMTPServerDisconnected("gone")}, RetriableInvitationError),
         ({"send_error": smtplib.SMTPDataError(451, b"try later")}, RetriableInvitationError),
         ({"send_error": smtplib.SMTPDataError(554, b"rejected")}, PermanentInvitationError),
-        ({"send_error": smtplib.SMTPRecipientsRefused({"a@b.c": (550, b"no such user")})}, PermanentInvitationError),
-        ({"send_error": smtplib.SMTPRecipientsRefused({"a@b.c": (450, b"mailbox busy")})}, RetriableInvitationError),
+        (
+            {"send_error": smtplib.SMTPRecipientsRefused({"a@b.c": (550, b"no such user")})},
+            PermanentInvitationError,
+        ),
+        (
+            {"send_error": smtplib.SMTPRecipientsRefused({"a@b.c": (450, b"mailbox busy")})},
+            RetriableInvitationError,
+        ),
         ({"send_error": smtplib.SMTPSenderRefused(553, b"bad sender", "x")}, RetriableInvitationError),
         ({"login_error": smtplib.SMTPAuthenticationError(535, b"bad creds")}, RetriableInvitationError),
         ({"refused": {"a@b.c": (550, b"no")}}, PermanentInvitationError),
     ],
 )
-def test_smtp_answers_are_classified(fake_smtp: type[FakeSMTP], behaviour: dict[str, Any], expected: type) -> None:
+def test_smtp_answers_are_classified(
+    fake_smtp: type[FakeSMTP], behaviour: dict[str, Any], expected: type
+) -> None:
     fake_smtp.behaviour = behaviour
     with pytest.raises(expected) as caught:
         make_inviter(login="user", password="pw").send(ORDER, ORDER.order_id)
@@ -211,10 +224,15 @@ def test_from_connection_reads_airflow_smtp_conventions() -> None:
         12.0,
     )
     conn.extra_dejson = {"from_email": "a@b.example.com", "disable_tls": True}
-    assert EmailInviter.from_connection(conn, templates_dir=TEMPLATES, url_template=URL_TEMPLATE).starttls == "never"
+    assert (
+        EmailInviter.from_connection(conn, templates_dir=TEMPLATES, url_template=URL_TEMPLATE).starttls
+        == "never"
+    )
     conn.port = 465
     conn.extra_dejson = {"from_email": "a@b.example.com"}
-    assert EmailInviter.from_connection(conn, templates_dir=TEMPLATES, url_template=URL_TEMPLATE).use_ssl is True
+    assert (
+        EmailInviter.from_connection(conn, templates_dir=TEMPLATES, url_template=URL_TEMPLATE).use_ssl is True
+    )
     conn.extra_dejson = {}
     with pytest.raises(ValueError, match="from_email"):
         EmailInviter.from_connection(conn, templates_dir=TEMPLATES, url_template=URL_TEMPLATE)

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from kombo_sync.invites import Inviters, InviterConfigurationError, build_inviter
+
+from kombo_sync.invites import InviterConfigurationError, Inviters, build_inviter
 from kombo_sync.invites.base import (
     InvitationRequest,
     Inviter,
@@ -41,11 +42,20 @@ def inviter_answering(handler) -> tuple[PlatformInviter, list[httpx.Request]]:  
 def test_creates_the_invitation_with_the_order_id_as_idempotency_key() -> None:
     inviter, seen = inviter_answering(
         lambda request: httpx.Response(
-            201, json={"invitation_id": "inv_1", "assessment_url": "http://platform.test/a/inv_1", "order_id": "x"}
+            201,
+            json={
+                "invitation_id": "inv_1",
+                "assessment_url": "http://platform.test/a/inv_1",
+                "order_id": "x",
+            },
         )
     )
     result = inviter.send(ORDER, ORDER.order_id)
-    assert (result.external_id, result.url, result.channel) == ("inv_1", "http://platform.test/a/inv_1", "platform")
+    assert (result.external_id, result.url, result.channel) == (
+        "inv_1",
+        "http://platform.test/a/inv_1",
+        "platform",
+    )
     (request,) = seen
     assert request.method == "POST" and request.url.path == "/api/invitations"
     assert request.headers["Authorization"] == "Bearer tok-123"
@@ -67,7 +77,9 @@ def test_a_repeat_answered_200_returns_the_same_invitation() -> None:
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 429, 409, 408, 401, 403])
 def test_server_errors_and_throttling_are_retriable(status: int) -> None:
-    inviter, _ = inviter_answering(lambda request: httpx.Response(status, json={"error": "service_unavailable"}))
+    inviter, _ = inviter_answering(
+        lambda request: httpx.Response(status, json={"error": "service_unavailable"})
+    )
     with pytest.raises(RetriableInvitationError) as caught:
         inviter.send(ORDER, ORDER.order_id)
     assert str(status) in str(caught.value)
@@ -108,10 +120,18 @@ def test_an_answer_without_id_and_link_is_retriable(body: bytes) -> None:
 
 
 def test_from_connection_follows_the_http_provider_conventions() -> None:
-    conn = SimpleNamespace(host="platform.example.com", schema="https", port=8443, password="tok", extra_dejson={"timeout": "5"})
+    conn = SimpleNamespace(
+        host="platform.example.com", schema="https", port=8443, password="tok", extra_dejson={"timeout": "5"}
+    )
     inviter = PlatformInviter.from_connection(conn)
-    assert (inviter.base_url, inviter.timeout, inviter.path) == ("https://platform.example.com:8443", 5.0, "/api/invitations")
-    conn = SimpleNamespace(host="http://127.0.0.1:8766/", schema=None, port=None, password=None, extra_dejson={})
+    assert (inviter.base_url, inviter.timeout, inviter.path) == (
+        "https://platform.example.com:8443",
+        5.0,
+        "/api/invitations",
+    )
+    conn = SimpleNamespace(
+        host="http://127.0.0.1:8766/", schema=None, port=None, password=None, extra_dejson={}
+    )
     assert PlatformInviter.from_connection(conn).base_url == "http://127.0.0.1:8766"
     with pytest.raises(ValueError):
         PlatformInviter("", None)

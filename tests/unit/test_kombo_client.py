@@ -10,6 +10,7 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+
 from kombo_sync.kombo.client import KomboClient
 from kombo_sync.kombo.errors import (
     KomboConcurrencyLimitError,
@@ -447,6 +448,67 @@ def test_rate_budget_pause_is_shared_by_threads():
     for thread in threads:
         thread.join()
     assert len(waited) == 4 and min(waited) >= 0.15
+
+
+def test_rate_budget_gives_each_waiting_caller_its_own_slot_and_one_sleep():
+    # Callers arriving at the same instant (a frozen clock; sleeps do not move it) from several threads: each
+    # reserves its own start time under the lock, spaced 1/rate apart after the burst, and sleeps once until
+    # it. A budget whose waiters re-poll for tokens would sleep again here (the clock never moves).
+    frozen = 1000.0
+    sleeps: dict[str, list[float]] = defaultdict(list)
+    lock = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        name = threading.current_thread().name
+        with lock:
+            sleeps[name].append(seconds)
+            if len(sleeps[name]) > 1:
+                raise AssertionError(f"{name} slept again: {sleeps[name]}")
+
+    budget = RateBudget(rate_per_second=50, burst=2, clock=lambda: frozen, sleep=sleep)
+    waited: list[float] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(12)
+
+    def caller() -> None:
+        start.wait()
+        try:
+            value = budget.acquire()
+        except BaseException as exc:
+            errors.append(exc)
+            return
+        with lock:
+            waited.append(value)
+
+    threads = [threading.Thread(target=caller, name=f"caller-{n}") for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not errors, errors
+    # Two start at once (the burst), then one every 20 ms, each slot taken by exactly one caller.
+    assert sorted(waited) == pytest.approx([0.0, 0.0] + [0.02 * n for n in range(1, 11)])
+    assert all(len(values) == 1 for values in sleeps.values()) and len(sleeps) == 10
+
+
+def test_rate_budget_waiter_honours_a_pause_that_starts_while_it_sleeps():
+    fake = FakeTime()
+    budget = RateBudget(rate_per_second=10, burst=1, clock=fake.clock, sleep=fake.sleep)
+    budget.acquire()
+    real_sleep = fake.sleep
+
+    def sleep_then_429(seconds: float) -> None:
+        if not fake.sleeps:
+            budget.pause_for(2.0)  # another thread got a 429 meanwhile (paused until 1002.0)
+        real_sleep(seconds)
+
+    budget._sleep = sleep_then_429
+    assert budget.acquire() == pytest.approx(2.0)
+    assert fake.sleeps == pytest.approx([0.1, 1.9]) and fake.now == pytest.approx(1002.0)
+    # The next slot is spaced from the one taken after the pause.
+    budget._sleep = fake.sleep
+    budget.acquire()
+    assert fake.sleeps[-1] == pytest.approx(0.1)
 
 
 def test_client_rate_limit_spaces_requests():

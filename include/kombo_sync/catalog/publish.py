@@ -2,7 +2,8 @@
 
 Per integration: re-check the registry (a retried task or an overlapping run may have published already),
 read Kombo's current list when the wipe guard needs it, refuse a sudden shrink unless allowed, send the full
-list, and store its hash only after Kombo accepted it. Any error stays with its integration, with Kombo's
+list, and store its hash and package ids only after Kombo accepted it (the webhook rejects orders for a package
+not in that list). Any error stays with its integration, with Kombo's
 code and `log_url`, and the others go on.
 """
 
@@ -163,7 +164,15 @@ def publish_integration(
         if reason is not None:
             return outcome(integration_id, SKIPPED, message=f"skipped: {reason} since planning")
         if record.packages_hash == planned.packages_hash and not force and not dry_run:
-            # A retried task or an overlapping run got here first.
+            # A retried task or an overlapping run got here first. A list published before the ids were
+            # recorded (same hash, so Kombo has exactly these packages) gets its ids now, without a request.
+            if record.published_package_ids is None:
+                integrations.record_packages_publish(
+                    integration_id,
+                    planned.packages_hash,
+                    record.packages_published_at,
+                    package_ids=[package.id for package in planned.packages],
+                )
             return outcome(
                 integration_id, UNCHANGED, customer_key=planned.customer_key, packages=len(planned.packages)
             )
@@ -193,7 +202,9 @@ def publish_integration(
                 diff=diff.as_dict(),
             )
         warnings = client.set_packages(integration_id, [package.to_kombo() for package in planned.packages])
-        integrations.record_packages_publish(integration_id, planned.packages_hash)
+        integrations.record_packages_publish(
+            integration_id, planned.packages_hash, package_ids=[package.id for package in planned.packages]
+        )
         return outcome(
             integration_id,
             PUBLISHED,

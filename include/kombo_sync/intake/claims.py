@@ -1,41 +1,26 @@
-"""Order-level helpers the intake needs on top of `OrderRepository`: claiming one given order, serialising
-SQLite writes within a process, and the rule that decides which of two orders for the same candidate and
-package is the duplicate.
-
-`OrderRepository.claim_orders_for_invite` claims *any* due orders; the webhook's inline flow must claim the
-one order it is answering for. `IntakeOrders.claim_order` is that compare-and-set, with the same lease
-semantics (see docs/intake.md; a candidate for `OrderRepository` itself).
-"""
+"""What the intake adds to `OrderRepository`: SQLite writes serialised within a process, and the rule that
+decides which of two orders for the same candidate and package is the duplicate."""
 
 from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kombo_sync.settings import IntakeSettings
-from kombo_sync.state.orders import (
-    _CLAIMED_COLUMNS,
-    INVITING,
-    RECEIVED,
-    ClaimedOrder,
-    OrderRepository,
-    _order_columns,
-)
+from kombo_sync.state.orders import ACTIVE_STATES, OrderRepository
 from kombo_sync.state.schema import orders
 from kombo_sync.state.store import StateStore
 
 T = TypeVar("T")
 
 
-_gates: dict[str, threading.Lock] = {}
+_gates: dict[str, threading.RLock] = {}
 _gates_lock = threading.Lock()
 
 
@@ -46,7 +31,7 @@ def write_gate(store: StateStore) -> AbstractContextManager[Any]:
     if store.dialect != "sqlite":
         return nullcontext()
     with _gates_lock:
-        return _gates.setdefault(store.url, threading.Lock())
+        return _gates.setdefault(store.url, threading.RLock())
 
 
 def _gated(method: Callable[..., T]) -> Callable[..., T]:
@@ -59,14 +44,15 @@ def _gated(method: Callable[..., T]) -> Callable[..., T]:
 
 
 class IntakeOrders(OrderRepository):
-    """`OrderRepository` with the single-order claim used by `invite_order_now`, and its writes passed
-    through `write_gate` (a no-op on PostgreSQL)."""
+    """`OrderRepository` whose writes pass through `write_gate` (a no-op on PostgreSQL)."""
 
     def __init__(self, store: StateStore) -> None:
         super().__init__(store)
         self.gate = write_gate(store)
 
     record_order = _gated(OrderRepository.record_order)
+    record_orders = _gated(OrderRepository.record_orders)
+    claim_order = _gated(OrderRepository.claim_order)
     claim_orders_for_invite = _gated(OrderRepository.claim_orders_for_invite)
     mark_invited = _gated(OrderRepository.mark_invited)
     release_with_error = _gated(OrderRepository.release_with_error)
@@ -74,88 +60,6 @@ class IntakeOrders(OrderRepository):
     mark_duplicate = _gated(OrderRepository.mark_duplicate)
     mark_rejected = _gated(OrderRepository.mark_rejected)
     mark_cancelled = _gated(OrderRepository.mark_cancelled)
-
-    @_gated
-    def record_orders(
-        self,
-        orders_page: Sequence[Mapping[str, Any]],
-        seen_via: str,
-        *,
-        integration_id: str,
-        now: datetime | None = None,
-    ) -> set[str]:
-        """`record_order` for a whole page in one transaction (same rules: the first sighting's `first_seen_via`
-        and `received_at` stay, later ones refresh `kombo_status` and `order_json`); returns the new ids."""
-        if not orders_page:
-            return set()
-        now = now or self.store.now()
-        rows = []
-        for order in orders_page:
-            columns = _order_columns(order, integration_id)
-            rows.append(
-                {
-                    **columns,
-                    "state": RECEIVED,
-                    "first_seen_via": seen_via,
-                    "attempts": 0,
-                    "received_at": now,
-                    "updated_at": now,
-                }
-            )
-        insert = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
-        with self.store.transaction() as conn:
-            created = set(
-                conn.execute(
-                    insert(orders).on_conflict_do_nothing(index_elements=["id"]).returning(orders.c.id), rows
-                ).scalars()
-            )
-            refreshed = [
-                {"b_id": row["id"], "b_status": row["kombo_status"], "b_json": row["order_json"]}
-                for row in rows
-                if row["id"] not in created
-            ]
-            if refreshed:
-                conn.execute(
-                    sa.update(orders)
-                    .where(orders.c.id == sa.bindparam("b_id"))
-                    .values(
-                        kombo_status=sa.bindparam("b_status"),
-                        order_json=sa.bindparam("b_json"),
-                        updated_at=now,
-                    ),
-                    refreshed,
-                )
-        return created
-
-    @_gated
-    def claim_order(
-        self, order_id: str, owner: str, lease_seconds: int, *, now: datetime | None = None
-    ) -> ClaimedOrder | None:
-        """Claim this order now (received, whatever its retry time, or inviting with an expired lease);
-        None when another worker holds it or it is in a final state. Attempts +1."""
-        now = now or self.store.now()
-        claimable = sa.or_(
-            orders.c.state == RECEIVED,
-            sa.and_(
-                orders.c.state == INVITING,
-                sa.or_(orders.c.lease_expires_at.is_(None), orders.c.lease_expires_at <= now),
-            ),
-        )
-        with self.store.transaction() as conn:
-            row = conn.execute(
-                sa.update(orders)
-                .where(orders.c.id == order_id, claimable)
-                .values(
-                    state=INVITING,
-                    lease_owner=owner,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    attempts=orders.c.attempts + 1,
-                    next_attempt_at=None,
-                    updated_at=now,
-                )
-                .returning(*_CLAIMED_COLUMNS)
-            ).first()
-        return None if row is None else ClaimedOrder(*row)
 
 
 def duplicate_rule_enabled(
@@ -168,6 +72,28 @@ def duplicate_rule_enabled(
     if isinstance(registry_settings, dict) and isinstance(registry_settings.get("duplicate_rule"), bool):
         return bool(registry_settings["duplicate_rule"])
     return settings.duplicate_rule
+
+
+def candidates_sharing_an_order(
+    store: StateStore, integration_id: str, package_ids: Iterable[str]
+) -> set[tuple[str, str]]:
+    """(package id, lower-case e-mail) pairs of this integration with more than one active order: only orders
+    in these pairs can be duplicates, so the per-order rule (`find_active_duplicate`) runs for them alone.
+    One query per integration instead of one per order."""
+    email = sa.func.lower(orders.c.candidate_email)
+    query = (
+        sa.select(orders.c.package_id, email)
+        .where(
+            orders.c.integration_id == integration_id,
+            orders.c.package_id.in_(sorted(set(package_ids))),
+            orders.c.state.in_(ACTIVE_STATES),
+            orders.c.candidate_email.is_not(None),
+        )
+        .group_by(orders.c.package_id, email)
+        .having(sa.func.count() > 1)
+    )
+    with store.transaction(readonly=True) as conn:
+        return {(package_id, address) for package_id, address in conn.execute(query)}
 
 
 def older_active_duplicate(

@@ -19,6 +19,7 @@ only. ``on_step(step, order_id)`` is called after each step (used by the crash t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -34,9 +35,14 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from kombo_sync.intake.claims import IntakeOrders, duplicate_rule_enabled, older_active_duplicate
+from kombo_sync.intake.claims import (
+    IntakeOrders,
+    candidates_sharing_an_order,
+    duplicate_rule_enabled,
+    older_active_duplicate,
+)
 from kombo_sync.intake.poll import _Counters, _error_text, select_integrations
-from kombo_sync.invites import Inviters
+from kombo_sync.invites import InviterConfigurationError, Inviters
 from kombo_sync.invites.base import (
     CHANNEL_EMAIL,
     InvitationError,
@@ -182,11 +188,10 @@ class Dispatcher:
             attempt=claim.attempts,
         )
 
-    # --- closing an order under our lease -------------------------------------------------------------
-
     def _release_then(
         self, claim: ClaimedOrder, reason: str, final: Callable[[], bool], counter: str
     ) -> None:
+        """Close an order we hold: give it back with the reason (and no retry soon), then the final state."""
         now = self.clock()
         if not self.repo.release_with_error(claim.order_id, self.owner, reason, now + _HOLD, now=now):
             self.counters.add("lease_lost")
@@ -225,8 +230,6 @@ class Dispatcher:
         else:
             self.counters.add("lease_lost")
 
-    # --- the steps ------------------------------------------------------------------------------------
-
     def recheck(self, integration_id: str, claims: list[ClaimedOrder]) -> list[_Plan]:
         """Read the claimed orders back from Kombo; close those no longer OPEN, apply the duplicate rule and
         the e-mail check; return what is left to send."""
@@ -245,6 +248,11 @@ class Dispatcher:
         plans: list[_Plan] = []
         record = self.registry.get(integration_id)
         rule = duplicate_rule_enabled(self.intake, integration_id, record.settings if record else None)
+        shared = (
+            candidates_sharing_an_order(self.store, integration_id, [c.package_id for c in claims])
+            if rule
+            else set()
+        )
         channel = self.channel_for(integration_id)
         for claim in claims:
             if self.client is not None:
@@ -259,7 +267,7 @@ class Dispatcher:
                         )
                     self.close_not_open(claim, status)
                     continue
-            if rule:
+            if (claim.package_id, (claim.candidate_email or "").strip().lower()) in shared:
                 duplicate_of = older_active_duplicate(
                     self.repo,
                     order_id=claim.order_id,
@@ -270,11 +278,10 @@ class Dispatcher:
                     received_at=claim.received_at,
                 )
                 if duplicate_of is not None:
-                    order_id = claim.order_id
                     self._release_then(
                         claim,
                         f"duplicate of order {duplicate_of}",
-                        lambda o=order_id, d=duplicate_of: self.repo.mark_duplicate(o, d),  # type: ignore[misc]
+                        functools.partial(self.repo.mark_duplicate, claim.order_id, duplicate_of),
                         "duplicate",
                     )
                     continue
@@ -286,7 +293,7 @@ class Dispatcher:
         return plans
 
     def send(self, plan: _Plan) -> InvitationResult | None:
-        claim = self.claim_of(plan)
+        claim = plan.claim
         margin = timedelta(seconds=self.intake.lease_seconds * 0.25)
         if self.clock() >= claim.lease_expires_at - margin:
             # Sending now could outlive the lease and race a worker that re-claims the order.
@@ -325,10 +332,6 @@ class Dispatcher:
         else:
             self.counters.add("lease_lost")
         return result
-
-    @staticmethod
-    def claim_of(plan: _Plan) -> ClaimedOrder:
-        return plan.claim
 
     def run(
         self, integration_ids: Iterable[str] | None = None, *, max_orders: int | None = None
@@ -424,17 +427,29 @@ def dispatch_invitations(
     integrations, not_active = select_integrations(store, integration_ids)
     if dry_run:
         counts = IntakeOrders(store).counts_by_state()
-        summary = {"dry_run": True, "waiting": counts.get(RECEIVED, 0), "inviting": counts.get(INVITING, 0)}
-        log.info("dry run: %s order(s) waiting for an invitation, nothing sent", summary["waiting"])
-        return summary
+        waiting = {"dry_run": True, "waiting": counts.get(RECEIVED, 0), "inviting": counts.get(INVITING, 0)}
+        log.info("dry run: %s order(s) waiting for an invitation, nothing sent", waiting["waiting"])
+        return waiting
     registry = {integration.id: integration for integration in integrations}
     if not registry:
         log.info("no active integration to dispatch for")
         return {"claimed": 0, "invited": 0, "integrations_not_active": not_active}
-    # Build every channel the run may need before claiming anything: a missing connection fails the task
-    # with a clear message instead of burning the orders' attempts.
+    # Build every channel the run needs before claiming anything. A channel whose connection is missing or
+    # broken holds back its integrations' orders (their attempts are not spent) while the others are invited;
+    # the run then fails and names it.
+    unavailable: dict[str, str] = {}
     for channel in sorted({inviters.channel_for(i.id, i.invitation_channel) for i in integrations}):
-        inviters.get(channel)
+        try:
+            inviters.get(channel)
+        except InviterConfigurationError as exc:
+            unavailable[channel] = str(exc)
+            log.error("channel %s unavailable, its orders wait: %s", channel, exc)
+    if unavailable:
+        registry = {
+            i.id: i
+            for i in integrations
+            if inviters.channel_for(i.id, i.invitation_channel) not in unavailable
+        }
     dispatcher = Dispatcher(
         store,
         client,
@@ -445,8 +460,13 @@ def dispatch_invitations(
         on_step=on_step,
         registry=registry,
     )
-    summary = dispatcher.run(list(registry), max_orders=max_orders)
+    summary: dict[str, Any] = dispatcher.run(list(registry), max_orders=max_orders) if registry else {}
     summary["integrations_not_active"] = not_active
+    if unavailable:
+        raise InviterConfigurationError(
+            f"invitations went out for the other channels ({summary.get('invited', 0)} sent), but "
+            + "; ".join(unavailable.values())
+        )
     return summary
 
 

@@ -115,6 +115,7 @@ def dispatch_task(context: Mapping[str, Any]) -> dict[str, Any]:
         for part in (
             "intake",
             _run_id(context),
+            getattr(ti, "task_id", "dispatch"),
             getattr(ti, "try_number", "?"),
             socket.gethostname(),
             os.getpid(),

@@ -42,7 +42,7 @@ def select_integrations(
     return [by_id[i] for i in wanted if i in by_id], [i for i in wanted if i not in by_id]
 
 
-def _error_text(error: Exception) -> str:
+def _error_text(error: BaseException) -> str:
     if isinstance(error, KomboError):
         return f"{error.code or type(error).__name__}: {error}"
     return f"{type(error).__name__}: {error}"
@@ -168,8 +168,8 @@ def _record_page(
             counters.add("quarantined")
             continue
         payloads.append(payload)
-    created = repo.record_orders(payloads, "poll", integration_id=integration_id)
-    counters.add("orders_new", len(created))
+    results = repo.record_orders(payloads, "poll", integration_id=integration_id)
+    counters.add("orders_new", sum(result.created for result in results))
     for order in page:
         if order.status and order.status != ORDER_STATUS_OPEN:
             _close_listed_not_open(repo, order, counters)

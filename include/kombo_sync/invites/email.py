@@ -210,7 +210,9 @@ class EmailInviter:
         except smtplib.SMTPAuthenticationError as exc:
             # The sender's credentials, not the order: keep retrying until the team fixes the connection.
             raise RetriableInvitationError(
-                f"SMTP authentication failed ({exc.smtp_code})", channel=CHANNEL_EMAIL, code=str(exc.smtp_code)
+                f"SMTP authentication failed ({exc.smtp_code})",
+                channel=CHANNEL_EMAIL,
+                code=str(exc.smtp_code),
             ) from exc
         except smtplib.SMTPSenderRefused as exc:
             raise RetriableInvitationError(
@@ -257,10 +259,14 @@ class EmailInviter:
 
 
 def _quit_quietly(smtp: smtplib.SMTP) -> None:
-    """Once the server accepted the message, a failed QUIT must not turn success into a retry (a duplicate)."""
+    """Say QUIT without waiting for the answer, then close. Once the server accepted the message, every
+    moment before the commit is part of the duplicate window, and a failed QUIT must not turn the success
+    into a retry (a duplicate)."""
     try:
-        smtp.quit()
+        smtp.putcmd("quit")
     except (smtplib.SMTPException, OSError):
+        pass  # the connection is gone already; the message was accepted (or refused) before
+    finally:
         smtp.close()
 
 
@@ -274,5 +280,7 @@ def _flag(value: Any, default: bool) -> bool:
 
 def _from_code(code: int, what: str) -> RetriableInvitationError | PermanentInvitationError:
     if 400 <= code < 500:
-        return RetriableInvitationError(f"SMTP {what} temporarily ({code})", channel=CHANNEL_EMAIL, code=str(code))
+        return RetriableInvitationError(
+            f"SMTP {what} temporarily ({code})", channel=CHANNEL_EMAIL, code=str(code)
+        )
     return PermanentInvitationError(f"SMTP {what} ({code})", channel=CHANNEL_EMAIL, code=str(code))

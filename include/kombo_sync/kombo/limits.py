@@ -28,11 +28,16 @@ def _header_number(headers: Mapping[str, str], name: str) -> float | None:
 
 
 class RateBudget:
-    """Thread-safe token bucket shared by every thread of a client, which also obeys the server.
+    """Thread-safe rate budget shared by every thread of a client, which also obeys the server.
+
+    Each request reserves its own start time under the lock (a token bucket in its GCRA form: a full bucket
+    lets ``burst`` requests start at once, then one every ``1 / rate_per_second``) and sleeps once until then,
+    so many waiting threads cost one wake-up each rather than all polling for the next token.
 
     ``rate_per_second=None`` means no client-side rate; the budget then only waits when Kombo says so
     (``ratelimit-remaining: 0`` or a 429), until ``ratelimit-reset`` has passed. That pause applies to every
-    thread, so one 429 does not turn into thirty.
+    thread, so one 429 does not turn into thirty: a thread that wakes inside a pause set while it slept takes a
+    new start time after it.
     """
 
     def __init__(
@@ -54,8 +59,8 @@ class RateBudget:
         self._sleep = sleep
         self._default_pause = default_pause
         self._lock = threading.Lock()
-        self._tokens = self.burst
-        self._updated = clock()
+        # When the bucket would be full again if nothing else started (GCRA's "theoretical arrival time").
+        self._full_at = clock()
         self._paused_until = 0.0
         self.server_limit: float | None = None
         self.server_remaining: float | None = None
@@ -74,30 +79,33 @@ class RateBudget:
                 self._paused_until = until
                 log.info("Kombo rate budget paused for %.1f s", seconds)
 
-    def _wait_time(self) -> float:
-        """Seconds to wait before a request may start; takes a token when it is 0. Caller holds the lock."""
+    def _reserve(self) -> tuple[float, float]:
+        """(start, now): the clock time at which this request may start, taken from the budget. Caller holds
+        the lock."""
         now = self._clock()
-        if now < self._paused_until:
-            return self._paused_until - now
-        if self.rate_per_second is None:
-            return 0.0
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate_per_second)
-        self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return 0.0
-        return (1.0 - self._tokens) / self.rate_per_second
+        start = max(now, self._paused_until)
+        if self.rate_per_second is not None:
+            interval = 1.0 / self.rate_per_second
+            start = max(start, self._full_at - (self.burst - 1.0) * interval)
+            self._full_at = max(self._full_at, start) + interval
+        return start, now
 
     def acquire(self) -> float:
         """Block until a request may start; returns the seconds waited."""
+        with self._lock:
+            start, now = self._reserve()
         waited = 0.0
-        while True:
-            with self._lock:
-                delay = self._wait_time()
-            if delay <= 0:
-                return waited
+        while start > now:
+            delay = start - now
             self._sleep(delay)
             waited += delay
+            with self._lock:
+                now = self._clock()
+                if now >= self._paused_until:
+                    break
+                # Kombo paused everyone while we slept: a new start time, after the pause.
+                start, now = self._reserve()
+        return waited
 
     def observe(self, headers: Mapping[str, str], *, rate_limited: bool = False) -> None:
         """Learn from a response's ``ratelimit-*`` headers; pause everyone when the window is spent.

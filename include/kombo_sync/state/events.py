@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from kombo_sync.state._util import from_row, to_jsonable
 from kombo_sync.state.schema import webhook_events
@@ -52,8 +53,12 @@ class WebhookEventLog:
         order_id: str | None = None,
         *,
         now: datetime | None = None,
+        conn: Connection | None = None,
     ) -> WebhookEvent:
-        """Record the event if it is new (`created=True`), else return the stored one with its answer."""
+        """Record the event if it is new (`created=True`), else return the stored one with its answer.
+
+        In the caller's transaction (`conn`), a concurrent delivery of the same id waits at the insert until that
+        transaction ends (PostgreSQL: the unique index; SQLite: the write lock), then sees what it stored."""
         row = {
             "id": event_id,
             "type": type,
@@ -63,22 +68,22 @@ class WebhookEventLog:
             "response_status": None,
             "response_body": None,
         }
-        with self.store.transaction() as conn:
-            created = bool(self.store.upsert(conn, webhook_events, [row], ["id"], []))
+        with self.store.transaction(conn=conn) as tx:
+            created = bool(self.store.upsert(tx, webhook_events, [row], ["id"], []))
             stored = (
-                conn.execute(sa.select(webhook_events).where(webhook_events.c.id == event_id))
-                .mappings()
-                .one()
+                tx.execute(sa.select(webhook_events).where(webhook_events.c.id == event_id)).mappings().one()
             )
         if not created:
             log.info("webhook event %s (%s) is a redelivery", event_id, type)
         return from_row(WebhookEvent, stored, created=created)
 
-    def store_response(self, event_id: str, status: int, body: Any) -> bool:
+    def store_response(
+        self, event_id: str, status: int, body: Any, *, conn: Connection | None = None
+    ) -> bool:
         """Store the answer given to the event; False if the event was never recorded."""
-        with self.store.transaction() as conn:
+        with self.store.transaction(conn=conn) as tx:
             return bool(
-                conn.execute(
+                tx.execute(
                     sa.update(webhook_events)
                     .where(webhook_events.c.id == event_id)
                     .values(response_status=status, response_body=to_jsonable(body))

@@ -7,12 +7,13 @@ bootstrap and admin tools. Deletion is sticky: a late webhook never brings a del
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from kombo_sync.state._util import from_row, to_jsonable
 from kombo_sync.state.schema import (
@@ -50,6 +51,8 @@ class IntegrationRecord:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+    # Ids of the package list last published to Kombo (None: not recorded yet, e.g. published before 0003).
+    published_package_ids: list[str] | None = None
 
 
 class IntegrationRepository:
@@ -70,6 +73,7 @@ class IntegrationRepository:
         status: str | None = None,
         setup_status: str | None = None,
         qa_status: str | None = None,
+        conn: Connection | None = None,
     ) -> bool:
         """Create or refresh an integration from a webhook, the bootstrap or an admin; returns True if created.
         New rows default to category ASSESSMENT and status ACTIVE; on a refresh None leaves a stored value alone; `enabled`, `invitation_channel` and `settings` are never touched, and
@@ -114,12 +118,10 @@ class IntegrationRepository:
             refresh["deleted_at"] = sa.func.coalesce(
                 integrations.c.deleted_at, sa.literal(now, UTCDateTime())
             )
-        with self.store.transaction() as conn:
-            created = bool(self.store.upsert(conn, integrations, [row], ["id"], []))
+        with self.store.transaction(conn=conn) as tx:
+            created = bool(self.store.upsert(tx, integrations, [row], ["id"], []))
             if not created:
-                conn.execute(
-                    sa.update(integrations).where(integrations.c.id == integration_id).values(refresh)
-                )
+                tx.execute(sa.update(integrations).where(integrations.c.id == integration_id).values(refresh))
         log.info("integration %s %s from %s", integration_id, "created" if created else "refreshed", source)
         return created
 
@@ -143,13 +145,16 @@ class IntegrationRepository:
             values["qa_status"] = qa_status
         return self._update(integration_id, values, only_live=True)
 
-    def mark_deleted(self, integration_id: str, deleted_at: datetime | None = None) -> bool:
+    def mark_deleted(
+        self, integration_id: str, deleted_at: datetime | None = None, *, conn: Connection | None = None
+    ) -> bool:
         """Status DELETED with the deletion time; False if unknown or already deleted."""
         now = self.store.now()
         return self._update(
             integration_id,
             {"status": DELETED, "deleted_at": deleted_at or now, "updated_at": now},
             only_live=True,
+            conn=conn,
         )
 
     def set_enabled(self, integration_id: str, enabled: bool) -> bool:
@@ -169,27 +174,44 @@ class IntegrationRepository:
         )
 
     def record_packages_publish(
-        self, integration_id: str, packages_hash: str, published_at: datetime | None = None
+        self,
+        integration_id: str,
+        packages_hash: str,
+        published_at: datetime | None = None,
+        *,
+        package_ids: Iterable[str] | None = None,
     ) -> bool:
-        """Remember the hash of the package list last published to Kombo; False if unknown."""
+        """Remember the package list last published to Kombo: its hash and, when given, its package ids (what
+        the webhook's package rule accepts; sorted, without repeats). False if the integration is unknown."""
         now = self.store.now()
-        return self._update(
-            integration_id,
-            {"packages_hash": packages_hash, "packages_published_at": published_at or now, "updated_at": now},
-        )
+        values: dict[str, Any] = {
+            "packages_hash": packages_hash,
+            "packages_published_at": published_at or now,
+            "updated_at": now,
+        }
+        if package_ids is not None:
+            values["published_package_ids"] = sorted({str(package_id) for package_id in package_ids})
+        return self._update(integration_id, values)
 
-    def _update(self, integration_id: str, values: dict[str, Any], *, only_live: bool = False) -> bool:
+    def _update(
+        self,
+        integration_id: str,
+        values: dict[str, Any],
+        *,
+        only_live: bool = False,
+        conn: Connection | None = None,
+    ) -> bool:
         stmt = sa.update(integrations).where(integrations.c.id == integration_id).values(values)
         if only_live:
             stmt = stmt.where(integrations.c.status != DELETED)
-        with self.store.transaction() as conn:
-            return bool(conn.execute(stmt).rowcount)
+        with self.store.transaction(conn=conn) as tx:
+            return bool(tx.execute(stmt).rowcount)
 
-    def get(self, integration_id: str) -> IntegrationRecord | None:
+    def get(self, integration_id: str, *, conn: Connection | None = None) -> IntegrationRecord | None:
         """The integration, or None."""
-        with self.store.transaction(readonly=True) as conn:
+        with self.store.transaction(readonly=True, conn=conn) as tx:
             row = (
-                conn.execute(sa.select(integrations).where(integrations.c.id == integration_id))
+                tx.execute(sa.select(integrations).where(integrations.c.id == integration_id))
                 .mappings()
                 .first()
             )

@@ -195,10 +195,11 @@ class OrderRepository:
         *,
         integration_id: str | None = None,
         now: datetime | None = None,
+        conn: Connection | None = None,
     ) -> RecordResult:
         """Record a Kombo order once (webhook or poll, concurrently or not); a later sighting only refreshes
         `kombo_status` and `order_json`. `integration_id` is for poll results, which do not carry it."""
-        [result] = self.record_orders([order], seen_via, integration_id=integration_id, now=now)
+        [result] = self.record_orders([order], seen_via, integration_id=integration_id, now=now, conn=conn)
         return result
 
     def record_orders(
@@ -208,14 +209,16 @@ class OrderRepository:
         *,
         integration_id: str | None = None,
         now: datetime | None = None,
+        conn: Connection | None = None,
     ) -> list[RecordResult]:
-        """`record_order` for a page of orders in one transaction; results in input order."""
+        """`record_order` for a page of orders in one transaction (the caller's with `conn`); results in input
+        order."""
         if seen_via not in ORDER_SEEN_VIA:
             raise ValueError(f"seen_via must be one of {ORDER_SEEN_VIA}, not {seen_via!r}")
         rows = [_order_columns(order, integration_id) for order in kombo_orders]
         now = now or self.store.now()
-        with self.store.transaction() as conn:
-            results = [self._record(conn, columns, seen_via, now) for columns in rows]
+        with self.store.transaction(conn=conn) as tx:
+            results = [self._record(tx, columns, seen_via, now) for columns in rows]
         created = sum(result.created for result in results)
         if created:
             log.info(
@@ -426,14 +429,14 @@ class OrderRepository:
             raise ValueError(f"order {order_id} cannot be a duplicate of itself")
         return self._transition(order_id, "mark_duplicate", {"duplicate_of": duplicate_of})
 
-    def mark_rejected(self, order_id: str, reason: str) -> bool:
+    def mark_rejected(self, order_id: str, reason: str, *, conn: Connection | None = None) -> bool:
         """received -> rejected (the webhook answered ORDER_REJECTED with `reason`)."""
-        return self._transition(order_id, "mark_rejected", {"last_error": clip(reason)})
+        return self._transition(order_id, "mark_rejected", {"last_error": clip(reason)}, conn=conn)
 
-    def mark_cancelled(self, order_id: str) -> bool:
+    def mark_cancelled(self, order_id: str, *, conn: Connection | None = None) -> bool:
         """received/inviting -> cancelled (cancelled in the ATS); a worker holding the lease then cannot mark it
         invited."""
-        return self._transition(order_id, "mark_cancelled", {})
+        return self._transition(order_id, "mark_cancelled", {}, conn=conn)
 
     def _transition(
         self,
@@ -442,6 +445,7 @@ class OrderRepository:
         values: dict[str, Any],
         *,
         fence: sa.ColumnElement[bool] | None = None,
+        conn: Connection | None = None,
     ) -> bool:
         """Apply a named transition by compare-and-set. True when applied; False when the order is already in
         the target state (a repeated call) or the fence (lease) does not hold; raises otherwise."""
@@ -456,11 +460,11 @@ class OrderRepository:
         )
         if fence is not None:
             stmt = stmt.where(fence)
-        with self.store.transaction() as conn:
-            if conn.execute(stmt).rowcount:
+        with self.store.transaction(conn=conn) as tx:
+            if tx.execute(stmt).rowcount:
                 log.info("order %s -> %s", order_id, transition.target)
                 return True
-            current = self._require(conn, order_id)
+            current = self._require(tx, order_id)
         if current == transition.target or (fence is not None and current in transition.sources):
             return False
         raise InvalidTransition(order_id, current, transition.target)
@@ -479,6 +483,8 @@ class OrderRepository:
         candidate_email: str | None,
         application_remote_id: str | None,
         exclude_order_id: str | None,
+        *,
+        conn: Connection | None = None,
     ) -> str | None:
         """The oldest other active order (received/inviting/invited) of the same integration, package, candidate
         e-mail (case-insensitive) and application (None matches only None), or None."""
@@ -499,13 +505,13 @@ class OrderRepository:
         )
         if exclude_order_id is not None:
             query = query.where(orders.c.id != exclude_order_id)
-        with self.store.transaction(readonly=True) as conn:
-            return conn.execute(query).scalar_one_or_none()
+        with self.store.transaction(readonly=True, conn=conn) as tx:
+            return tx.execute(query).scalar_one_or_none()
 
-    def get(self, order_id: str) -> OrderRecord | None:
+    def get(self, order_id: str, *, conn: Connection | None = None) -> OrderRecord | None:
         """The order, or None."""
-        with self.store.transaction(readonly=True) as conn:
-            row = conn.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().first()
+        with self.store.transaction(readonly=True, conn=conn) as tx:
+            row = tx.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().first()
         return None if row is None else from_row(OrderRecord, row)
 
     def counts_by_state(self, integration_id: str | None = None) -> dict[str, int]:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from kombo_sync.state._util import chunked, clip, from_row, to_jsonable
-from kombo_sync.state.schema import OUTBOX_STATES, UTCDateTime, result_outbox
+from kombo_sync.state.schema import OUTBOX_STATES, result_outbox
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -313,19 +313,28 @@ class ResultOutbox:
     def mark_sent_many(
         self, keys: Iterable[tuple[str, str]], *, sent_at: datetime | None = None
     ) -> set[tuple[str, str]]:
-        """`mark_sent` for many (order_id, payload_hash) in one transaction; returns the keys it marked."""
+        """`mark_sent` for many (order_id, payload_hash) in one transaction; returns the keys it marked.
+
+        pending/sending -> sent, and older pending/sending/dead versions of the same orders -> superseded.
+        Whoever holds the lease: a result that reached Kombo is sent even if the sender's lease expired and
+        another worker re-claimed the row (that worker then finds it sent). The cost does not grow with the
+        backlog or per key: one read of the orders' versions by order id (the primary key's first column,
+        locked on PostgreSQL), then one batched UPDATE per kind.
+        """
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return set()
         now = self.store.now()
-        # Row by row on the primary key: one commit for the lot is what makes this fast, not the statement.
+        order_ids = sorted({order_id for order_id, _hash in wanted})
+        # Row by row on the primary key (executemany): a multi-column IN would scan every pending row on
+        # SQLite. `or_` rather than IN: executemany cannot expand an IN list.
+        live = sa.or_(_row.state == PENDING, _row.state == SENDING)
+        by_key = sa.and_(
+            _row.order_id == sa.bindparam("k_order_id"), _row.payload_hash == sa.bindparam("k_payload_hash")
+        )
         mark = (
             sa.update(result_outbox)
-            .where(
-                _row.order_id == sa.bindparam("k_order_id"),
-                _row.payload_hash == sa.bindparam("k_payload_hash"),
-                _row.state.in_([PENDING, SENDING]),
-            )
+            .where(by_key, live)
             .values(
                 state=SENT,
                 sent_at=sent_at or now,
@@ -334,32 +343,56 @@ class ResultOutbox:
                 next_attempt_at=None,
                 updated_at=now,
             )
-            .returning(_row.created_at)
         )
         supersede = (
             sa.update(result_outbox)
-            .where(
-                _row.order_id == sa.bindparam("k_order_id"),
-                _row.payload_hash != sa.bindparam("k_payload_hash"),
-                _row.state.in_([PENDING, SENDING, DEAD]),
-                _row.created_at <= sa.bindparam("k_created_at", type_=UTCDateTime()),
-            )
+            .where(by_key, sa.or_(live, _row.state == DEAD))
             .values(state=SUPERSEDED, lease_owner=None, lease_expires_at=None, updated_at=now)
         )
-        marked: set[tuple[str, str]] = set()
+        marked: list[tuple[str, str]] = []
         with self.store.transaction() as conn:
+            # (order_id, payload_hash) -> [state, created_at] of every version of these orders.
+            versions: dict[str, dict[str, list[Any]]] = {}
+            for batch in chunked(order_ids):
+                query = (
+                    sa.select(_row.order_id, _row.payload_hash, _row.state, _row.created_at)
+                    .where(_row.order_id.in_(batch))
+                    .order_by(_row.order_id, _row.payload_hash)
+                )
+                if self.store.dialect == "postgresql":
+                    # Held until commit, so the plan below is what the UPDATEs find (SQLite: BEGIN IMMEDIATE).
+                    query = query.with_for_update()
+                for found in conn.execute(query):
+                    versions.setdefault(found.order_id, {})[found.payload_hash] = [
+                        found.state,
+                        found.created_at,
+                    ]
+            superseded: list[tuple[str, str]] = []
+            # In the caller's order, exactly as `mark_sent` one key after another would do it.
             for order_id, payload_hash in wanted:
-                key = {"k_order_id": order_id, "k_payload_hash": payload_hash}
-                created_at = conn.execute(mark, key).scalar_one_or_none()
-                if created_at is None:
+                rows = versions.get(order_id, {})
+                this = rows.get(payload_hash)
+                if this is None or this[0] not in (PENDING, SENDING):
                     continue
-                conn.execute(supersede, {**key, "k_created_at": created_at})
-                marked.add((order_id, payload_hash))
+                this[0] = SENT
+                marked.append((order_id, payload_hash))
+                for other_hash, other in rows.items():
+                    if (
+                        other_hash != payload_hash
+                        and other[0] in (PENDING, SENDING, DEAD)
+                        and other[1] <= this[1]
+                    ):
+                        other[0] = SUPERSEDED
+                        superseded.append((order_id, other_hash))
+            if marked:
+                conn.execute(mark, [{"k_order_id": o, "k_payload_hash": h} for o, h in marked])
+            if superseded:
+                conn.execute(supersede, [{"k_order_id": o, "k_payload_hash": h} for o, h in superseded])
         if len(marked) == 1:
-            log.info("result of order %s sent", next(iter(marked))[0])
+            log.info("result of order %s sent", marked[0][0])
         elif marked:
             log.info("results of %d order(s) sent", len(marked))
-        return marked
+        return set(marked)
 
     def mark_retry(
         self,

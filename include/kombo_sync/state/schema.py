@@ -2,8 +2,9 @@
 
 Every timestamp is stored as UTC and read back timezone-aware (`UTCDateTime`); JSON columns use `sa.JSON`, with
 Python None stored as SQL NULL.
-The repositories in this package are the only writers of these tables. The migration in
-`migrations/versions/0001_initial.py` must produce exactly this metadata (a test compares them).
+The repositories in this package are the only writers of these tables. The migrations in
+`migrations/versions/` (0001_initial and the later ones) must produce exactly this metadata (a test compares
+them).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ integrations = sa.Table(
     sa.Column("settings", sa.JSON(none_as_null=True), nullable=False),
     sa.Column("packages_hash", sa.String(128), nullable=True),
     sa.Column("packages_published_at", UTCDateTime(), nullable=True),
+    # The package ids of that list (migration 0003): the webhook rejects orders for any other package.
+    sa.Column("published_package_ids", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("deleted_at", UTCDateTime(), nullable=True),

@@ -169,8 +169,9 @@ def _known_revisions() -> set[str]:
 class StateStore:
     """The pipeline's own database: lazy engine, `migrate()`, `transaction()`, dialect-aware `upsert()`.
 
-    Repository methods open their own transactions: on SQLite, do not call them while holding a write
-    `transaction()` in the same thread (the second writer would wait for the first until the busy timeout).
+    Repository methods open their own transactions unless given `conn=`: on SQLite, do not call them without
+    `conn` while holding a write `transaction()` in the same thread (the second writer would wait for the first
+    until the busy timeout); pass the held connection instead.
     """
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
@@ -238,8 +239,15 @@ class StateStore:
         return engine
 
     @contextmanager
-    def transaction(self, *, readonly: bool = False) -> Iterator[Connection]:
-        """A connection inside one transaction, committed on exit; SQLite write transactions `BEGIN IMMEDIATE`."""
+    def transaction(self, *, readonly: bool = False, conn: Connection | None = None) -> Iterator[Connection]:
+        """A connection inside one transaction, committed on exit; SQLite write transactions `BEGIN IMMEDIATE`.
+
+        With `conn` (a connection inside the caller's transaction) nothing is opened: the block runs in that
+        transaction, and the caller commits or rolls back. Repositories take such a `conn` so that a caller can
+        do several steps in one transaction."""
+        if conn is not None:
+            yield conn
+            return
         self.ensure_migrated()
         with self.engine.connect() as conn:
             if readonly:
@@ -371,5 +379,10 @@ def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
     def _on_begin(conn: Connection) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction (claims, upserts) can then
         # never fail with SQLITE_BUSY half-way, it waits for the busy timeout instead.
-        mode = conn.get_execution_options().get(_SQLITE_BEGIN_OPTION, "IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            # SQLAlchemy "begins" autocommit connections too: no BEGIN, or a one-statement read would hold the
+            # write lock until the connection goes back to the pool.
+            return
+        mode = options.get(_SQLITE_BEGIN_OPTION, "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")

@@ -9,12 +9,15 @@ The checks run in this order, and the first that fails answers:
 | `Content-Type` not `application/json` | 415 |
 | `X-Kombo-Signature` missing or wrong (HMAC-SHA256, base64url, every configured secret) | 401 |
 | not JSON, or JSON that breaks the event schema | 400 naming the field |
-| event id seen before | the answer stored for it (nothing changes); 409 while another request processes it |
+| event id seen before | the answer stored for it (nothing changes); 409 while an inline invitation for it runs |
 
 Then per type: `assessment:order-received` (rejection rules, record, wake the intake), the inline flow
 (record, invite now, answer `assessment_url`), the three integration events (registry), anything else
-(200, recorded, ignored). Nothing a sender can send produces a 5xx; server faults (the database down, the
-invitation channel failing for the inline flow) do, so that Kombo keeps the order for the poll.
+(200, recorded, ignored). Recording the event, the rules' reads, the writes and the stored answer are one
+transaction (SQLite: one write lock, taken through this process's write gate); only the inline flow's
+invitation runs after it, outside any transaction. Nothing a sender can send produces a 5xx; server faults
+(the database down, the invitation channel failing for the inline flow) do, so that Kombo keeps the order for
+the poll.
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlalchemy.engine import Connection
 
 from kombo_sync.assets import INTEGRATIONS_TOPIC, ORDERS_TOPIC
+from kombo_sync.intake.claims import write_gate
 from kombo_sync.kombo.models import (
     ORDER_STATUS_OPEN,
     WEBHOOK_ASSESSMENT_ORDER_RECEIVED,
@@ -51,7 +57,8 @@ from kombo_sync.kombo.models import (
 )
 from kombo_sync.kombo.signatures import SIGNATURE_HEADER, verify
 from kombo_sync.settings import PipelineSettings, load_settings
-from kombo_sync.state.events import WebhookEventLog
+from kombo_sync.state._util import from_row
+from kombo_sync.state.events import WebhookEvent, WebhookEventLog
 from kombo_sync.state.integrations import (
     ACTIVE,
     ASSESSMENT,
@@ -62,7 +69,7 @@ from kombo_sync.state.integrations import (
 from kombo_sync.state.orders import REJECTED, InvalidTransition, OrderRepository
 from kombo_sync.state.schema import INTEGRATION_STATUSES, integrations, orders
 from kombo_sync.state.store import StateStore
-from kombo_sync.wakeups import request_wakeup
+from kombo_sync.wakeups import request_wakeup, request_wakeup_in_transaction
 from kombo_sync.webhooks.rules import (
     RejectionRule,
     RuleConfigurationError,
@@ -342,31 +349,93 @@ def _bad_text(text: str) -> str | None:
     return None
 
 
+class _EventWork:
+    """One event's transaction: its connection, and the wake-ups to request once it is committed."""
+
+    def __init__(self, store: StateStore, conn: Connection) -> None:
+        self.store = store
+        self.conn = conn
+        self._after_commit: list[str] = []
+
+    def wake(self, topic: str) -> None:
+        """Wake the watcher of `topic` so that the run it starts sees this transaction's data."""
+        if self.store.dialect == "sqlite":
+            # We hold the write lock: a request seen pending here is consumed after our commit.
+            request_wakeup_in_transaction(self.store, self.conn, topic)
+        elif topic not in self._after_commit:
+            # PostgreSQL: a read after the commit (and a write only when none is pending) keeps concurrent
+            # webhooks from queueing on the topic's row lock until each of them commits.
+            self._after_commit.append(topic)
+
+    def committed(self) -> None:
+        for topic in self._after_commit:
+            request_wakeup(self.store, topic)
+
+
+@dataclass(frozen=True)
+class _InlineInvitation:
+    """The inline flow's invitation, created after the event's transaction committed: it may take seconds,
+    and the intake's transactions that create it must see the order."""
+
+    order: OrderReceivedData
+
+
+def _write_gate(store: StateStore) -> AbstractContextManager[Any]:
+    # SQLite has one writer at a time: threads of this process queue on a Python lock (woken at once) rather
+    # than in SQLite's busy handler (sleeps of growing length). The intake's gate: one queue per process.
+    if getattr(store, "dialect", None) != "sqlite":
+        return nullcontext()
+    return write_gate(store)
+
+
 def _deduplicated(
     envelope: WebhookEnvelope, data: KomboModel | None, deps: WebhookDeps, settings: PipelineSettings
 ) -> WebhookResponse:
+    """Record the event, decide and store the answer in one transaction (the inline flow's invitation, which
+    calls out, runs after it). A concurrent delivery of the same event waits for that transaction at the
+    event's insert and then gets the stored answer."""
     store = deps.store
     events = WebhookEventLog(store)
     integration_id, order_id = _subject(data)
-    event = events.record_or_get(envelope.id, envelope.type, integration_id, order_id)
-    if not event.created:
-        # A stored 5xx was a server fault (the inline invitation failed): the redelivery gets another chance.
-        if event.answered and int(event.response_status or 0) < 500:
-            log.info(
-                "webhook event %s (%s): redelivery, stored answer %s",
-                envelope.id,
-                envelope.type,
-                event.response_status,
-            )
-            body = event.response_body if isinstance(event.response_body, dict) else {}
-            return WebhookResponse(int(event.response_status or 200), body)
-        age = store.now() - event.received_at
-        if not event.answered and age < timedelta(seconds=deps.in_progress_seconds):
-            return _error(409, "EVENT_IN_PROGRESS", "This event is being processed; deliver it again later.")
-        log.info("webhook event %s: processing again (first answer: %s)", envelope.id, event.response_status)
-    response = _dispatch(envelope, data, deps, settings, store)
-    events.store_response(envelope.id, response.status_code, response.body)
+    with _write_gate(store), store.transaction() as conn:
+        work = _EventWork(store, conn)
+        event = events.record_or_get(envelope.id, envelope.type, integration_id, order_id, conn=conn)
+        if not event.created:
+            stored = _stored_answer(event, envelope, store, deps)
+            if stored is not None:
+                return stored
+        outcome = _dispatch(envelope, data, deps, settings, work)
+        if isinstance(outcome, WebhookResponse):
+            events.store_response(envelope.id, outcome.status_code, outcome.body, conn=conn)
+    work.committed()
+    if isinstance(outcome, WebhookResponse):
+        return outcome
+    # The event is committed unanswered: a redelivery meanwhile gets 409 (in progress).
+    response = _inline_invite(outcome.order, deps, settings, store)
+    with _write_gate(store):
+        events.store_response(envelope.id, response.status_code, response.body)
     return response
+
+
+def _stored_answer(
+    event: WebhookEvent, envelope: WebhookEnvelope, store: StateStore, deps: WebhookDeps
+) -> WebhookResponse | None:
+    """The answer to a redelivery, or None when the event must be processed again."""
+    # A stored 5xx was a server fault (the inline invitation failed): the redelivery gets another chance.
+    if event.answered and int(event.response_status or 0) < 500:
+        log.info(
+            "webhook event %s (%s): redelivery, stored answer %s",
+            envelope.id,
+            envelope.type,
+            event.response_status,
+        )
+        body = event.response_body if isinstance(event.response_body, dict) else {}
+        return WebhookResponse(int(event.response_status or 200), body)
+    age = store.now() - event.received_at
+    if not event.answered and age < timedelta(seconds=deps.in_progress_seconds):
+        return _error(409, "EVENT_IN_PROGRESS", "This event is being processed; deliver it again later.")
+    log.info("webhook event %s: processing again (first answer: %s)", envelope.id, event.response_status)
+    return None
 
 
 def _subject(data: KomboModel | None) -> tuple[str | None, str | None]:
@@ -384,18 +453,18 @@ def _dispatch(
     data: KomboModel | None,
     deps: WebhookDeps,
     settings: PipelineSettings,
-    store: StateStore,
-) -> WebhookResponse:
-    """The answer for a valid, first-time (or retried after a 5xx) event."""
+    work: _EventWork,
+) -> WebhookResponse | _InlineInvitation:
+    """The answer for a valid, first-time (or retried after a 5xx) event, inside its transaction."""
     if isinstance(data, OrderReceivedData):
         inline = envelope.type == WEBHOOK_INLINE_ASSESSMENT_ORDER_RECEIVED
-        return order_received(data, deps, settings, store, event_type=envelope.type, inline=inline)
+        return order_received(data, deps, settings, work, event_type=envelope.type, inline=inline)
     if isinstance(data, IntegrationDeletedData):
-        return integration_deleted(data, store)
+        return integration_deleted(data, work)
     if isinstance(data, IntegrationCreatedData):
-        return integration_created(data, store)
+        return integration_created(data, work)
     if isinstance(data, IntegrationStateChangedData):
-        return integration_state_changed(data, store)
+        return integration_state_changed(data, work)
     log.info("webhook event %s of unknown type %r recorded and ignored", envelope.id, envelope.type[:100])
     return WebhookResponse(200, {"status": "IGNORED", "message": "Event type not handled."})
 
@@ -404,22 +473,26 @@ def order_received(
     order: OrderReceivedData,
     deps: WebhookDeps,
     settings: PipelineSettings,
-    store: StateStore,
+    work: _EventWork,
     *,
     event_type: str = WEBHOOK_ASSESSMENT_ORDER_RECEIVED,
     inline: bool = False,
-) -> WebhookResponse:
-    """Reject (422), or record and wake the intake (200), or for the inline flow invite now (200 + URL)."""
+) -> WebhookResponse | _InlineInvitation:
+    """Reject (422), or record and wake the intake (200), or for the inline flow record it and leave the
+    invitation to run after the commit."""
+    store, conn = work.store, work.conn
     repo = OrderRepository(store)
     payload = order.model_dump(mode="json", by_alias=True)
-    existing, integration = _known_order_and_integration(store, order.id, order.integration_id)
+    existing, integration = _known_order_and_integration(conn, order.id, order.integration_id)
     if existing is not None:
         # Seen before (the poll, or an earlier event for the same order): the first decision stands.
         if existing.state == REJECTED:
             return rejection(existing.last_error or "This order was rejected.")
-        repo.record_order(payload, "webhook")
+        repo.record_order(payload, "webhook", conn=conn)
         if inline:
-            return _inline_invite(order, deps, settings, store, existing.invitation_url)
+            if existing.invitation_url:
+                return WebhookResponse(200, {"assessment_url": existing.invitation_url})
+            return _InlineInvitation(order)
         return _accepted(order.id, known=True)
     if order.status != ORDER_STATUS_OPEN:
         log.info("order %s arrived with status %s: not recorded", order.id, order.status[:32])
@@ -432,6 +505,7 @@ def order_received(
         published_package_ids=published_package_ids(integration),
         event_type=event_type,
         now=store.now(),
+        conn=conn,
     )
     try:
         decision = first_rejection(order, context, rules_for(settings, deps.extra_rules))
@@ -444,10 +518,10 @@ def order_received(
     if decision is not None:
         rule, message = decision
         response = rejection(message)
-        recorded = repo.record_order(payload, "webhook")
+        recorded = repo.record_order(payload, "webhook", conn=conn)
         try:
             if recorded.state != REJECTED:
-                repo.mark_rejected(order.id, response.body["message"])
+                repo.mark_rejected(order.id, response.body["message"], conn=conn)
         except InvalidTransition:
             # The poll recorded and claimed it between our read and our write: it is being invited.
             log.info("order %s: rule %s would reject it, but it is already being invited", order.id, rule)
@@ -455,10 +529,10 @@ def order_received(
         log.info("order %s (integration %s) rejected by rule %s", order.id, order.integration_id, rule)
         return response
 
-    repo.record_order(payload, "webhook")
+    repo.record_order(payload, "webhook", conn=conn)
     if inline:
-        return _inline_invite(order, deps, settings, store, None)
-    request_wakeup(store, ORDERS_TOPIC)
+        return _InlineInvitation(order)
+    work.wake(ORDERS_TOPIC)
     log.info("order %s (integration %s) accepted; intake woken", order.id, order.integration_id)
     return _accepted(order.id, known=False)
 
@@ -471,25 +545,18 @@ class _KnownOrder:
 
 
 def _known_order_and_integration(
-    store: StateStore, order_id: str, integration_id: str
+    conn: Connection, order_id: str, integration_id: str
 ) -> tuple[_KnownOrder | None, IntegrationRecord | None]:
-    """The order's stored decision and the integration's registry row: two reads on one autocommit connection
-    (the hot path of every order: no BEGIN/COMMIT round trips, one pool checkout instead of two)."""
-    with store.engine.connect() as conn:
-        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        known = conn.execute(
-            sa.select(orders.c.state, orders.c.last_error, orders.c.invitation_url).where(
-                orders.c.id == order_id
-            )
-        ).first()
-        registry = (
-            conn.execute(sa.select(integrations).where(integrations.c.id == integration_id))
-            .mappings()
-            .first()
-        )
+    """The order's stored decision and the integration's registry row, read in the event's transaction."""
+    known = conn.execute(
+        sa.select(orders.c.state, orders.c.last_error, orders.c.invitation_url).where(orders.c.id == order_id)
+    ).first()
+    registry = (
+        conn.execute(sa.select(integrations).where(integrations.c.id == integration_id)).mappings().first()
+    )
     return (
         None if known is None else _KnownOrder(known.state, known.last_error, known.invitation_url),
-        None if registry is None else IntegrationRecord(**registry),
+        None if registry is None else from_row(IntegrationRecord, registry),
     )
 
 
@@ -501,14 +568,9 @@ _invite_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kombo-inlin
 
 
 def _inline_invite(
-    order: OrderReceivedData,
-    deps: WebhookDeps,
-    settings: PipelineSettings,
-    store: StateStore,
-    known_url: str | None,
+    order: OrderReceivedData, deps: WebhookDeps, settings: PipelineSettings, store: StateStore
 ) -> WebhookResponse:
-    if known_url:
-        return WebhookResponse(200, {"assessment_url": known_url})
+    """Create the inline flow's invitation now (the order is committed); a failure leaves it to the intake."""
     timeout = settings.webhook.inline_timeout_seconds
     try:
         inviter = deps.inviter()
@@ -572,19 +634,19 @@ def _is_served(record: IntegrationRecord | None) -> bool:
     )
 
 
-def _wake_if_newly_served(store: StateStore, before: IntegrationRecord | None, integration_id: str) -> bool:
-    after = IntegrationRepository(store).get(integration_id)
+def _wake_if_newly_served(work: _EventWork, before: IntegrationRecord | None, integration_id: str) -> bool:
+    after = IntegrationRepository(work.store).get(integration_id, conn=work.conn)
     if _is_served(after) and not _is_served(before):
-        request_wakeup(store, INTEGRATIONS_TOPIC)
+        work.wake(INTEGRATIONS_TOPIC)
         log.info("integration %s is now served: package sync woken", integration_id)
         return True
     return False
 
 
-def integration_created(data: IntegrationCreatedData, store: StateStore) -> WebhookResponse:
+def integration_created(data: IntegrationCreatedData, work: _EventWork) -> WebhookResponse:
     """Register the integration; a new assessment integration gets its packages published at once."""
-    repo = IntegrationRepository(store)
-    before = repo.get(data.id)
+    repo = IntegrationRepository(work.store)
+    before = repo.get(data.id, conn=work.conn)
     created = repo.upsert(
         data.id,
         source="webhook",
@@ -592,17 +654,18 @@ def integration_created(data: IntegrationCreatedData, store: StateStore) -> Webh
         tool=data.tool,
         customer_key=data.end_user.origin_id,
         organization_name=data.end_user.organization_name,
+        conn=work.conn,
     )
-    woken = _wake_if_newly_served(store, before, data.id)
+    woken = _wake_if_newly_served(work, before, data.id)
     return WebhookResponse(
         200, {"status": "OK", "integration_id": data.id, "created": created, "packages_sync_requested": woken}
     )
 
 
-def integration_deleted(data: IntegrationDeletedData, store: StateStore) -> WebhookResponse:
+def integration_deleted(data: IntegrationDeletedData, work: _EventWork) -> WebhookResponse:
     """Mark the integration deleted and cancel its orders not yet invited: all work for it stops."""
-    repo = IntegrationRepository(store)
-    if repo.get(data.id) is None:
+    repo = IntegrationRepository(work.store)
+    if repo.get(data.id, conn=work.conn) is None:
         repo.upsert(
             data.id,
             source="webhook",
@@ -611,22 +674,24 @@ def integration_deleted(data: IntegrationDeletedData, store: StateStore) -> Webh
             customer_key=data.end_user.origin_id,
             organization_name=data.end_user.organization_name,
             status=DELETED,
+            conn=work.conn,
         )
     else:
-        repo.mark_deleted(data.id, data.deleted_at)
-    cancelled = cancel_open_orders(store, data.id)
+        repo.mark_deleted(data.id, data.deleted_at, conn=work.conn)
+    cancelled = cancel_open_orders(work.store, data.id, conn=work.conn)
     log.info("integration %s deleted; %d open order(s) cancelled", data.id, cancelled)
     return WebhookResponse(200, {"status": "OK", "integration_id": data.id, "orders_cancelled": cancelled})
 
 
-def cancel_open_orders(store: StateStore, integration_id: str) -> int:
-    """Cancel the integration's orders still waiting for (or in the middle of) their invitation."""
+def cancel_open_orders(store: StateStore, integration_id: str, *, conn: Connection | None = None) -> int:
+    """Cancel the integration's orders still waiting for (or in the middle of) their invitation (in `conn`'s
+    transaction when given, else one transaction per order)."""
     from kombo_sync.state.orders import INVITING, RECEIVED
 
     repo = OrderRepository(store)
-    with store.transaction(readonly=True) as conn:
+    with store.transaction(readonly=True, conn=conn) as tx:
         order_ids = list(
-            conn.execute(
+            tx.execute(
                 sa.select(orders.c.id).where(
                     orders.c.integration_id == integration_id, orders.c.state.in_((RECEIVED, INVITING))
                 )
@@ -635,16 +700,16 @@ def cancel_open_orders(store: StateStore, integration_id: str) -> int:
     cancelled = 0
     for order_id in order_ids:
         try:
-            cancelled += bool(repo.mark_cancelled(order_id))
+            cancelled += bool(repo.mark_cancelled(order_id, conn=conn))
         except InvalidTransition:
             continue  # invited meanwhile: nothing left to stop
     return cancelled
 
 
-def integration_state_changed(data: IntegrationStateChangedData, store: StateStore) -> WebhookResponse:
+def integration_state_changed(data: IntegrationStateChangedData, work: _EventWork) -> WebhookResponse:
     """Record Kombo's state; an assessment integration that becomes active gets its packages published."""
-    repo = IntegrationRepository(store)
-    before = repo.get(data.integration_id)
+    repo = IntegrationRepository(work.store)
+    before = repo.get(data.integration_id, conn=work.conn)
     known_state = data.state if data.state in INTEGRATION_STATUSES and data.state != DELETED else None
     if known_state is None:
         log.warning("integration %s: unknown state %r kept as it was", data.integration_id, data.state[:32])
@@ -658,8 +723,9 @@ def integration_state_changed(data: IntegrationStateChangedData, store: StateSto
         status=known_state,
         setup_status=data.setup_status,
         qa_status=data.qa_status,
+        conn=work.conn,
     )
-    woken = _wake_if_newly_served(store, before, data.integration_id)
+    woken = _wake_if_newly_served(work, before, data.integration_id)
     return WebhookResponse(
         200, {"status": "OK", "integration_id": data.integration_id, "packages_sync_requested": woken}
     )

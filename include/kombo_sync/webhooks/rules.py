@@ -4,8 +4,9 @@ A rejected order is answered HTTP 422 `{"status": "ORDER_REJECTED", "message": .
 ATS and shows the message there. The built-in rules, in order (the first message wins):
 
 1. the integration is unknown, deleted, disabled or not active;
-2. the package is not one this customer was given (checked against the package ids last published for the
-   integration; while none are known the rule allows everything);
+2. the package is not one this customer was given: checked against the package ids the catalog sync last
+   published to Kombo for the integration (`integrations.published_package_ids`, written with each successful
+   publish); while none are known the rule allows everything;
 3. the candidate's e-mail address cannot receive an invitation (syntax and deliverability, without DNS);
 4. the candidate already has an active order for the same package (`intake.duplicate_rule`, per integration).
 
@@ -25,6 +26,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.engine import Connection
 
 from kombo_sync.intake.claims import duplicate_rule_enabled
 from kombo_sync.kombo.models import OrderReceivedData
@@ -47,6 +49,8 @@ class RuleContext:
     published_package_ids: frozenset[str] | None
     event_type: str
     now: datetime
+    # The webhook's open transaction: rules that read the store use it (None: each read opens its own).
+    conn: Connection | None = None
 
 
 class RejectionRule(Protocol):
@@ -56,10 +60,10 @@ class RejectionRule(Protocol):
 
 
 def published_package_ids(integration: IntegrationRecord | None) -> frozenset[str] | None:
-    """The package ids last published for the integration, when the catalog sync recorded them.
+    """The package ids last published for the integration, or None while not known.
 
-    The catalog sync keeps a hash of the list it published; the ids themselves are read from the integration's
-    `settings["published_package_ids"]` (or a `published_package_ids` attribute) when present.
+    The catalog sync records them with every successful publish (`IntegrationRecord.published_package_ids`);
+    for an integration it has not published since, an admin's `settings["published_package_ids"]` is used.
     """
     if integration is None:
         return None
@@ -137,6 +141,7 @@ def no_active_duplicate(order: OrderReceivedData, context: RuleContext) -> str |
         order.candidate.email,
         order.application.remote_id,
         exclude_order_id=order.id,
+        conn=context.conn,
     )
     if duplicate_of is None:
         return None

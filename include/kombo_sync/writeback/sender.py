@@ -42,8 +42,7 @@ from kombo_sync.kombo.errors import (
 )
 from kombo_sync.kombo.models import ORDER_STATUS_OPEN, Order
 from kombo_sync.settings import WritebackSettings
-from kombo_sync.state.outbox import DEAD as OUTBOX_DEAD
-from kombo_sync.state.outbox import PENDING, SENDING, SENT, SUPERSEDED, OutboxItem, ResultOutbox
+from kombo_sync.state.outbox import SENT, OutboxItem, ResultOutbox
 from kombo_sync.state.schema import result_outbox
 from kombo_sync.state.store import StateStore
 
@@ -432,7 +431,7 @@ class ResultSender:
         """Write outcomes: deliveries in one transaction (the common case, hundreds a second), the rest one by one."""
         delivered = [(item, outcome) for item, outcome in outcomes if outcome.kind in (SENT_OK, RESOLVED)]
         if delivered:
-            marked = mark_sent_many(self.store, [(item.order_id, item.payload_hash) for item, _ in delivered])
+            marked = self.outbox.mark_sent_many([(item.order_id, item.payload_hash) for item, _ in delivered])
             for item, outcome in delivered:
                 self._count(item, outcome, (item.order_id, item.payload_hash) in marked)
         for item, outcome in outcomes:
@@ -502,80 +501,6 @@ class ResultSender:
                 outcome.message,
                 outcome.log_url,
             )
-
-
-def mark_sent_many(store: StateStore, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-    """``ResultOutbox.mark_sent`` for many results in one transaction; returns the keys it marked.
-
-    Same transitions as ``mark_sent`` (pending/sending -> sent; older pending/sending/dead versions of the order
-    -> superseded). It lives here because the repository has no batch form yet, and one commit per result
-    caps the sender at a few hundred results a second on SQLite.
-    """
-    if not keys:
-        return set()
-    row = result_outbox.c
-    now = store.now()
-    wanted = set(keys)
-    order_ids = sorted({order_id for order_id, _ in keys})
-    # Looked up by order id (the primary key's first column) and updated row by row by primary key: a
-    # multi-column IN would scan every pending row on SQLite, so the cost would grow with the backlog.
-    mark_statement = (
-        sa.update(result_outbox)
-        .where(
-            row.order_id == sa.bindparam("k_order_id"),
-            row.payload_hash == sa.bindparam("k_payload_hash"),
-            sa.or_(row.state == PENDING, row.state == SENDING),  # no IN: executemany cannot expand it
-        )
-        .values(
-            state=SENT,
-            sent_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-            next_attempt_at=None,
-            updated_at=now,
-        )
-    )
-    supersede_statement = (
-        sa.update(result_outbox)
-        .where(
-            row.order_id == sa.bindparam("k_order_id"),
-            row.payload_hash == sa.bindparam("k_payload_hash"),
-            sa.or_(row.state == PENDING, row.state == SENDING, row.state == OUTBOX_DEAD),
-        )
-        .values(state=SUPERSEDED, lease_owner=None, lease_expires_at=None, updated_at=now)
-    )
-    marked: set[tuple[str, str]] = set()
-    with store.transaction() as conn:
-        versions: dict[str, list[Any]] = {}
-        for start in range(0, len(order_ids), 400):
-            query = sa.select(row.order_id, row.payload_hash, row.state, row.created_at).where(
-                row.order_id.in_(order_ids[start : start + 400])
-            )
-            for found in conn.execute(query):
-                versions.setdefault(found.order_id, []).append(found)
-        to_mark: list[dict[str, str]] = []
-        to_supersede: list[dict[str, str]] = []
-        for order_id, found_rows in versions.items():
-            sent = [
-                r
-                for r in found_rows
-                if (order_id, r.payload_hash) in wanted and r.state in (PENDING, SENDING)
-            ]
-            for sent_row in sent:
-                marked.add((order_id, sent_row.payload_hash))
-                to_mark.append({"k_order_id": order_id, "k_payload_hash": sent_row.payload_hash})
-                to_supersede.extend(
-                    {"k_order_id": order_id, "k_payload_hash": other.payload_hash}
-                    for other in found_rows
-                    if other.payload_hash != sent_row.payload_hash
-                    and other.state in (PENDING, SENDING, OUTBOX_DEAD)
-                    and other.created_at <= sent_row.created_at
-                )
-        if to_mark:
-            conn.execute(mark_statement, to_mark)
-        if to_supersede:
-            conn.execute(supersede_statement, to_supersede)
-    return set(marked)
 
 
 def send_results(
