@@ -23,5 +23,7 @@ ORDERS_RECEIVED = Asset(
 INTEGRATIONS_CHANGED = Asset(
     name="kombo_integrations_changed",
     uri="kombo://integrations/changed",
-    watchers=[AssetWatcher(name="kombo_integrations_wakeup", trigger=WakeupTrigger(topic=INTEGRATIONS_TOPIC))],
+    watchers=[
+        AssetWatcher(name="kombo_integrations_wakeup", trigger=WakeupTrigger(topic=INTEGRATIONS_TOPIC))
+    ],
 )

@@ -24,7 +24,10 @@ class WakeupTrigger(BaseEventTrigger):
         self.poll_interval = poll_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("kombo_sync.triggers.WakeupTrigger", {"topic": self.topic, "poll_interval": self.poll_interval})
+        return (
+            "kombo_sync.triggers.WakeupTrigger",
+            {"topic": self.topic, "poll_interval": self.poll_interval},
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:

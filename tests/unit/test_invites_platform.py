@@ -166,3 +166,22 @@ def test_inviters_pick_the_channel_per_integration_and_build_each_once() -> None
     assert inviters.channel_for("workday:3") == "platform"  # then the default
     assert inviters.get("email") is inviters.get("email")
     assert built == ["email"]
+
+
+def test_a_claimed_order_from_the_state_store_can_be_sent_as_is() -> None:
+    from datetime import UTC, datetime
+
+    from kombo_sync.state.orders import ClaimedOrder
+
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    claim = ClaimedOrder(
+        order_id="O-1", integration_id="workday:abc", package_id="py", kombo_status="OPEN", attempts=1,
+        lease_owner="w", lease_expires_at=now, received_at=now, candidate_email="c@example.com",
+        candidate_first_name="C", candidate_last_name=None, candidate_phone=None, candidate_remote_id=None,
+        application_remote_id=None, job_remote_id=None, job_name="Engineer", order_json={},
+    )  # fmt: skip
+    inviter, seen = inviter_answering(
+        lambda request: httpx.Response(201, json={"invitation_id": "inv_9", "assessment_url": "u"})
+    )
+    assert inviter.send(claim, claim.order_id).external_id == "inv_9"
+    assert json.loads(seen[0].content)["candidate"]["email"] == "c@example.com"

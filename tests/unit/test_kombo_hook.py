@@ -2,6 +2,7 @@ import json
 
 import httpx
 import pytest
+
 from kombo_sync.kombo.client import DEFAULT_BASE_URL, KomboClient
 from kombo_sync.kombo.hook import KomboHook, base_url_from_connection, client_options_from_extras
 

@@ -4,6 +4,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from kombo_sync.kombo.models import (
     ORDER_RECEIVED_WEBHOOK_TYPES,
     ORDER_STATUSES,
@@ -34,7 +36,6 @@ from kombo_sync.kombo.models import (
     format_kombo_datetime,
     parse_webhook_data,
 )
-from pydantic import ValidationError
 
 # From openapi-assessment.json (`webhooks.*.post...example`), the job description shortened.
 ORDER_DATA = {

@@ -1,4 +1,5 @@
 import pytest
+
 from kombo_sync.kombo.signatures import sign, verify
 
 BODY = b'{"id":"evt_1","type":"assessment:order-received","data":{}}'

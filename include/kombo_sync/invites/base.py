@@ -122,12 +122,38 @@ class InvitationRequest:
         )
 
 
+class InvitationOrder(Protocol):
+    """What a channel reads from an order: an `InvitationRequest`, or the state store's `ClaimedOrder` as is.
+    (`package_name`, when the object has one, names the package in e-mails.)"""
+
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def integration_id(self) -> str: ...
+    @property
+    def package_id(self) -> str: ...
+    @property
+    def candidate_email(self) -> str | None: ...
+    @property
+    def candidate_first_name(self) -> str | None: ...
+    @property
+    def candidate_last_name(self) -> str | None: ...
+    @property
+    def candidate_remote_id(self) -> str | None: ...
+    @property
+    def application_remote_id(self) -> str | None: ...
+    @property
+    def job_remote_id(self) -> str | None: ...
+    @property
+    def job_name(self) -> str | None: ...
+
+
 @runtime_checkable
 class Inviter(Protocol):
     """One invitation channel. ``send`` is called from several threads at once and must be thread-safe."""
 
     channel: str
 
-    def send(self, order: InvitationRequest, idempotency_key: str) -> InvitationResult:
+    def send(self, order: InvitationOrder, idempotency_key: str) -> InvitationResult:
         """Create the candidate's invitation; raise Retriable/PermanentInvitationError when it cannot."""
         ...

@@ -30,7 +30,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 
 from kombo_sync.invites.base import (
     CHANNEL_EMAIL,
-    InvitationRequest,
+    InvitationOrder,
     InvitationResult,
     PermanentInvitationError,
     RetriableInvitationError,
@@ -50,7 +50,7 @@ def message_id_for(order_id: str, domain: str) -> str:
     return f"<kombo-invitation.{local}@{domain}>"
 
 
-def assessment_link(template: str, order: InvitationRequest) -> str:
+def assessment_link(template: str, order: InvitationOrder) -> str:
     """The candidate's link from ``intake.assessment_url_template`` ({order_id}, {package_id}, {integration_id})."""
     return template.format(
         order_id=quote(order.order_id, safe=""),
@@ -164,21 +164,21 @@ class EmailInviter:
             timeout=float(extra.get("timeout") or 30.0),
         )
 
-    def build_message(self, order: InvitationRequest, idempotency_key: str) -> tuple[EmailMessage, str]:
+    def build_message(self, order: InvitationOrder, idempotency_key: str) -> tuple[EmailMessage, str]:
         """The multipart message for ``order`` and the candidate's link (raises PermanentInvitationError)."""
         link = assessment_link(self.url_template, order)
         rendered = self.templates.render(
             {
                 "first_name": (order.candidate_first_name or "").strip(),
                 "job_title": (order.job_name or "").strip(),
-                "package_name": order.package_name or order.package_id,
+                "package_name": getattr(order, "package_name", None) or order.package_id,
                 "link": link,
                 "sender_name": self.from_name or self.domain,
             }
         )
         message = EmailMessage()
         try:
-            message["To"] = Address(addr_spec=order.candidate_email)
+            message["To"] = Address(addr_spec=order.candidate_email or "")
         except (ValueError, IndexError, MessageError) as exc:
             raise PermanentInvitationError(
                 "candidate e-mail address is malformed", channel=CHANNEL_EMAIL, code="BAD_ADDRESS"
@@ -195,7 +195,7 @@ class EmailInviter:
         message.add_alternative(rendered.html, subtype="html")
         return message, link
 
-    def send(self, order: InvitationRequest, idempotency_key: str) -> InvitationResult:
+    def send(self, order: InvitationOrder, idempotency_key: str) -> InvitationResult:
         message, link = self.build_message(order, idempotency_key)
         message_id = str(message["Message-ID"])
         try:

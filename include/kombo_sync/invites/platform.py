@@ -19,7 +19,7 @@ import httpx
 
 from kombo_sync.invites.base import (
     CHANNEL_PLATFORM,
-    InvitationRequest,
+    InvitationOrder,
     InvitationResult,
     PermanentInvitationError,
     RetriableInvitationError,
@@ -107,7 +107,7 @@ class PlatformInviter:
                 self._http = None
 
     @staticmethod
-    def request_body(order: InvitationRequest, idempotency_key: str) -> dict[str, Any]:
+    def request_body(order: InvitationOrder, idempotency_key: str) -> dict[str, Any]:
         return {
             "order_id": idempotency_key,
             "integration_id": order.integration_id,
@@ -122,7 +122,7 @@ class PlatformInviter:
             "job": {"remote_id": order.job_remote_id, "name": order.job_name},
         }
 
-    def send(self, order: InvitationRequest, idempotency_key: str) -> InvitationResult:
+    def send(self, order: InvitationOrder, idempotency_key: str) -> InvitationResult:
         try:
             response = self._client().post(
                 self.path,
