@@ -336,12 +336,15 @@ def test_find_active_duplicate(repo: OrderRepository, state_clock: Any) -> None:
         return repo.find_active_duplicate(**args)
 
     assert find() == "o1"
-    assert find(exclude_order_id="o1") is None
+    # Same candidate means the same e-mail OR the same ATS application.
+    assert find(exclude_order_id="o1") == "o2"  # o2 shares the application
     assert find(package_id="other_test") is None
     assert find(integration_id="personio:x") is None
-    assert find(application_remote_id="app-2") is None
-    assert find(application_remote_id=None) is None
-    assert find(email="") is None
+    assert find(application_remote_id="app-2") == "o1"  # same e-mail, other application
+    assert find(application_remote_id=None) == "o1"
+    assert find(email="") == "o1"  # same application, no e-mail given
+    assert find(email="someone.else@example.com", application_remote_id="app-2") is None
+    assert find(email="", application_remote_id=None) is None
     assert repo.mark_duplicate("o2", "o1")
     order = repo.get("o2")
     assert order is not None and (order.state, order.duplicate_of) == ("duplicate", "o1")

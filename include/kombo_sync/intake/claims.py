@@ -74,26 +74,46 @@ def duplicate_rule_enabled(
     return settings.duplicate_rule
 
 
+def duplicate_keys(
+    package_id: str, candidate_email: str | None, application_remote_id: str | None
+) -> set[str]:
+    """The keys under which an order can collide with another: its package with the candidate's e-mail, and its
+    package with the ATS application (the duplicate rule's "same e-mail or same application")."""
+    keys = set()
+    email = (candidate_email or "").strip().lower()
+    if email:
+        keys.add(f"{package_id}\x00email\x00{email}")
+    if application_remote_id:
+        keys.add(f"{package_id}\x00application\x00{application_remote_id}")
+    return keys
+
+
 def candidates_sharing_an_order(
     store: StateStore, integration_id: str, package_ids: Iterable[str]
-) -> set[tuple[str, str]]:
-    """(package id, lower-case e-mail) pairs of this integration with more than one active order: only orders
-    in these pairs can be duplicates, so the per-order rule (`find_active_duplicate`) runs for them alone.
-    One query per integration instead of one per order."""
-    email = sa.func.lower(orders.c.candidate_email)
-    query = (
-        sa.select(orders.c.package_id, email)
-        .where(
-            orders.c.integration_id == integration_id,
-            orders.c.package_id.in_(sorted(set(package_ids))),
-            orders.c.state.in_(ACTIVE_STATES),
-            orders.c.candidate_email.is_not(None),
+) -> set[str]:
+    """Duplicate keys (`duplicate_keys`) held by more than one active order of this integration: only orders
+    with such a key can be duplicates, so the per-order rule (`find_active_duplicate`) runs for them alone.
+    Two queries per integration instead of one per order."""
+    packages = sorted(set(package_ids))
+    shared: set[str] = set()
+    for kind, column in (
+        ("email", sa.func.lower(orders.c.candidate_email)),
+        ("application", orders.c.application_remote_id),
+    ):
+        query = (
+            sa.select(orders.c.package_id, column)
+            .where(
+                orders.c.integration_id == integration_id,
+                orders.c.package_id.in_(packages),
+                orders.c.state.in_(ACTIVE_STATES),
+                column.is_not(None),
+            )
+            .group_by(orders.c.package_id, column)
+            .having(sa.func.count() > 1)
         )
-        .group_by(orders.c.package_id, email)
-        .having(sa.func.count() > 1)
-    )
-    with store.transaction(readonly=True) as conn:
-        return {(package_id, address) for package_id, address in conn.execute(query)}
+        with store.transaction(readonly=True) as conn:
+            shared.update(f"{package_id}\x00{kind}\x00{value}" for package_id, value in conn.execute(query))
+    return shared
 
 
 def older_active_duplicate(

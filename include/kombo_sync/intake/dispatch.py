@@ -38,6 +38,7 @@ from email_validator import EmailNotValidError, validate_email
 from kombo_sync.intake.claims import (
     IntakeOrders,
     candidates_sharing_an_order,
+    duplicate_keys,
     duplicate_rule_enabled,
     older_active_duplicate,
 )
@@ -267,7 +268,7 @@ class Dispatcher:
                         )
                     self.close_not_open(claim, status)
                     continue
-            if (claim.package_id, (claim.candidate_email or "").strip().lower()) in shared:
+            if duplicate_keys(claim.package_id, claim.candidate_email, claim.application_remote_id) & shared:
                 duplicate_of = older_active_duplicate(
                     self.repo,
                     order_id=claim.order_id,

@@ -486,18 +486,22 @@ class OrderRepository:
         *,
         conn: Connection | None = None,
     ) -> str | None:
-        """The oldest other active order (received/inviting/invited) of the same integration, package, candidate
-        e-mail (case-insensitive) and application (None matches only None), or None."""
+        """The oldest other active order (received/inviting/invited) of the same integration and package for the
+        same candidate: the same e-mail (case-insensitive) or the same ATS application; None when there is none."""
         email = (candidate_email or "").strip().lower()
-        if not email:
+        same_candidate = []
+        if email:
+            same_candidate.append(sa.func.lower(orders.c.candidate_email) == email)
+        if application_remote_id:
+            same_candidate.append(orders.c.application_remote_id == application_remote_id)
+        if not same_candidate:
             return None
         query = (
             sa.select(orders.c.id)
             .where(
                 orders.c.integration_id == integration_id,
                 orders.c.package_id == package_id,
-                sa.func.lower(orders.c.candidate_email) == email,
-                orders.c.application_remote_id.is_not_distinct_from(application_remote_id),
+                sa.or_(*same_candidate),
                 orders.c.state.in_(ACTIVE_STATES),
             )
             .order_by(orders.c.received_at, orders.c.id)

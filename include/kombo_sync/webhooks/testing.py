@@ -154,15 +154,18 @@ def order_event(
     integration_id: str = "workday:CBNMt7dSNCzBdnRTx87dev4E",
     package_id: str = "typescript_test",
     email: str = "john.doe@gmail.com",
-    application_remote_id: str | None = "54321",
+    application_remote_id: str | None = "",
     event_type: str = "assessment:order-received",
     status: str = "OPEN",
 ) -> dict[str, Any]:
-    """An order-received event shaped like Kombo's example, with the ids and candidate you choose."""
+    """An order-received event shaped like Kombo's example, with the ids and candidate you choose (by default
+    each order comes from its own ATS application, as orders for different candidates do)."""
     data = copy.deepcopy(_ORDER_DATA)
     data.update(id=order_id or new_id(), integration_id=integration_id, package_id=package_id, status=status)
     data["candidate"]["email"] = email
-    data["application"]["remote_id"] = application_remote_id
+    data["application"]["remote_id"] = (
+        f"app-{data['id']}" if application_remote_id == "" else application_remote_id
+    )
     return {"id": event_id or new_id(), "type": event_type, "data": data}
 
 
