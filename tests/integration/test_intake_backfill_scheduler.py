@@ -141,10 +141,15 @@ def _wait_until(condition, timeout: float, what: str, env: dict[str, str]) -> No
 
 def _run_backfill(env: dict[str, str], start: datetime, end: datetime) -> list[tuple[str, str]]:
     """`airflow backfill create`, then wait until the scheduler closes the backfill; its runs' (id, state)."""
-    created = _airflow(
-        env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", start.isoformat(), "--to-date", end.isoformat(),
-        "--reprocess-behavior", "completed",
-    )  # fmt: skip
+    for _attempt in range(5):
+        created = _airflow(
+            env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", start.isoformat(),
+            "--to-date", end.isoformat(), "--reprocess-behavior", "completed",
+        )  # fmt: skip
+        # The running scheduler holds SQLite's write lock now and then; the CLI does not wait for it.
+        if created.returncode == 0 or "database is locked" not in created.stderr:
+            break
+        time.sleep(2)
     assert created.returncode == 0, created.stderr[-2000:]
     with _metadata(env) as db:
         backfill_id = db.execute("SELECT max(id) FROM backfill WHERE dag_id = ?", (DAG_ID,)).fetchone()[0]
