@@ -122,10 +122,8 @@ KOMBO_EXAMPLES: dict[str, dict[str, Any]] = {
     },
 }
 
-OPENAPI_LOCATIONS = (
-    PROJECT_ROOT / "docs" / "kombo" / "openapi-assessment.json",
-    Path("/work/shared/kombo/openapi-assessment.json"),
-)
+# Kombo's public OpenAPI document for the assessment endpoints, kept in the repository for the tests.
+OPENAPI_LOCATIONS = (PROJECT_ROOT / "docs" / "kombo" / "openapi-assessment.json",)
 
 
 def openapi_examples() -> dict[str, dict[str, Any]] | None:
