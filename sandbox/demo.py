@@ -139,6 +139,8 @@ def airflow_env(home: Path, ports: dict[str, int]) -> dict[str, str]:
             "KOMBO_SYNC_HOME": str(home),
             "KOMBO_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT)]),
+            # `airflow standalone` starts its components as `airflow ...` found on PATH.
+            "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
         }
     )
     settings = yaml.safe_load((ROOT / "airflow_settings.yaml").read_text())["airflow"]
@@ -441,6 +443,8 @@ def up(home: Path) -> int:
     with services(home) as (procs, ports):
         env = airflow_env(home, ports)
         env["AIRFLOW__API__PORT"] = str(ports["webhook"])
+        # The local trial runs the DAGs on their schedules (and on webhooks) without unpausing each one.
+        env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
         airflow(env, "db", "migrate", log=home / "logs" / "airflow-db.log")
         settings = yaml.safe_load((ROOT / "airflow_settings.yaml").read_text())["airflow"]
         for pool in settings.get("pools", []):
