@@ -129,8 +129,15 @@ orders = sa.Table(
     _states_check("first_seen_via", ORDER_SEEN_VIA, "first_seen_via"),
     # (integration_id, state) also serves every lookup by integration_id alone (leading column).
     sa.Index("ix_orders_integration_id_state", "integration_id", "state"),
-    sa.Index("ix_orders_duplicate_rule", "integration_id", "package_id", "candidate_email"),
+    # The duplicate rule looks up the same candidate by application or by e-mail (case-insensitive, below).
+    sa.Index("ix_orders_duplicate_application", "integration_id", "package_id", "application_remote_id"),
     sa.Index("ix_orders_state_next_attempt_at", "state", "next_attempt_at"),
+)
+sa.Index(
+    "ix_orders_duplicate_email",
+    orders.c.integration_id,
+    orders.c.package_id,
+    sa.func.lower(orders.c.candidate_email),
 )
 
 invitations = sa.Table(
