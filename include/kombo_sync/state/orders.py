@@ -496,19 +496,20 @@ class OrderRepository:
             same_candidate.append(orders.c.application_remote_id == application_remote_id)
         if not same_candidate:
             return None
-        query = (
-            sa.select(orders.c.id)
-            .where(
+        # One indexed lookup per way of being the same candidate (an OR would scan the package's orders).
+        lookups = []
+        for condition in same_candidate:
+            lookup = sa.select(orders.c.id, orders.c.received_at).where(
                 orders.c.integration_id == integration_id,
                 orders.c.package_id == package_id,
-                sa.or_(*same_candidate),
+                condition,
                 orders.c.state.in_(ACTIVE_STATES),
             )
-            .order_by(orders.c.received_at, orders.c.id)
-            .limit(1)
-        )
-        if exclude_order_id is not None:
-            query = query.where(orders.c.id != exclude_order_id)
+            if exclude_order_id is not None:
+                lookup = lookup.where(orders.c.id != exclude_order_id)
+            lookups.append(lookup)
+        found = sa.union_all(*lookups).subquery() if len(lookups) > 1 else lookups[0].subquery()
+        query = sa.select(found.c.id).order_by(found.c.received_at, found.c.id).limit(1)
         with self.store.transaction(readonly=True, conn=conn) as tx:
             return tx.execute(query).scalar_one_or_none()
 
