@@ -36,93 +36,13 @@ from kombo_sync.kombo.models import (
     format_kombo_datetime,
     parse_webhook_data,
 )
+from kombo_sync.webhooks.testing import KOMBO_EXAMPLES
 
-# From openapi-assessment.json (`webhooks.*.post...example`), the job description shortened.
-ORDER_DATA = {
-    "id": "B5KQKhAgTv6ZwzrfAbqbhipd",
-    "integration_id": "workday:CBNMt7dSNCzBdnRTx87dev4E",
-    "package_id": "typescript_test",
-    "status": "OPEN",
-    "candidate": {
-        "remote_id": "12345",
-        "email": "john.doe@gmail.com",
-        "first_name": "John",
-        "last_name": "Doe",
-        "phone": "+1 123 456 7890",
-    },
-    "application": {"remote_id": "54321"},
-    "job": {
-        "remote_id": "67890",
-        "name": "Bottle Opener",
-        "job_code": "BO-2024-01",
-        "description": "<p>We are looking for a skilled and energetic individual to join our team.</p>",
-        "location": {
-            "street_1": "Lohmühlenstraße 65",
-            "city": "Berlin",
-            "state": "Berlin",
-            "zip_code": "12435",
-            "country": "DE",
-            "raw": "Berlin, Germany",
-        },
-        "hiring_team": [
-            {
-                "first_name": "Jane",
-                "last_name": "Doe",
-                "remote_id": "78901",
-                "email": "jane.doe@gmail.com",
-                "hiring_team_roles": ["RECRUITER"],
-            }
-        ],
-    },
-}
-END_USER = {"origin_id": "36123", "creator_email": "user@example.com", "organization_name": "Acme, Inc."}
-WEBHOOK_EXAMPLES = {
-    WEBHOOK_ASSESSMENT_ORDER_RECEIVED: {
-        "id": "Cbfk5sHtDxrSrJBRjsDtbaN9",
-        "type": "assessment:order-received",
-        "data": ORDER_DATA,
-    },
-    WEBHOOK_INLINE_ASSESSMENT_ORDER_RECEIVED: {
-        "id": "Cbfk5sHtDxrSrJBRjsDtbaN9",
-        "type": "inline-assessment:order-received",
-        "data": ORDER_DATA,
-    },
-    WEBHOOK_INTEGRATION_CREATED: {
-        "id": "Cbfk5sHtDxrSrJBRjsDtbaN9",
-        "type": "integration-created",
-        "data": {
-            "id": "personio:CBNMt7dSNCzBdnRTx87dev4E",
-            "tool": "personio",
-            "category": "HRIS",
-            "end_user": END_USER,
-        },
-    },
-    WEBHOOK_INTEGRATION_DELETED: {
-        "id": "Cbfk5sHtDxrSrJBRjsDtbaN9",
-        "type": "integration-deleted",
-        "data": {
-            "id": "personio:CBNMt7dSNCzBdnRTx87dev4E",
-            "tool": "personio",
-            "category": "HRIS",
-            "end_user": END_USER,
-            "deleted_at": "2021-09-01T12:00:00.000Z",
-        },
-    },
-    WEBHOOK_INTEGRATION_STATE_CHANGED: {
-        "id": "Cbfk5sHtDxrSrJBRjsDtbaN9",
-        "type": "integration-state-changed",
-        "data": {
-            "integration_tool": "personio",
-            "integration_category": "HRIS",
-            "integration_id": "personio:CBNMt7dSNCzBdnRTx87dev4E",
-            "end_user": END_USER,
-            "qa_status": "PASSED",
-            "setup_status": "COMPLETED",
-            "state": "ACTIVE",
-            "updated_at": "2021-09-01T12:00:00.000Z",
-        },
-    },
-}
+# Kombo's own webhook examples (from openapi-assessment.json), kept once in kombo_sync.webhooks.testing.
+WEBHOOK_EXAMPLES = copy.deepcopy(KOMBO_EXAMPLES)
+ORDER_DATA = WEBHOOK_EXAMPLES["assessment:order-received"]["data"]
+END_USER = WEBHOOK_EXAMPLES["integration-created"]["data"]["end_user"]
+
 EXPECTED_DATA_MODEL = {
     WEBHOOK_ASSESSMENT_ORDER_RECEIVED: OrderReceivedData,
     WEBHOOK_INLINE_ASSESSMENT_ORDER_RECEIVED: OrderReceivedData,
