@@ -48,8 +48,12 @@ default_args = {
     doc_md=__doc__,
     tags=["kombo", "intake"],
     params={
-        "integration_ids": Param([], type="array", items={"type": "string"}, description="empty: all active"),
-        "dry_run": Param(False, type="boolean", description="count what would be recorded and sent"),
+        "integration_ids": Param(
+            [], type=["array", "null"], items={"type": "string"}, description="empty: all active"
+        ),
+        "dry_run": Param(
+            False, type=["boolean", "null"], description="count what would be recorded and sent"
+        ),
     },
 )
 def kombo_order_intake() -> None:

@@ -43,10 +43,18 @@ SCHEDULE = os.environ.get("KOMBO_CATALOG_SCHEDULE", "0 2 * * *")
     tags=["kombo", "catalog"],
     default_args={"owner": "data-team", "retries": 2, "retry_delay": timedelta(minutes=2)},
     params={
-        "integration_ids": Param([], type="array", items={"type": "string"}, description="empty = all"),
-        "force": Param(False, type="boolean", description="publish even when the list is unchanged"),
-        "dry_run": Param(False, type="boolean", description="log the per-integration diff, send nothing"),
-        "allow_shrink": Param(False, type="boolean", description="allow removing many or all packages"),
+        "integration_ids": Param(
+            [], type=["array", "null"], items={"type": "string"}, description="empty = all"
+        ),
+        "force": Param(
+            False, type=["boolean", "null"], description="publish even when the list is unchanged"
+        ),
+        "dry_run": Param(
+            False, type=["boolean", "null"], description="log the per-integration diff, send nothing"
+        ),
+        "allow_shrink": Param(
+            False, type=["boolean", "null"], description="allow removing many or all packages"
+        ),
     },
 )
 def kombo_package_sync() -> None:

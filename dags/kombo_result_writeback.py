@@ -44,15 +44,19 @@ default_args = {
     doc_md=__doc__,
     tags=["kombo", "writeback"],
     params={
-        "order_ids": Param([], type="array", items={"type": "string"}, description="replay / preview these"),
+        "order_ids": Param(
+            [], type=["array", "null"], items={"type": "string"}, description="replay / preview these"
+        ),
         "dry_run": Param(
-            False, type="boolean", description="print the payloads and their diff, send nothing"
+            False, type=["boolean", "null"], description="print the payloads and their diff, send nothing"
         ),
         "date_from": Param(
             None, type=["null", "string"], description="re-read from (YYYY-MM-DD or ISO time)"
         ),
         "date_to": Param(None, type=["null", "string"], description="until, exclusive (default: now)"),
-        "replay_dead_letters": Param(False, type="boolean", description="requeue every dead letter"),
+        "replay_dead_letters": Param(
+            False, type=["boolean", "null"], description="requeue every dead letter"
+        ),
     },
 )
 def kombo_result_writeback() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,41 @@ def test_conventions(dag_bag, dag_id):
     for task in dag.tasks:
         assert task.retries >= 2, f"{dag_id}.{task.task_id} has retries={task.retries}"
         assert task.retry_delay.total_seconds() > 0
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
+def test_params_with_defaults_are_optional_in_the_trigger_form(dag_bag, dag_id):
+    """Airflow's trigger form marks a param required unless its schema type admits null."""
+    for name, param in dag_bag.dags[dag_id].params.items():
+        types = param.schema.get("type")
+        types = types if isinstance(types, list) else [types]
+        assert "null" in types, f"{dag_id}: param {name!r} has a default but the form shows it as required"
+        param.resolve(None)  # an emptied field is accepted, and the task reads it as the default
+
+
+def test_a_deliberate_failure_is_final_and_names_the_step():
+    """The report step fails the run without a retry (retries would hold the next runs back behind
+    max_active_runs=1), and its message names the step that failed and what to do."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from kombo_sync.intake.jobs import report_task
+
+    cases = [
+        (None, {"invited": 1}, "poll: the task failed"),
+        ({"integrations_failed": {"int-1": "HTTP 503"}}, {"invited": 0}, "poll: 1 integration(s) could not"),
+        ({"integrations_failed": {}}, None, "dispatch: the task failed"),
+    ]
+    for poll, dispatch, message in cases:
+        with pytest.raises(AirflowFailException, match=re.escape(message)) as failure:
+            report_task(poll, dispatch)
+        assert "next" in str(failure.value)
+    assert report_task({"integrations_failed": {}, "orders_seen": 2}, {"invited": 2, "duplicate": 1}) == {
+        "orders_seen": 2,
+        "orders_new": 0,
+        "invited": 2,
+        "duplicate": 1,
+        "rejected": 0,
+        "cancelled": 0,
+        "failed": 0,
+        "retry_later": 0,
+    }

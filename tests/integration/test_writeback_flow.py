@@ -18,8 +18,8 @@ from kombo_sync.writeback.job import (
     outbox_report,
     run_writeback,
     send_pending,
-    writeback_window,
 )
+from kombo_sync.writeback.window import writeback_window
 from sandbox.warehouse import TINY_PDF
 from tests.integration.test_writeback_helpers import (  # noqa: F401
     PLATFORM,

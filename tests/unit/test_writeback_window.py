@@ -8,7 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from kombo_sync.settings import load_settings
-from kombo_sync.writeback.job import _params, parse_when, writeback_window
+from kombo_sync.runs import as_utc, run_info
+from kombo_sync.writeback.job import _params
+from kombo_sync.writeback.window import writeback_window
 from kombo_sync.writeback.source import load_results_sql, read_result_chunks
 
 NOW = datetime(2026, 1, 5, 12, 3, tzinfo=UTC)
@@ -73,13 +75,13 @@ def test_a_date_range_is_read_exactly_whole_days_for_bare_dates():
         window(date_to="2025-12-01")
 
 
-def test_parse_when_accepts_dates_times_and_offsets():
-    assert parse_when("2026-01-05T13:00:00+01:00") == datetime(2026, 1, 5, 12, tzinfo=UTC)
-    assert parse_when("") is None and parse_when(None) is None
+def test_as_utc_accepts_dates_times_and_offsets():
+    assert as_utc("2026-01-05T13:00:00+01:00") == datetime(2026, 1, 5, 12, tzinfo=UTC)
+    assert as_utc("") is None and as_utc(None) is None
 
 
 def test_params_of_a_manual_run():
-    params = _params({"params": {"order_ids": "a, b,\nc, a", "dry_run": True, "date_from": ""}})
+    params = _params(run_info({"params": {"order_ids": "a, b,\nc, a", "dry_run": True, "date_from": ""}}))
     assert params == {
         "order_ids": ["a", "b", "c"],
         "dry_run": True,

@@ -48,13 +48,11 @@ class SyncOptions:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> SyncOptions:
+        from kombo_sync.runs import string_list
+
         params = params or {}
-        raw_ids = params.get("integration_ids") or []
-        if isinstance(raw_ids, str):
-            raw_ids = [part for part in raw_ids.replace("\n", ",").split(",")]
-        ids = tuple(dict.fromkeys(str(item).strip() for item in raw_ids if str(item).strip()))
         return cls(
-            integration_ids=ids,
+            integration_ids=tuple(string_list(params.get("integration_ids"))),
             force=bool(params.get("force", False)),
             dry_run=bool(params.get("dry_run", False)),
             allow_shrink=bool(params.get("allow_shrink", False)),

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from kombo_sync.kombo.client import KomboClient
+from kombo_sync.runs import RunInfo, StepFailed, audited, run_info, string_list
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.audit import Quarantine, RunAudit
 from kombo_sync.state.outbox import DEAD, SENT, OutboxEntry, ResultOutbox
@@ -37,76 +37,12 @@ from kombo_sync.writeback.source import (
     read_result_chunks,
     resolve_orders,
 )
+from kombo_sync.writeback.window import writeback_window
 
 log = logging.getLogger(__name__)
 
 JOB = "writeback"
 _TERMINAL = ("COMPLETED", "CANCELLED")
-
-
-def parse_when(value: str | date | datetime | None, *, end_of_day: bool = False) -> datetime | None:
-    """A param value as an aware UTC datetime: ISO date (start of day, or the next day for an end) or date-time."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime(value.year, value.month, value.day)
-        if end_of_day:
-            parsed += timedelta(days=1)
-    else:
-        text = value.strip()
-        if len(text) == 10:  # a bare date: the range covers whole days
-            parsed = datetime.fromisoformat(text)
-            if end_of_day:
-                parsed += timedelta(days=1)
-        else:
-            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def writeback_window(
-    *,
-    overlap_minutes: int,
-    now: datetime,
-    data_interval_start: datetime | str | None = None,
-    data_interval_end: datetime | str | None = None,
-    run_type: str | None = None,
-    previous_success_end: datetime | str | None = None,
-    max_gap_hours: float = 168,
-    manual_lookback_hours: float = 24,
-    date_from: str | date | datetime | None = None,
-    date_to: str | date | datetime | None = None,
-) -> tuple[datetime, datetime]:
-    """``[start, end)`` on ``updated_at`` for one run.
-
-    - ``date_from`` / ``date_to`` (manual re-send of a range): exactly that range (whole days for bare dates;
-      no ``date_to`` means up to now).
-    - A manual run otherwise: from its data interval's start or ``manual_lookback_hours`` ago, whichever is
-      earlier, up to now, so a click on "Trigger" also sends results that landed after the last interval.
-    - A scheduled run: its data interval widened by the overlap, reaching back to the end of the last successful
-      run (at most ``max_gap_hours``) when runs were missed; backfills: their interval plus the overlap.
-    """
-    now = now.astimezone(UTC)
-    start, end = parse_when(date_from), parse_when(date_to, end_of_day=True)
-    if start is not None or end is not None:
-        if start is None:
-            raise ValueError("date_to needs date_from")
-        end = end or now
-        if end <= start:
-            raise ValueError(f"date_to ({end.isoformat()}) must be after date_from ({start.isoformat()})")
-        return start, end
-    overlap = timedelta(minutes=overlap_minutes)
-    interval_start, interval_end = parse_when(data_interval_start), parse_when(data_interval_end)
-    if run_type == "manual" or interval_start is None or interval_end is None:
-        lookback = now - timedelta(hours=manual_lookback_hours)
-        start = lookback if interval_start is None else min(interval_start, lookback)
-        return start - overlap, now
-    if run_type == "scheduled":
-        reach = parse_when(previous_success_end)
-        if reach is not None and reach < interval_start:
-            interval_start = max(reach, now - timedelta(hours=max_gap_hours))
-    return interval_start - overlap, interval_end
 
 
 def http_report_fetcher(timeout: float = 30.0) -> ReportFetcher:
@@ -508,40 +444,15 @@ def _compact(section: Mapping[str, Any]) -> dict[str, Any]:
 # The DAG's tasks: plain functions of the Airflow task context; dependencies are built here, at run time.
 
 
-def _params(context: Mapping[str, Any]) -> dict[str, Any]:
-    params = context.get("params") or {}
-    raw_ids = params.get("order_ids") or []
-    if isinstance(raw_ids, str):  # typed into the trigger form as "a, b"
-        raw_ids = raw_ids.replace("\n", ",").split(",")
-    order_ids = list(dict.fromkeys(str(value).strip() for value in raw_ids if str(value).strip()))
+def _params(info: RunInfo) -> dict[str, Any]:
+    params = info.params
     return {
-        "order_ids": order_ids,
+        "order_ids": string_list(params.get("order_ids")),
         "dry_run": bool(params.get("dry_run", False)),
         "replay_dead_letters": bool(params.get("replay_dead_letters", False)),
         "date_from": params.get("date_from") or None,
         "date_to": params.get("date_to") or None,
     }
-
-
-def _run_type(context: Mapping[str, Any]) -> str | None:
-    run_type = getattr(context.get("dag_run"), "run_type", None)
-    return None if run_type is None else str(getattr(run_type, "value", run_type))
-
-
-def _run_id(context: Mapping[str, Any]) -> str | None:
-    return getattr(context.get("dag_run"), "run_id", None) or context.get("run_id")
-
-
-def _previous_success_end(context: Mapping[str, Any]) -> datetime | None:
-    try:
-        value = context.get("prev_data_interval_end_success")
-        # A lazy proxy in the task context; read it into a plain datetime here, where a failure is handled.
-        return None if value is None else parse_when(datetime.fromisoformat(value.isoformat()))
-    except Exception as exc:  # looked up through the API server; without it no gap extension
-        log.warning(
-            "previous successful run unknown (%s); reading this run's window only", type(exc).__name__
-        )
-        return None
 
 
 def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -550,17 +461,17 @@ def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
     from kombo_sync.settings import load_settings
 
     settings = load_settings()
-    params = _params(context)
-    run_type = _run_type(context)
+    info = run_info(context)
+    params = _params(info)
     window_start = window_end = None
     if not params["order_ids"]:
         window_start, window_end = writeback_window(
             overlap_minutes=settings.writeback.overlap_minutes,
             now=datetime.now(UTC),
-            data_interval_start=context.get("data_interval_start"),
-            data_interval_end=context.get("data_interval_end"),
-            run_type=run_type,
-            previous_success_end=_previous_success_end(context) if run_type == "scheduled" else None,
+            data_interval_start=info.data_interval_start,
+            data_interval_end=info.data_interval_end,
+            run_type=info.run_type,
+            previous_success_end=info.previous_success_end,
             max_gap_hours=settings.writeback.max_gap_hours,
             manual_lookback_hours=settings.writeback.manual_lookback_hours,
             date_from=params["date_from"],
@@ -570,9 +481,7 @@ def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
     else:
         log.info("reading the results of %s chosen order(s)", len(params["order_ids"]))
     store = state_store(settings)
-    audit = RunAudit(store)
-    audit_id = None if params["dry_run"] else audit.start(f"{JOB}.read", _run_id(context))
-    try:
+    with audited(None if params["dry_run"] else store, f"{JOB}.read", info.run_id) as outcome:
         replay = replay_dead_letters(
             store,
             order_ids=params["order_ids"],
@@ -587,15 +496,10 @@ def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
             window_end=window_end,
             order_ids=params["order_ids"] or None,
             dry_run=params["dry_run"],
-            run_id=_run_id(context),
+            run_id=info.run_id,
         )
-    except BaseException as exc:
-        if audit_id is not None:
-            audit.finish(audit_id, "failed", {"error": type(exc).__name__})
-        raise
-    summary["replay"] = replay
-    if audit_id is not None:
-        audit.finish(audit_id, "success", _compact(summary))
+        summary["replay"] = replay
+        outcome.summary = _compact(summary)
     return summary
 
 
@@ -605,33 +509,38 @@ def send_task(context: Mapping[str, Any]) -> dict[str, Any]:
     from kombo_sync.settings import load_settings
 
     settings = load_settings()
-    params = _params(context)
+    info = run_info(context)
     store = state_store(settings)
-    if params["dry_run"]:
+    if _params(info)["dry_run"]:
         return send_pending(store, None, settings, dry_run=True)  # type: ignore[arg-type]
-    ti = context.get("ti") or context.get("task_instance")
-    owner = f"writeback:{_run_id(context)}:{getattr(ti, 'try_number', '?')}:{os.getpid()}"[:255]
-    audit = RunAudit(store)
-    audit_id = audit.start(f"{JOB}.send", _run_id(context))
-    try:
-        summary = send_pending(store, kombo_client(settings), settings, owner=owner)
-    except BaseException as exc:
-        audit.finish(audit_id, "failed", {"error": type(exc).__name__})
-        raise
-    audit.finish(audit_id, "success", _compact(summary))
+    with audited(store, f"{JOB}.send", info.run_id) as outcome:
+        summary = send_pending(store, kombo_client(settings), settings, owner=info.lease_owner("writeback"))
+        outcome.summary = _compact(summary)
     return summary
 
 
 def report_task(
     read_summary: Mapping[str, Any] | None, send_summary: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """Task ``report``: outbox counts and the newest dead letters in the log; fails the run if a step failed."""
+    """Task ``report``: outbox counts and the newest dead letters in the log; fails the run (not retried)
+    naming the step that failed."""
     from kombo_sync.runtime import state_store
     from kombo_sync.settings import load_settings
 
     report = outbox_report(state_store(load_settings()))
     report["read"] = {k: v for k, v in (read_summary or {}).items() if not isinstance(v, list | dict)}
     report["send"] = {k: v for k, v in (send_summary or {}).items() if not isinstance(v, list | dict)}
-    if read_summary is None or send_summary is None:
-        raise RuntimeError("a write-back step failed (see its log); the outbox keeps what was not sent")
+    if read_summary is None:
+        raise StepFailed(
+            "read_results",
+            "the warehouse read failed (see its log); results queued earlier were still sent",
+            "Fix the cause (query, warehouse connection) and the next scheduled run reads this window again; "
+            "to re-read it now, trigger the DAG with date_from/date_to.",
+        )
+    if send_summary is None:
+        raise StepFailed(
+            "send_results",
+            "sending failed (see its log); the outbox keeps every result that was not sent",
+            "The next run sends them; nothing is sent twice.",
+        )
     return report
