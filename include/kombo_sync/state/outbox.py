@@ -4,6 +4,11 @@ A result is enqueued once per distinct payload (anti-join on the key); a newer p
 supersedes an older pending or dead one, so only the latest version is ever sent. Rows are claimed with a
 lease; at most one version of an order is in flight at a time, so an older payload can never land after a
 newer one. Permanent failures become dead letters the team can list and `requeue`.
+
+Each version also records whether Kombo may hold it (`maybe_applied`): an attempt that got no answer (a lost
+reply, a timeout, a dropped connection), a send abandoned by a dead worker, or a delivery sets it; an attempt
+answered with a definite error does not, and a read-back that finds the order still OPEN clears it. The sender
+compares what Kombo shows with these versions only.
 """
 
 from __future__ import annotations
@@ -62,6 +67,25 @@ class OutboxItem:
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
+    maybe_applied: bool = False
+
+
+class OutboxVersion(NamedTuple):
+    """One version of an order's result, as the sender's read-back rule needs it."""
+
+    order_id: str
+    payload_hash: str
+    state: str
+    status: str | None  # the payload's status (COMPLETED / CANCELLED)
+    maybe_applied: bool
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+
+    @property
+    def may_be_at_kombo(self) -> bool:
+        """Delivered, possibly applied by an attempt without an answer, or in a send whose end is unknown."""
+        return self.maybe_applied or self.state in (SENT, SENDING)
 
 
 def hash_payload(payload: Mapping[str, Any]) -> str:
@@ -81,6 +105,8 @@ def _newer(a: datetime | None, b: datetime | None) -> bool:
 
 _sibling = result_outbox.alias("sibling")
 _row = result_outbox.c
+# A row leaving `sending` without a recorded answer may have reached Kombo.
+_MAYBE_IF_SENDING = sa.case((_row.state == SENDING, sa.true()), else_=_row.maybe_applied)
 
 
 class ResultOutbox:
@@ -223,6 +249,7 @@ class ResultOutbox:
             "created_at": now,
             "updated_at": now,
             "sent_at": None,
+            "maybe_applied": False,
         }
 
     def claim_batch(
@@ -298,6 +325,8 @@ class ResultOutbox:
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                     attempts=_row.attempts + 1,
                     updated_at=now,
+                    # Re-claiming an abandoned send: how its last attempt ended is unknown, it may have landed.
+                    maybe_applied=_MAYBE_IF_SENDING,
                 )
                 .returning(*result_outbox.c)
             ).mappings()
@@ -342,12 +371,19 @@ class ResultOutbox:
                 lease_expires_at=None,
                 next_attempt_at=None,
                 updated_at=now,
+                maybe_applied=True,
             )
         )
         supersede = (
             sa.update(result_outbox)
             .where(by_key, sa.or_(live, _row.state == DEAD))
-            .values(state=SUPERSEDED, lease_owner=None, lease_expires_at=None, updated_at=now)
+            .values(
+                state=SUPERSEDED,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+                maybe_applied=_MAYBE_IF_SENDING,
+            )
         )
         marked: list[tuple[str, str]] = []
         with self.store.transaction() as conn:
@@ -404,14 +440,19 @@ class ResultOutbox:
         next_attempt_at: datetime,
         *,
         owner: str | None = None,
+        maybe_applied: bool | None = None,
     ) -> bool:
-        """sending -> pending, due again at `next_attempt_at`; False if not sending (or not leased by `owner`)."""
+        """sending -> pending, due again at `next_attempt_at`; False if not sending (or not leased by `owner`).
+
+        `maybe_applied`: True when an attempt got no answer, False when a read-back proved the version is not at
+        Kombo, None to leave the flag as it is (every attempt got a definite error answer)."""
         return self._finish(
             order_id,
             payload_hash,
             PENDING,
             (SENDING,),
             owner,
+            maybe_applied,
             last_error_code=error_code,
             last_error_message=clip(message),
             log_url=log_url,
@@ -427,14 +468,17 @@ class ResultOutbox:
         log_url: str | None = None,
         *,
         owner: str | None = None,
+        maybe_applied: bool | None = None,
     ) -> bool:
-        """A permanent error: the result becomes a dead letter (listed by `dead_letters`, replayed by `requeue`)."""
+        """A permanent error: the result becomes a dead letter (listed by `dead_letters`, replayed by `requeue`).
+        `maybe_applied` as for `mark_retry`."""
         return self._finish(
             order_id,
             payload_hash,
             DEAD,
             (PENDING, SENDING),
             owner,
+            maybe_applied,
             last_error_code=error_code,
             last_error_message=clip(message),
             log_url=log_url,
@@ -449,14 +493,17 @@ class ResultOutbox:
         log_url: str | None = None,
         *,
         owner: str | None = None,
+        maybe_applied: bool | None = None,
     ) -> bool:
-        """The order can no longer take a result (no longer OPEN, integration gone); kept for the team to see."""
+        """The order can no longer take a result (no longer OPEN, integration gone); kept for the team to see.
+        `maybe_applied` as for `mark_retry`."""
         return self._finish(
             order_id,
             payload_hash,
             NOT_WRITABLE,
             (PENDING, SENDING),
             owner,
+            maybe_applied,
             last_error_code=error_code,
             last_error_message=clip(message),
             log_url=log_url,
@@ -469,8 +516,11 @@ class ResultOutbox:
         target: str,
         sources: tuple[str, ...],
         owner: str | None,
+        maybe_applied: bool | None,
         **values: Any,
     ) -> bool:
+        if maybe_applied is not None:
+            values["maybe_applied"] = maybe_applied
         stmt = (
             sa.update(result_outbox)
             .where(_row.order_id == order_id, _row.payload_hash == payload_hash, _row.state.in_(sources))
@@ -485,6 +535,85 @@ class ResultOutbox:
         if changed:
             log.info("result of order %s -> %s (%s)", order_id, target, values.get("last_error_code"))
         return changed
+
+    def mark_landed(self, order_id: str, payload_hash: str) -> bool:
+        """Kombo holds this version (a read-back matched it): it becomes sent, whatever state it was left in
+        (superseded, dead, not_writable, pending, sending). False if it is unknown or already sent."""
+        now = self.store.now()
+        stmt = (
+            sa.update(result_outbox)
+            .where(_row.order_id == order_id, _row.payload_hash == payload_hash, _row.state != SENT)
+            .values(
+                state=SENT,
+                sent_at=now,
+                maybe_applied=True,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+        )
+        with self.store.transaction() as conn:
+            changed = bool(conn.execute(stmt).rowcount)
+        if changed:
+            log.info("result of order %s: Kombo holds an earlier version, now recorded as sent", order_id)
+        return changed
+
+    def mark_not_applied(self, order_ids: Iterable[str], *, owner: str) -> int:
+        """Kombo showed these orders OPEN after their last attempts ended: no version of them is at Kombo.
+
+        Clears `maybe_applied` on every version that is not sent and not in a send of another owner (an
+        abandoned send is left as it is: its attempt may still be on its way). Returns how many rows changed."""
+        now = self.store.now()
+        changed = 0
+        with self.store.transaction() as conn:
+            for batch in chunked(sorted(set(order_ids))):
+                changed += conn.execute(
+                    sa.update(result_outbox)
+                    .where(
+                        _row.order_id.in_(batch),
+                        _row.maybe_applied.is_(True),
+                        _row.state != SENT,
+                        sa.or_(_row.state != SENDING, _row.lease_owner == owner),
+                    )
+                    .values(maybe_applied=False, updated_at=now)
+                ).rowcount
+        return changed
+
+    def versions(self, order_ids: Iterable[str]) -> dict[str, list[OutboxVersion]]:
+        """Every version of these orders (oldest first), without their payloads."""
+        found: dict[str, list[OutboxVersion]] = {}
+        with self.store.transaction(readonly=True) as conn:
+            for batch in chunked(sorted(set(order_ids))):
+                query = (
+                    sa.select(
+                        _row.order_id,
+                        _row.payload_hash,
+                        _row.state,
+                        _row.payload_json,
+                        _row.maybe_applied,
+                        _row.attempts,
+                        _row.created_at,
+                        _row.sent_at,
+                    )
+                    .where(_row.order_id.in_(batch))
+                    .order_by(_row.order_id, _row.created_at, _row.payload_hash)
+                )
+                for row in conn.execute(query):
+                    status = row.payload_json.get("status") if isinstance(row.payload_json, dict) else None
+                    found.setdefault(row.order_id, []).append(
+                        OutboxVersion(
+                            row.order_id,
+                            row.payload_hash,
+                            row.state,
+                            None if status is None else str(status),
+                            bool(row.maybe_applied),
+                            row.attempts,
+                            row.created_at,
+                            row.sent_at,
+                        )
+                    )
+        return found
 
     def requeue(self, order_ids: Iterable[str]) -> int:
         """Replay dead letters: the newest dead / not_writable version of each order becomes pending again

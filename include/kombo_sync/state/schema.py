@@ -172,6 +172,9 @@ result_outbox = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("sent_at", UTCDateTime(), nullable=True),
+    # Kombo may hold this version (migration 0005): an attempt got no answer (a lost reply, a timeout, a dropped
+    # connection) or the version was delivered. A definite error answer on every attempt leaves it false.
+    sa.Column("maybe_applied", sa.Boolean(), nullable=False, server_default=sa.false()),
     _states_check("state", OUTBOX_STATES, "state"),
     sa.Index("ix_result_outbox_state_next_attempt_at", "state", "next_attempt_at"),
 )

@@ -7,13 +7,18 @@ retries what Kombo calls transient. What happens to each result:
 
 - 2xx: sent.
 - A refusal (fatal error) or a give-up after transient errors: the order is read back
-  (``GET /assessment/orders?ids=``). Kombo showing it COMPLETED / CANCELLED with the status we sent, and no other
-  version of ours ever attempted, means our earlier attempt landed and only the reply was lost: sent. An order
-  that left OPEN otherwise is ``not_writable``; a refusal of an OPEN order is a dead letter (Kombo's code,
-  message and log_url); a transient failure is retried later, and after ``max_attempts`` becomes a dead letter.
+  (``GET /assessment/orders?ids=``). Kombo shows only the order's status, so it is compared with the versions of
+  the result that may have been applied (``maybe_applied`` in the outbox: an attempt without an answer, a lost
+  reply, a timeout; never a version whose every attempt got a definite error answer). Exactly one of them with
+  the status Kombo shows: if it is this version, the write landed and only the reply was lost: sent; if it is an
+  earlier version, that one is recorded sent and this one ``not_writable``. None (the order left OPEN otherwise)
+  or several (cannot tell which): ``not_writable``. Still OPEN: nothing of ours is there; a refusal is a dead
+  letter (Kombo's code, message and log_url), a transient failure is retried later, and after ``max_attempts``
+  becomes a dead letter.
 - Before sending, a result whose order already took a COMPLETED / CANCELLED result from us is not sent
   (``not_writable``): Kombo accepts a result only while the order is OPEN, and a second, different payload for
-  one order is what the pipeline must never write.
+  one order is what the pipeline must never write. When another version may have been applied, the order is read
+  back first, with the rule above; an order still OPEN clears the flag of the versions whose sends have ended.
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
+import httpx
 
 from kombo_sync.kombo.client import KomboClient
 from kombo_sync.kombo.errors import (
@@ -38,12 +43,10 @@ from kombo_sync.kombo.errors import (
     INTEGRATION_NOT_FOUND,
     KomboError,
     KomboFatalError,
-    KomboRetriesExhaustedError,
 )
 from kombo_sync.kombo.models import ORDER_STATUS_OPEN, Order
 from kombo_sync.settings import WritebackSettings
-from kombo_sync.state.outbox import SENT, OutboxItem, ResultOutbox
-from kombo_sync.state.schema import result_outbox
+from kombo_sync.state.outbox import SENT, OutboxItem, OutboxVersion, ResultOutbox
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,11 @@ class Outcome:
     code: str | None = None
     message: str | None = None
     log_url: str | None = None
+    # Whether Kombo may hold this version now: True (an attempt got no answer), False (a read-back showed the
+    # order OPEN after the attempts ended), None (unchanged: every attempt got a definite error answer).
+    maybe_applied: bool | None = None
+    # An earlier version of the order that the read-back found at Kombo: recorded as sent.
+    landed_hash: str | None = None
 
 
 @dataclass
@@ -87,7 +95,62 @@ class _Siblings:
     """What the outbox knows about other versions of the claimed orders."""
 
     terminal_sent: dict[str, tuple[str, Any]] = field(default_factory=dict)  # order -> (status, sent_at)
-    attempted: set[str] = field(default_factory=set)  # orders with another version already attempted
+    # order -> its other versions that Kombo may hold (not sent with a final status)
+    maybe_applied: dict[str, list[OutboxVersion]] = field(default_factory=dict)
+
+
+class _PutAttempts(threading.local):
+    """Per thread, during one PUT: HTTP attempts made and attempts answered with a definite error status."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.requests = 0
+        self.error_answers = 0
+
+
+_put_attempts = _PutAttempts()
+_hooks_lock = threading.Lock()
+# A 504 (Kombo's PLATFORM.TASK_TIMED_OUT, or a gateway's) says the work did not finish in time, not that it
+# did not happen: like no answer at all, it leaves the version possibly applied.
+_UNDECIDED_STATUSES = frozenset({504})
+
+
+def _on_request(request: httpx.Request) -> None:
+    if _put_attempts.active:
+        _put_attempts.requests += 1
+
+
+def _on_response(response: httpx.Response) -> None:
+    if (
+        _put_attempts.active
+        and response.status_code >= 400
+        and response.status_code not in _UNDECIDED_STATUSES
+    ):
+        _put_attempts.error_answers += 1
+
+
+def _observe_attempts(client: Any) -> bool:
+    """Count the PUT's HTTP attempts and their answers with httpx event hooks on the client's connection pool.
+
+    ``KomboClient`` retries inside one call and reports only the last error, but whether a version may have
+    reached Kombo depends on every attempt: one lost reply among 503s is enough. False when the client is not
+    an httpx-backed ``KomboClient`` (then any failed call counts as possibly applied)."""
+    get_http = getattr(client, "_client", None)
+    if not callable(get_http):
+        return False
+    http = get_http()
+    if not isinstance(http, httpx.Client):
+        return False
+    if _on_request in http.event_hooks["request"]:
+        return True
+    with _hooks_lock:
+        hooks = http.event_hooks
+        if _on_request not in hooks["request"]:
+            http.event_hooks = {
+                "request": [*hooks["request"], _on_request],
+                "response": [*hooks["response"], _on_response],
+            }
+    return True
 
 
 def default_owner() -> str:
@@ -98,6 +161,11 @@ def default_owner() -> str:
 def _payload_status(item: OutboxItem) -> str | None:
     status = item.payload_json.get("status") if isinstance(item.payload_json, dict) else None
     return str(status) if status is not None else None
+
+
+def _with_flag(outcome: Outcome, maybe_applied: bool | None) -> Outcome:
+    """The outcome, recording what is now known about whether this version is at Kombo."""
+    return outcome if maybe_applied is None else replace(outcome, maybe_applied=maybe_applied)
 
 
 def _error_outcome(kind: str, error: KomboError, prefix: str = "") -> Outcome:
@@ -245,27 +313,17 @@ class ResultSender:
     # Before sending
 
     def _siblings(self, items: Sequence[OutboxItem]) -> _Siblings:
-        """Other versions of these orders: delivered with a final status, or attempted with unknown outcome."""
+        """Other versions of these orders: delivered with a final status, or possibly applied."""
         siblings = _Siblings()
         own = {(item.order_id, item.payload_hash) for item in items}
-        order_ids = sorted({item.order_id for item in items})
-        row = result_outbox.c
-        with self.store.transaction(readonly=True) as conn:
-            for start in range(0, len(order_ids), 500):
-                query = sa.select(
-                    row.order_id, row.payload_hash, row.state, row.attempts, row.payload_json, row.sent_at
-                ).where(
-                    row.order_id.in_(order_ids[start : start + 500]),
-                    sa.or_(row.state == SENT, row.attempts > 0),
-                )
-                for found in conn.execute(query):
-                    if (found.order_id, found.payload_hash) in own:
-                        continue
-                    status = (found.payload_json or {}).get("status")
-                    if found.state == SENT and status in _TERMINAL:
-                        siblings.terminal_sent[found.order_id] = (status, found.sent_at)
-                    elif found.state != SENT:
-                        siblings.attempted.add(found.order_id)
+        for order_id, versions in self.outbox.versions(item.order_id for item in items).items():
+            for version in versions:
+                if (order_id, version.payload_hash) in own:
+                    continue
+                if version.state == SENT and version.status in _TERMINAL:
+                    siblings.terminal_sent[order_id] = (version.status, version.sent_at)
+                elif version.may_be_at_kombo and version.state != SENT:
+                    siblings.maybe_applied.setdefault(order_id, []).append(version)
         return siblings
 
     def _screen(self, batch: Sequence[OutboxItem]) -> list[OutboxItem]:
@@ -286,15 +344,15 @@ class ResultSender:
                         "result only while the order is OPEN, so this changed result was not sent",
                     ),
                 )
-            elif item.order_id in siblings.attempted:
+            elif item.order_id in siblings.maybe_applied:
                 uncertain.append(item)
             else:
                 to_send.append(item)
         if uncertain:
-            to_send.extend(self._screen_uncertain(uncertain))
+            to_send.extend(self._screen_uncertain(uncertain, siblings))
         return to_send
 
-    def _screen_uncertain(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
+    def _screen_uncertain(self, items: Sequence[OutboxItem], siblings: _Siblings) -> list[OutboxItem]:
         by_integration: dict[str, list[OutboxItem]] = {}
         for item in items:
             by_integration.setdefault(item.integration_id, []).append(item)
@@ -306,21 +364,84 @@ class ResultSender:
                 for item in group:
                     self._record(item, self._retry_or_dead(item, error, "could not read the order back: "))
                 continue
+            still_open = [item for item in group if statuses.get(item.order_id) == ORDER_STATUS_OPEN]
+            if still_open:
+                # Every other version's send has ended (one version of an order is in flight at a time): none
+                # of them reached Kombo.
+                self.outbox.mark_not_applied([item.order_id for item in still_open], owner=self.owner)
             for item in group:
                 status = statuses.get(item.order_id)
-                if status is not None and status != ORDER_STATUS_OPEN:
-                    self._record(
-                        item,
-                        Outcome(
-                            NOT_WRITABLE,
-                            ORDER_NOT_OPEN,
-                            f"Kombo shows the order {status} and an earlier version of this result was "
-                            "attempted, so it may hold that version; this one was not sent",
-                        ),
-                    )
-                else:
+                if status == ORDER_STATUS_OPEN:
+                    to_send.append(replace(item, maybe_applied=False))
+                    continue
+                if status is None:
                     to_send.append(item)
+                    continue
+                others = siblings.maybe_applied.get(item.order_id, [])
+                outcome = self._match(item, status, others, this_maybe_applied=item.maybe_applied)
+                if outcome is None:
+                    outcome = Outcome(
+                        NOT_WRITABLE,
+                        ORDER_NOT_OPEN,
+                        f"Kombo shows the order {status} and no version of this result that may have reached "
+                        "it has that status; Kombo accepts a result only while the order is OPEN, so this one "
+                        "was not sent",
+                    )
+                self._record(item, outcome)
         return to_send
+
+    def _match(
+        self,
+        item: OutboxItem,
+        status: str,
+        others: Sequence[OutboxVersion],
+        *,
+        this_maybe_applied: bool,
+        refusal: KomboError | None = None,
+    ) -> Outcome | None:
+        """The order is ``status`` (not OPEN) at Kombo: which version of ours, if any, is there?
+
+        Only versions that may have been applied count; the one whose status Kombo shows is there. None when
+        no version matches (the order left OPEN otherwise)."""
+        candidates = [
+            version.payload_hash for version in others if version.may_be_at_kombo and version.status == status
+        ]
+        if this_maybe_applied and _payload_status(item) == status:
+            candidates.append(item.payload_hash)
+        log_url = refusal.log_url if refusal is not None else None
+        code = (refusal.code if refusal is not None else None) or ORDER_NOT_OPEN
+        if candidates == [item.payload_hash]:
+            log.info(
+                "order %s is %s at Kombo: this version's write landed, its acknowledgement was lost",
+                item.order_id,
+                status,
+            )
+            return Outcome(RESOLVED)
+        if len(candidates) == 1:
+            log.info(
+                "order %s is %s at Kombo with an earlier version of the result (%s)",
+                item.order_id,
+                status,
+                candidates[0][:12],
+            )
+            return Outcome(
+                NOT_WRITABLE,
+                ORDER_NOT_OPEN,
+                f"Kombo shows the order {status}: it holds an earlier version of this result, whose reply was "
+                "lost (now recorded as sent); Kombo accepts a result only while the order is OPEN, so this "
+                "changed result was not written",
+                log_url,
+                landed_hash=candidates[0],
+            )
+        if candidates:
+            return Outcome(
+                NOT_WRITABLE,
+                code,
+                f"Kombo shows the order {status} and {len(candidates)} versions of this result with that status "
+                "may have reached it; which one it holds cannot be told, so this one was not written",
+                log_url,
+            )
+        return None
 
     # Sending
 
@@ -351,21 +472,31 @@ class ResultSender:
         return item, outcome
 
     def _send(self, item: OutboxItem) -> Outcome:
+        attempts = _put_attempts
+        observed = _observe_attempts(self.client)
+        attempts.active, attempts.requests, attempts.error_answers = True, 0, 0
         try:
             self.client.put_result(item.integration_id, item.order_id, item.payload_json)
-        except KomboRetriesExhaustedError as error:
-            return self._resolve(item, error, refused=False)
-        except KomboFatalError as error:
-            return self._resolve(item, error, refused=True)
-        except KomboError as error:  # a retriable error that escaped the client's retries
-            return self._resolve(item, error, refused=False)
+        except KomboError as error:
+            # Some attempt may have been applied unless every attempt got a definite error answer.
+            unanswered = not observed or attempts.requests > attempts.error_answers
+            attempts.active = False
+            refused = isinstance(error, KomboFatalError)
+            # KomboRetriesExhaustedError, or a retriable error that escaped the client's retries: not refused.
+            return self._resolve(item, error, refused=refused, unanswered=unanswered)
+        finally:
+            attempts.active = False
         return Outcome(SENT_OK)
 
-    def _resolve(self, item: OutboxItem, error: KomboError, *, refused: bool) -> Outcome:
-        """After a refusal or a give-up: read the order back to tell a lost acknowledgement from a failure."""
+    def _resolve(self, item: OutboxItem, error: KomboError, *, refused: bool, unanswered: bool) -> Outcome:
+        """After a refusal or a give-up: read the order back to tell a lost acknowledgement from a failure.
+
+        ``unanswered``: some attempt of this call got no answer (or no definite error answer), so it may have
+        been applied."""
+        maybe = True if unanswered else None
         code = error.code or ""
         if refused and (code in _NOT_ABOUT_THE_ORDER or code.startswith(_NOT_ABOUT_THE_ORDER_PREFIXES)):
-            return _error_outcome(DEAD, error)
+            return _with_flag(_error_outcome(DEAD, error), maybe)
         try:
             statuses = self._read_back(item.integration_id, [item.order_id])
         except KomboError as readback_error:
@@ -375,38 +506,38 @@ class ResultSender:
                 readback_error.code or type(readback_error).__name__,
             )
             if refused:
-                return _error_outcome(DEAD, error)
-            return self._retry_or_dead(item, error)
+                return _with_flag(_error_outcome(DEAD, error), maybe)
+            return _with_flag(self._retry_or_dead(item, error), maybe)
         if item.order_id not in statuses:
             if refused:
-                return _error_outcome(DEAD, error, "Kombo does not list the order: ")
-            return self._retry_or_dead(item, error)
+                return _with_flag(_error_outcome(DEAD, error, "Kombo does not list the order: "), maybe)
+            return _with_flag(self._retry_or_dead(item, error), maybe)
         status = statuses[item.order_id]
-        if status == ORDER_STATUS_OPEN or status is None:
-            return _error_outcome(DEAD, error) if refused else self._retry_or_dead(item, error)
-        if status == _payload_status(item) and not self._other_version_attempted(item):
-            log.info(
-                "order %s is %s at Kombo: the write landed, its acknowledgement was lost",
-                item.order_id,
-                status,
+        if status is None:
+            return _with_flag(
+                _error_outcome(DEAD, error) if refused else self._retry_or_dead(item, error), maybe
             )
-            return Outcome(RESOLVED)
-        return Outcome(
-            NOT_WRITABLE,
-            error.code or ORDER_NOT_OPEN,
-            f"the order is {status} at Kombo, which accepts a result only while it is OPEN: {error.message}",
-            error.log_url,
+        if status == ORDER_STATUS_OPEN:
+            # Read after every attempt ended: this version is not at Kombo.
+            return _with_flag(
+                _error_outcome(DEAD, error) if refused else self._retry_or_dead(item, error), False
+            )
+        others = [
+            version
+            for version in self.outbox.versions([item.order_id]).get(item.order_id, [])
+            if version.payload_hash != item.payload_hash
+        ]
+        outcome = self._match(
+            item, status, others, this_maybe_applied=unanswered or item.maybe_applied, refusal=error
         )
-
-    def _other_version_attempted(self, item: OutboxItem) -> bool:
-        row = result_outbox.c
-        query = sa.select(sa.func.count()).where(
-            row.order_id == item.order_id,
-            row.payload_hash != item.payload_hash,
-            sa.or_(row.state == SENT, row.attempts > 0),
-        )
-        with self.store.transaction(readonly=True) as conn:
-            return bool(conn.execute(query).scalar_one())
+        if outcome is None:
+            outcome = Outcome(
+                NOT_WRITABLE,
+                error.code or ORDER_NOT_OPEN,
+                f"the order is {status} at Kombo, which accepts a result only while it is OPEN: {error.message}",
+                error.log_url,
+            )
+        return _with_flag(outcome, maybe)
 
     def _retry_or_dead(self, item: OutboxItem, error: KomboError | None, detail: str = "") -> Outcome:
         code = (
@@ -452,6 +583,7 @@ class ResultSender:
                 outcome.log_url,
                 self.store.now() + timedelta(seconds=delay),
                 owner=self.owner,
+                maybe_applied=outcome.maybe_applied,
             )
         elif outcome.kind == DEAD:
             changed = outbox.mark_dead(
@@ -461,8 +593,12 @@ class ResultSender:
                 outcome.message,
                 outcome.log_url,
                 owner=self.owner,
+                maybe_applied=outcome.maybe_applied,
             )
         else:
+            if outcome.landed_hash is not None:
+                # Kombo holds that earlier version: it is what was delivered for the order.
+                outbox.mark_landed(item.order_id, outcome.landed_hash)
             changed = outbox.mark_not_writable(
                 item.order_id,
                 item.payload_hash,
@@ -470,6 +606,7 @@ class ResultSender:
                 outcome.message,
                 outcome.log_url,
                 owner=self.owner,
+                maybe_applied=outcome.maybe_applied,
             )
         self._count(item, outcome, changed)
 
