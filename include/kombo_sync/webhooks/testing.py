@@ -286,25 +286,25 @@ class LiveAirflow:
         if self.migrate:
             self.airflow("db", "migrate", timeout=timeout)
         for component in self.components:
-            args = [str(AIRFLOW_BIN), component]
-            if component == "api-server":
-                args += ["--port", str(self.port), "--host", "127.0.0.1"]
-            log = open(self.log_dir / f"{component}.log", "ab")  # closed in stop()
-            self._logs.append(log)
-            self.processes[component] = subprocess.Popen(
-                args,
-                env=self.env,
-                cwd=PROJECT_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.restart(component)
         try:
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def restart(self, component: str) -> subprocess.Popen[bytes]:
+        """Start one component (again, after it was stopped or died), logging to the same file."""
+        args = [str(AIRFLOW_BIN), component]
+        if component == "api-server":
+            args += ["--port", str(self.port), "--host", "127.0.0.1"]
+        log = open(self.log_dir / f"{component}.log", "ab")  # closed in stop()
+        self._logs.append(log)
+        self.processes[component] = subprocess.Popen(
+            args, env=self.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return self.processes[component]
 
     def wait_ready(self, timeout: float) -> None:
         if "api-server" not in self.processes:

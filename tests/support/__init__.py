@@ -1,0 +1,1 @@
+"""Test and benchmark tooling (not shipped in the product)."""

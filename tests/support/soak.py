@@ -1,0 +1,830 @@
+"""The scheduled soak: the three DAGs on one-minute schedules under a real scheduler, with traffic and faults.
+
+Starts the local Kombo sandbox, the platform stand-in and an SMTP server (threads of this process), and Airflow's
+api-server (with the webhook plugin), scheduler, dag-processor and triggerer (LocalExecutor; metadata and state
+store on PostgreSQL when it is reachable, SQLite otherwise). For ``minutes`` recruiters create orders (most
+announced by the webhook, some only found by polling, some duplicates, some for packages the customer does not
+have), candidates finish (completed and cancelled; some results corrected in the warehouse afterwards), a new
+integration is connected, and faults are on: Kombo 5xx, 429s and lost responses, platform failures, one SIGKILL
+of a running task process, one scheduler restart, and the write-back paused for a few minutes (so the run after
+it must reach back over the missed intervals: the write-back overlap is 0 here). Then the traffic stops, the
+faults go off, the pipeline drains, and :func:`check` compares the pipeline with the sandbox's and the platform's
+own records. The summary (counts, timings, anomalies, broken invariants) is written to ``summary.json`` and
+``summary.txt`` in the work folder.
+
+    python -m tests.support.soak --minutes 20          # `make soak`
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+for path in (ROOT / "include", ROOT):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from kombo_sync.webhooks.testing import LiveAirflow, free_port  # noqa: E402
+
+log = logging.getLogger("soak")
+
+DAGS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback")
+PACKAGES = [
+    ("py-basics", "SKILLS_TEST", "Python basics", "45-minute Python coding test"),
+    ("sql-core", "SKILLS_TEST", "SQL fundamentals", "Joins, aggregates and window functions"),
+    ("big-five", "BEHAVIORAL", "Personality profile", "Big-five personality questionnaire"),
+    ("video-1", "VIDEO_INTERVIEW", "One-way video interview", "Three recorded questions"),
+]
+# customer key -> (ATS, channel, entitled packages); "newco" connects during the soak.
+CUSTOMERS = {
+    "acme": ("greenhouse", "platform", ["py-basics", "sql-core", "big-five"]),
+    "globex": ("workday", "platform", ["sql-core", "video-1"]),
+    "initech": ("smartrecruiters", "email", ["py-basics", "big-five"]),
+    "newco": ("lever", "platform", ["py-basics", "video-1"]),
+}
+FINAL_ORDER_STATES = {"invited", "duplicate", "rejected", "cancelled", "failed"}
+KOMBO_FAULTS = {"error_rate": 0.06, "bare_503_rate": 0.02, "throttle_rate": 0.05, "lost_response_rate": 0.05}
+FROM_EMAIL = "assessments@provider.example"
+PLATFORM_FAULTS = {"failure_rate": 0.1, "lost_response_rate": 0.05}
+
+
+@dataclass
+class SoakConfig:
+    minutes: float = 5.0
+    seed: int = 7
+    workdir: Path = field(default_factory=lambda: ROOT / ".local" / "soak")
+    order_interval_seconds: float = 4.0
+    finish_after_seconds: float = 20.0
+    drain_timeout_seconds: float = 420.0
+    database: str = "auto"  # auto (PostgreSQL when reachable), postgres, sqlite
+    pg_admin_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    faults: bool = True
+
+
+@dataclass
+class Expected:
+    """What the driver did, to check against the pipeline: order id -> what should happen to it."""
+
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    webhook_answers: dict[str, int] = field(default_factory=dict)
+    duplicate_pairs: list[tuple[str, str]] = field(default_factory=list)
+    corrected: set[str] = field(default_factory=set)
+    email_finished: set[str] = field(default_factory=set)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def event(self, kind: str, **details: Any) -> None:
+        self.events.append({"at": datetime.now(UTC).isoformat(timespec="seconds"), "kind": kind, **details})
+        log.info("soak event: %s %s", kind, details)
+
+
+def _pg_reachable(url: str) -> bool:
+    try:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+class Soak:
+    def __init__(self, config: SoakConfig) -> None:
+        self.config = config
+        self.work = Path(config.workdir)
+        self.rng = random.Random(config.seed)
+        self.expected = Expected()
+        self.secret = uuid.uuid4().hex
+        self.created_databases: list[str] = []
+        self.live: LiveAirflow | None = None
+        self.integrations: dict[str, str] = {}  # customer key -> integration id
+        self.candidates = 0
+        self.anomalies: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    # Setup ----------------------------------------------------------------------------------------------------
+
+    def _database_url(self, kind: str) -> str:
+        use_pg = self.config.database == "postgres" or (
+            self.config.database == "auto" and _pg_reachable(self.config.pg_admin_url)
+        )
+        if self.config.database == "postgres" and not _pg_reachable(self.config.pg_admin_url):
+            raise RuntimeError(f"PostgreSQL is not reachable at {self.config.pg_admin_url}")
+        if not use_pg:
+            return f"sqlite:///{self.work / f'{kind}.db'}"
+        name = f"kombo_soak_{kind}_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(
+            self.config.pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+        )
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        admin.dispose()
+        self.created_databases.append(name)
+        return str(sa.engine.make_url(self.config.pg_admin_url).set(database=name).render_as_string(False))
+
+    def setup(self) -> None:
+        from kombo_sync.state.store import StateStore
+        from sandbox.kombo_app import KomboSandboxSettings
+        from sandbox.platform_app import PlatformSettings
+        from sandbox.smtp import run_in_thread
+        from sandbox.testing import run_kombo_sandbox, run_platform_standin
+
+        if self.work.exists():
+            import shutil
+
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
+        self.state_url = self._database_url("state")
+        self.metadata_url = self._database_url("airflow")
+        self.warehouse_url = f"sqlite:///{self.work / 'warehouse.db'}"
+        self.store = StateStore(self.state_url)
+        self.store.migrate()
+        self.sandbox = run_kombo_sandbox(KomboSandboxSettings(api_key="soak-key", webhook_secret=self.secret))
+        self.platform = run_platform_standin(
+            settings=PlatformSettings(
+                warehouse_url=self.warehouse_url,
+                api_key="soak-platform",
+                finish_after_seconds=self.config.finish_after_seconds,
+                cancel_rate=0.2,
+            )
+        )
+        self.smtp = run_in_thread(self.work / "mailbox")
+        self._seed_warehouse_catalog()
+        for customer in ("acme", "globex", "initech"):
+            self._connect(customer, webhook=False)
+        self._bootstrap_registry()
+        self._write_config()
+        self._start_airflow()
+
+    def _seed_warehouse_catalog(self) -> None:
+        import sqlite3
+
+        with sqlite3.connect(self.work / "warehouse.db") as db:
+            db.executescript((ROOT / "include" / "sql" / "warehouse_catalog_schema.sql").read_text())
+            db.executemany(
+                "INSERT INTO catalog_packages (package_id, type, name, description, active) VALUES (?, ?, ?, ?, 1)",
+                PACKAGES,
+            )
+            db.executemany(
+                "INSERT INTO catalog_entitlements (customer_key, package_id) VALUES (?, ?)",
+                [(customer, pkg) for customer, (_, _, pkgs) in CUSTOMERS.items() for pkg in pkgs],
+            )
+
+    def _connect(self, customer: str, *, webhook: bool) -> str:
+        tool = CUSTOMERS[customer][0]
+        created = self.sandbox.admin.create_integration(
+            tool=tool, organization_name=customer.title(), origin_id=customer, emit_webhook=webhook
+        )
+        self.integrations[customer] = created["id"]
+        return str(created["id"])
+
+    def _bootstrap_registry(self) -> None:
+        entries = [
+            {"id": self.integrations[c], "tool": CUSTOMERS[c][0], "customer_key": c,
+             "organization_name": c.title(), "invitation_channel": CUSTOMERS[c][1]}
+            for c in ("acme", "globex", "initech")
+        ]  # fmt: skip
+        path = self.work / "integrations.yaml"
+        path.write_text(yaml.safe_dump({"integrations": entries}))
+        subprocess.run(
+            [sys.executable, "-m", "kombo_sync.registry", "load-bootstrap", str(path)],
+            cwd=ROOT, env=self._env(), check=True, capture_output=True,
+        )  # fmt: skip
+
+    def _write_config(self) -> None:
+        config = yaml.safe_load((ROOT / "include" / "config" / "pipeline.yaml").read_text())
+        config["intake"].update(
+            {"retry_backoff_seconds": 5, "retry_backoff_max_seconds": 30, "lease_seconds": 60}
+        )
+        # No overlap: results finished while the write-back was paused are read only if the run after the pause
+        # reaches back to the last successful run (the catch-up this soak proves).
+        config["writeback"].update({"overlap_minutes": 0, "retry_backoff_seconds": 5, "max_attempts": 12})
+        (self.work / "pipeline.yaml").write_text(yaml.safe_dump(config))
+
+    def _connections(self) -> dict[str, str]:
+        return {
+            "AIRFLOW_CONN_KOMBO_DEFAULT": json.dumps(
+                {"conn_type": "http", "host": self.sandbox.api_url, "password": self.sandbox.api_key,
+                 "extra": {"timeout": 10, "max_retries": 4}}
+            ),
+            "AIRFLOW_CONN_KOMBO_STATE": json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": self.state_url}}),
+            "AIRFLOW_CONN_KOMBO_WAREHOUSE": json.dumps(
+                {"conn_type": "generic", "extra": {"sqlalchemy_url": self.warehouse_url}}
+            ),
+            "AIRFLOW_CONN_KOMBO_PLATFORM": json.dumps(
+                {"conn_type": "http", "host": self.platform.url, "password": "soak-platform"}
+            ),
+            "AIRFLOW_CONN_KOMBO_SMTP": json.dumps(
+                {"conn_type": "smtp", "host": self.smtp.host, "port": self.smtp.port,
+                 "extra": {"from_email": FROM_EMAIL, "disable_tls": True}}
+            ),
+        }  # fmt: skip
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "KOMBO_"))}
+        env.update(self._connections())
+        env.update(
+            {
+                "KOMBO_SYNC_CONFIG": str(self.work / "pipeline.yaml"),
+                "KOMBO_SYNC_HOME": str(self.work),
+                "KOMBO_WEBHOOK_SECRET": self.secret,
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT)]),
+            }
+        )
+        return env
+
+    def _start_airflow(self) -> None:
+        port = free_port()
+        env = self._env()
+        env.update(
+            {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url,
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "8",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "KOMBO_INTAKE_SCHEDULE": "* * * * *",
+                "KOMBO_WRITEBACK_SCHEDULE": "* * * * *",
+            }
+        )
+        started = time.monotonic()
+        self.live = LiveAirflow(
+            self.work / "airflow",
+            components=("api-server", "scheduler", "dag-processor", "triggerer"),
+            port=port,
+            env=env,
+        )
+        self.live.start(timeout=240)
+        self.live.airflow("pools", "set", "kombo_api", "4", "Kombo API calls")
+        self.sandbox.set_webhook(self.live.webhook_url, secret=self.secret)
+        self._wait(lambda: self._parsed() >= set(DAGS), 180, "the dag-processor to parse the DAGs")
+        for dag_id in DAGS:
+            self.live.airflow("dags", "unpause", dag_id)
+        self.timings["airflow_start_seconds"] = round(time.monotonic() - started, 1)
+        # The catalog's first publish (triggered by hand, as a team does after connecting its warehouse).
+        self.live.airflow("dags", "trigger", "kombo_package_sync")
+
+    # Airflow's metadata -----------------------------------------------------------------------------------
+
+    def _metadata(self) -> sa.Engine:
+        if not hasattr(self, "_metadata_engine"):
+            self._metadata_engine = sa.create_engine(self.metadata_url, poolclass=sa.pool.NullPool)
+        return self._metadata_engine
+
+    def _parsed(self) -> set[str]:
+        with self._metadata().connect() as conn:
+            return set(conn.execute(sa.text("SELECT dag_id FROM serialized_dag")).scalars())
+
+    def dag_runs(self) -> list[dict[str, Any]]:
+        query = sa.text(
+            "SELECT dag_id, run_id, run_type, state, start_date, end_date FROM dag_run ORDER BY start_date"
+        )
+        with self._metadata().connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def _wait(self, condition: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if condition():
+                    return
+            except Exception as exc:  # a database restarting, a component not up yet
+                log.debug("waiting for %s: %s", what, exc)
+            time.sleep(2)
+        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    # Traffic and faults -----------------------------------------------------------------------------------
+
+    def _candidate(self) -> dict[str, Any]:
+        self.candidates += 1
+        n = self.candidates
+        return {"email": f"candidate.{n}@candidates.example", "first_name": f"First{n}", "last_name": f"Last{n}",
+                "phone": f"+4915550{n:05d}", "remote_id": f"cand-{n}"}  # fmt: skip
+
+    def create_order(self) -> None:
+        customers = [c for c in self.integrations if c in CUSTOMERS]
+        customer = self.rng.choice(customers)
+        integration = self.integrations[customer]
+        entitled = CUSTOMERS[customer][2]
+        roll = self.rng.random()
+        webhook = self.rng.random() < 0.75
+        if roll < 0.08:
+            package = next(p for p, *_ in PACKAGES if p not in entitled)
+            kind = "not_entitled"
+        else:
+            package = self.rng.choice(entitled)
+            kind = "invite"
+        candidate = self._candidate()
+        order = self._create(integration, package, candidate, webhook, kind)
+        if kind == "invite" and self.rng.random() < 0.1:
+            # The recruiter orders the same test for the same candidate again, at once.
+            twin = self._create(integration, package, dict(candidate), self.rng.random() < 0.5, "duplicate")
+            self.expected.duplicate_pairs.append((order, twin))
+
+    def _create(
+        self, integration: str, package: str, candidate: dict[str, Any], webhook: bool, kind: str
+    ) -> str:
+        created = self.sandbox.admin.create_order(
+            integration, package, candidate=candidate, application={"remote_id": f"app-{candidate['remote_id']}"},
+            job={"remote_id": "job-1", "name": "Data Engineer"}, deliver_webhook=webhook,
+        )  # fmt: skip
+        order_id = str(created["id"])
+        answer = (created.get("webhook") or {}).get("status_code")
+        self.expected.orders[order_id] = {
+            "integration_id": integration, "package_id": package, "kind": kind, "webhook": webhook,
+            "created": time.time(), "webhook_status": answer,
+        }  # fmt: skip
+        if webhook:
+            self.expected.webhook_answers[order_id] = answer or 0
+        return order_id
+
+    def finish_email_candidates(self) -> None:
+        """E-mail-invited candidates finish too (the platform stand-in only finishes its own invitations)."""
+        from sandbox.warehouse import simulated_result, write_results
+
+        query = sa.text(
+            "SELECT id FROM orders WHERE state = 'invited' AND channel = 'email' AND invited_at < :before"
+        )
+        before = datetime.now(UTC) - timedelta(seconds=self.config.finish_after_seconds)
+        with self.store.engine.connect() as conn:
+            due = [
+                o
+                for o in conn.execute(query, {"before": before}).scalars()
+                if o not in self.expected.email_finished
+            ]
+        rows = [
+            simulated_result(o, f"email-{o}", seed=self.config.seed, cancel_rate=0.2, with_report=False)
+            for o in due
+        ]
+        if rows:
+            write_results(self.warehouse_url, rows)
+            self.expected.email_finished.update(due)
+
+    def correct_some_results(self) -> None:
+        """The provider re-scores a few results after they were first written to the warehouse."""
+        from sandbox.warehouse import read_results, write_results
+
+        rows = [r for r in read_results(self.warehouse_url) if r["order_id"] not in self.expected.corrected]
+        for row in rows:
+            if row["status"] != "completed" or self.rng.random() > 0.15:
+                continue
+            row = dict(row)
+            row["score"] = (row.get("score") or 0) + 1
+            row["updated_at"] = datetime.now(UTC)
+            write_results(self.warehouse_url, [row], replace=True)
+            self.expected.corrected.add(row["order_id"])
+
+    def faults(self, on: bool) -> None:
+        self.sandbox.admin.set_knobs(**(KOMBO_FAULTS if on else dict.fromkeys(KOMBO_FAULTS, 0.0)))
+        self.platform.admin.set_knobs(**(PLATFORM_FAULTS if on else dict.fromkeys(PLATFORM_FAULTS, 0.0)))
+        self.expected.event("faults_on" if on else "faults_off")
+
+    def kill_a_task_process(self) -> bool:
+        """SIGKILL the process of a running task (preferably one that sends), as a dying worker would."""
+        import psutil
+
+        for _ in range(60):
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                cmdline = " ".join(proc.info.get("cmdline") or [])
+                # A task's own process is titled "airflow worker -- <task instance id>" (the executor's
+                # workers are "airflow worker -- LocalExecutor: ...").
+                ti_id = cmdline.split("-- ", 1)[1].strip() if cmdline.startswith("airflow worker -- ") else ""
+                if _is_uuid(ti_id):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        proc.kill()
+                        self.expected.event(
+                            "sigkill_task", pid=proc.info["pid"], ti=ti_id, task=self._task_of(ti_id)
+                        )
+                        return True
+            time.sleep(1)
+        self.anomalies.append("no running task process found to kill within 60 s")
+        return False
+
+    def _task_of(self, ti_id: str) -> str | None:
+        with contextlib.suppress(Exception), self._metadata().connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT dag_id, task_id FROM task_instance WHERE id = :id"), {"id": ti_id}
+            ).first()
+            return f"{row[0]}.{row[1]}" if row else None
+        return None
+
+    def restart_scheduler(self) -> None:
+        assert self.live is not None
+        proc = self.live.processes["scheduler"]
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self.live.restart("scheduler")
+        self.expected.event("scheduler_restarted")
+
+    def drive(self) -> None:
+        """Traffic for ``minutes``, with the faults and disruptions placed at fixed fractions of it."""
+        total = self.config.minutes * 60
+        start = time.monotonic()
+        plan = [
+            (0.10, "faults_on"),
+            (0.25, "connect_newco"),
+            (0.35, "kill_task"),
+            (0.45, "pause_writeback"),
+            (0.55, "restart_scheduler"),
+            (0.80, "unpause_writeback"),
+            (0.90, "faults_off"),
+        ]
+        done: set[str] = set()
+        next_order = start
+        while (elapsed := time.monotonic() - start) < total:
+            for fraction, step in plan:
+                if step not in done and elapsed >= fraction * total:
+                    done.add(step)
+                    self._step(step)
+            if time.monotonic() >= next_order:
+                self.create_order()
+                next_order += self.rng.uniform(0.5, 1.5) * self.config.order_interval_seconds
+            self.finish_email_candidates()
+            self.correct_some_results()
+            time.sleep(1)
+        for _fraction, step in plan:
+            if step not in done:
+                self._step(step)
+
+    def _step(self, step: str) -> None:
+        assert self.live is not None
+        if step == "faults_on" and self.config.faults:
+            self.faults(True)
+        elif step == "faults_off" and self.config.faults:
+            self.faults(False)
+        elif step == "connect_newco":
+            integration = self._connect("newco", webhook=True)
+            self.expected.event("integration_connected", integration=integration)
+        elif step == "kill_task" and self.config.faults:
+            self.kill_a_task_process()
+        elif step == "restart_scheduler" and self.config.faults:
+            self.restart_scheduler()
+        elif step == "pause_writeback":
+            self.live.airflow("dags", "pause", "kombo_result_writeback")
+            self.expected.event("writeback_paused")
+        elif step == "unpause_writeback":
+            self.live.airflow("dags", "unpause", "kombo_result_writeback")
+            self.expected.event("writeback_unpaused")
+
+    # Drain and check ----------------------------------------------------------------------------------------
+
+    def finished_orders(self) -> dict[str, str]:
+        """Order id -> 'completed' / 'cancelled' for every candidate who finished (the warehouse's record)."""
+        from sandbox.warehouse import read_results
+
+        return {row["order_id"]: row["status"] for row in read_results(self.warehouse_url)}
+
+    def drained(self) -> bool:
+        self.finish_email_candidates()
+        with self.store.engine.connect() as conn:
+            open_orders = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM orders WHERE state NOT IN ('invited','duplicate','rejected','cancelled','failed')"
+                )
+            ).scalar_one()
+            pending = conn.execute(
+                sa.text("SELECT count(*) FROM result_outbox WHERE state IN ('pending', 'sending', 'claimed')")
+            ).scalar_one()
+        platform = self.platform.admin.invitations()
+        waiting = [i for i in platform["invitations"] if i.get("status") == "invited"]
+        finished = self.finished_orders()
+        kombo = {o["id"]: o for o in self.sandbox.admin.list_orders(ids=list(finished))} if finished else {}
+        unwritten = [o for o in finished if kombo.get(o, {}).get("status") == "OPEN"]
+        known = set(self._store_states())
+        unseen = [
+            o for o, e in self.expected.orders.items() if e["kind"] != "not_entitled" and o not in known
+        ]
+        log.info(
+            "draining: %s orders not final, %s unseen, %s outbox rows pending, %s candidates still taking the test, "
+            "%s results not yet in Kombo", open_orders, len(unseen), pending, len(waiting), len(unwritten),
+        )  # fmt: skip
+        return not (open_orders or pending or waiting or unwritten or unseen)
+
+    def _store_states(self) -> dict[str, str]:
+        with self.store.engine.connect() as conn:
+            return dict(conn.execute(sa.text("SELECT id, state FROM orders")).all())  # type: ignore[arg-type]
+
+    def drain(self) -> None:
+        started = time.monotonic()
+        self._wait(self.drained, self.config.drain_timeout_seconds, "the pipeline to drain")
+        self.timings["drain_seconds"] = round(time.monotonic() - started, 1)
+
+    def check(self) -> list[str]:
+        """The invariants, against the sandbox's and the platform's own records; returns the broken ones."""
+        from kombo_sync.invites.email import message_id_for
+
+        broken: list[str] = []
+        states = self._store_states()
+        platform = self.platform.admin.invitations()
+        creations = platform.get("creations_by_order") or {}
+        mails = self.smtp.count_by_message_id()
+        channel_of = {self.integrations[c]: CUSTOMERS[c][1] for c in self.integrations}
+        # Every order: invited exactly once, or duplicate / rejected with nothing sent.
+        for order_id, expected in self.expected.orders.items():
+            sent = creations.get(order_id, 0)
+            if channel_of[expected["integration_id"]] == "email":
+                sent = mails.get(message_id_for(order_id, FROM_EMAIL.rsplit("@", 1)[1]), 0)
+            state = states.get(order_id)
+            if expected["kind"] == "invite":
+                if state not in ("invited", "duplicate") or (state == "invited") != (sent == 1):
+                    broken.append(
+                        f"order {order_id}: state {state}, {sent} invitation(s); expected exactly one"
+                    )
+            elif expected["kind"] == "not_entitled":
+                if sent or state not in (None, "rejected"):
+                    broken.append(
+                        f"order {order_id} (package not entitled): state {state}, {sent} invitation(s)"
+                    )
+            if sent > 1:
+                broken.append(f"order {order_id}: {sent} invitations")
+        for first, twin in self.expected.duplicate_pairs:
+            # One of the two is invited; the other is closed as a duplicate (poll) or answered 422 and recorded
+            # rejected (webhook), with nothing sent.
+            pair = sorted([states.get(first), states.get(twin)], key=str)
+            if pair not in (["duplicate", "invited"], ["invited", "rejected"]):
+                broken.append(
+                    f"duplicate pair {first}/{twin}: states {pair}, expected one invited, one closed"
+                )
+        for order_id, answer in self.expected.webhook_answers.items():
+            kind = self.expected.orders[order_id]["kind"]
+            wanted = {422} if kind == "not_entitled" else {200, 422} if kind == "duplicate" else {200}
+            if answer not in wanted:
+                self.anomalies.append(f"webhook for {order_id} ({kind}) answered {answer}, expected {wanted}")
+        # Every finished candidate's result is in Kombo exactly once, with the payload the outbox says it sent.
+        broken += self._check_results()
+        # The new integration got its packages.
+        newco = self.integrations.get("newco")
+        if newco:
+            packages = sorted(p["id"] for p in self.sandbox.admin.list_packages(newco))
+            if packages != sorted(CUSTOMERS["newco"][2]):
+                broken.append(f"new integration {newco}: Kombo has packages {packages}")
+        broken += self._check_runs()
+        broken += self._check_latency(platform)
+        return broken
+
+    def _check_results(self) -> list[str]:
+        """Every finished candidate's final result (the warehouse's newest row, corrections included) is in Kombo,
+        each version applied at most once, and the outbox's record agrees with Kombo's."""
+        from kombo_sync.runs import as_utc
+        from sandbox.warehouse import read_results
+
+        broken: list[str] = []
+        rows = {row["order_id"]: row for row in read_results(self.warehouse_url)}
+        kombo = {o["id"]: o for o in self.sandbox.admin.list_orders(ids=list(rows))} if rows else {}
+        with self.store.engine.connect() as conn:
+            outbox = conn.execute(
+                sa.text(
+                    "SELECT order_id, state, payload_json, source_updated_at, created_at FROM result_outbox "
+                    "ORDER BY created_at"
+                )
+            ).all()
+        versions: dict[str, list[Any]] = {}
+        for version in outbox:
+            versions.setdefault(version.order_id, []).append(version)
+        for order_id, row in rows.items():
+            order = kombo.get(order_id)
+            if order is None:
+                broken.append(f"result of {order_id}: order unknown to Kombo")
+                continue
+            applied = [_payload(w["body"]) for w in order.get("results") or [] if w["outcome"] == "applied"]
+            if len(applied) != len({json.dumps(body, sort_keys=True) for body in applied}):
+                broken.append(f"result of {order_id}: the same payload was applied more than once")
+            wanted = "COMPLETED" if row["status"] == "completed" else "CANCELLED"
+            if order["status"] != wanted:
+                broken.append(
+                    f"result of {order_id}: Kombo shows {order['status']}, the warehouse says {row['status']}"
+                )
+            known = versions.get(order_id) or []
+            if not known:
+                broken.append(f"result of {order_id}: never queued")
+                continue
+            newest = max(known, key=lambda v: as_utc(v.source_updated_at) or as_utc(v.created_at))
+            if as_utc(newest.source_updated_at) != as_utc(row["updated_at"]):
+                broken.append(f"result of {order_id}: the warehouse's newest row was not queued")
+            if newest.state != "sent":
+                broken.append(f"result of {order_id}: the newest version is {newest.state}, not sent")
+            if _payload(newest.payload_json) != _payload(order.get("result")):
+                broken.append(f"result of {order_id}: Kombo does not hold the newest payload")
+            for version in known:
+                if version.state == "not_writable" and _payload(version.payload_json) == _payload(
+                    order.get("result")
+                ):
+                    broken.append(
+                        f"result of {order_id}: a version recorded not_writable is what Kombo holds"
+                    )
+        try:
+            from tests.support.outbox_check import outbox_matches_kombo
+        except ImportError:
+            return broken
+        return broken + outbox_matches_kombo(self.store, self.sandbox.admin, list(rows))
+
+    def _check_runs(self) -> list[str]:
+        """No scheduled run failed other than by an injected fault that a later scheduled run repaired."""
+        broken: list[str] = []
+        runs = [r for r in self.dag_runs() if r["run_type"] == "scheduled"]
+        for dag_id in ("kombo_order_intake", "kombo_result_writeback"):
+            mine = [r for r in runs if r["dag_id"] == dag_id]
+            succeeded = [r for r in mine if r["state"] == "success"]
+            failed = [r for r in mine if r["state"] == "failed"]
+            self.timings[f"{dag_id}_scheduled_runs"] = len(mine)
+            self.timings[f"{dag_id}_scheduled_failed"] = len(failed)
+            if len(succeeded) < 3:
+                broken.append(f"{dag_id}: only {len(succeeded)} scheduled runs succeeded")
+            if mine and mine[-1]["state"] == "failed":
+                broken.append(f"{dag_id}: the last scheduled run failed ({mine[-1]['run_id']})")
+            for run in failed:
+                self.anomalies.append(f"{dag_id} scheduled run {run['run_id']} failed (faults were on)")
+            if not self.config.faults and failed:
+                broken.append(f"{dag_id}: {len(failed)} scheduled run(s) failed with no fault injected")
+        return broken
+
+    def _check_latency(self, platform: dict[str, Any]) -> list[str]:
+        """Webhook-announced orders: from the webhook's answer to the platform's invitation, p95 <= 60 s."""
+        created_at = {i["order_id"]: i["created_at"] for i in platform["invitations"]}
+        seconds = []
+        slowest: list[tuple[float, str]] = []
+        for order_id, expected in self.expected.orders.items():
+            if expected["webhook"] and expected["kind"] == "invite" and order_id in created_at:
+                invited = datetime.fromisoformat(created_at[order_id].replace("Z", "+00:00")).timestamp()
+                seconds.append(invited - expected["created"])
+                slowest.append((invited - expected["created"], order_id))
+        for took, order_id in sorted(slowest, reverse=True)[:3]:
+            created = datetime.fromtimestamp(self.expected.orders[order_id]["created"], UTC)
+            self.anomalies.append(
+                f"slow invitation: {order_id} created {created.isoformat(timespec='seconds')}, invited after "
+                f"{took:.1f} s"
+            )
+        if not seconds:
+            return ["no webhook-announced order was invited through the platform"]
+        seconds.sort()
+        p95 = seconds[min(len(seconds) - 1, max(0, round(0.95 * len(seconds)) - 1))]
+        self.timings.update(
+            webhook_to_invitation_p50_seconds=round(statistics.median(seconds), 1),
+            webhook_to_invitation_p95_seconds=round(p95, 1),
+            webhook_to_invitation_max_seconds=round(seconds[-1], 1),
+        )
+        return [f"webhook -> invitation p95 {p95:.1f} s is over 60 s"] if p95 > 60 else []
+
+    def summary(self, broken: list[str]) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for state in self._store_states().values():
+            states[state] = states.get(state, 0) + 1
+        finished = self.finished_orders()
+        runs = self.dag_runs()
+        by_dag: dict[str, dict[str, int]] = {}
+        for run in runs:
+            key = f"{run['dag_id']} ({run['run_type']})"
+            by_dag.setdefault(key, {})
+            by_dag[key][run["state"]] = by_dag[key].get(run["state"], 0) + 1
+        kinds: dict[str, int] = {}
+        for expected in self.expected.orders.values():
+            kinds[expected["kind"]] = kinds.get(expected["kind"], 0) + 1
+        return {
+            "minutes": self.config.minutes,
+            "seed": self.config.seed,
+            "database": "postgresql" if self.state_url.startswith("postgresql") else "sqlite",
+            "orders_created": len(self.expected.orders),
+            "orders_by_kind": kinds,
+            "orders_announced_by_webhook": sum(1 for e in self.expected.orders.values() if e["webhook"]),
+            "order_states": states,
+            "duplicate_pairs": len(self.expected.duplicate_pairs),
+            "results_finished": len(finished),
+            "results_completed": sum(1 for s in finished.values() if s == "completed"),
+            "results_corrected_in_warehouse": len(self.expected.corrected),
+            "sandbox_faults": self.sandbox.admin.stats().get("faults"),
+            "dag_runs": by_dag,
+            "timings": self.timings,
+            "events": self.expected.events,
+            "anomalies": self.anomalies,
+            "broken_invariants": broken,
+        }
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+        for server in ("smtp", "platform", "sandbox"):
+            with contextlib.suppress(Exception):
+                getattr(self, server).stop()
+        with contextlib.suppress(Exception):
+            self.store.dispose()
+        if hasattr(self, "_metadata_engine"):
+            self._metadata_engine.dispose()
+        if self.created_databases:
+            admin = sa.create_engine(
+                self.config.pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+            )
+            with admin.connect() as conn:
+                for name in self.created_databases:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _payload(value: Any) -> Any:
+    """A result payload as compared: JSON-normalised."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str)) if value is not None else None
+
+
+def run_soak(config: SoakConfig) -> dict[str, Any]:
+    """Set up, drive, drain, check; always stops what it started. Returns the summary (also written to files)."""
+    soak = Soak(config)
+    summary: dict[str, Any] = {}
+    try:
+        soak.setup()
+        soak.drive()
+        if config.faults:
+            soak.faults(False)
+        soak.drain()
+        broken = soak.check()
+        summary = soak.summary(broken)
+    except Exception as exc:
+        summary = {"error": f"{type(exc).__name__}: {exc}", "events": soak.expected.events,
+                   "anomalies": soak.anomalies, "broken_invariants": [f"the soak did not finish: {exc}"]}  # fmt: skip
+        with contextlib.suppress(Exception):
+            summary["partial"] = soak.summary(summary["broken_invariants"])
+        raise_later: Exception | None = exc
+    else:
+        raise_later = None
+    finally:
+        if soak.work.exists():
+            (soak.work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            (soak.work / "summary.txt").write_text(format_summary(summary))
+        soak.stop()
+    if raise_later is not None and not summary.get("partial"):
+        raise raise_later
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = ["Scheduled soak summary", ""]
+    for key in ("minutes", "seed", "database", "orders_created", "orders_by_kind", "orders_announced_by_webhook",
+                "order_states", "duplicate_pairs", "results_finished", "results_completed",
+                "results_corrected_in_warehouse", "sandbox_faults", "timings", "error"):  # fmt: skip
+        if key in summary:
+            lines.append(f"{key}: {summary[key]}")
+    lines.append("dag runs:")
+    for dag, states in (summary.get("dag_runs") or {}).items():
+        lines.append(f"  {dag}: {states}")
+    lines.append("events:")
+    lines += [f"  {e}" for e in summary.get("events") or []]
+    lines.append(f"anomalies ({len(summary.get('anomalies') or [])}):")
+    lines += [f"  - {a}" for a in summary.get("anomalies") or []]
+    broken = summary.get("broken_invariants") or []
+    lines.append(f"broken invariants ({len(broken)}):")
+    lines += [f"  - {b}" for b in broken]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.support.soak", description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=20.0, help="minutes of traffic (then it drains)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workdir", default=str(ROOT / ".local" / "soak"))
+    parser.add_argument("--database", choices=("auto", "postgres", "sqlite"), default="auto")
+    parser.add_argument("--no-faults", action="store_true", help="traffic only, no injected faults")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # The stand-ins' own chatter (SMTP dialogues name recipients; one line per HTTP request) stays out.
+    for noisy in ("mail.log", "httpx", "httpcore", "alembic", "kombo_sync.state"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = SoakConfig(minutes=args.minutes, seed=args.seed, workdir=Path(args.workdir), database=args.database,
+                        faults=not args.no_faults)  # fmt: skip
+    summary = run_soak(config)
+    print(format_summary(summary))
+    print(f"summary written to {Path(args.workdir) / 'summary.txt'}")
+    return 1 if summary.get("broken_invariants") else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
