@@ -128,6 +128,69 @@ class WebhookSettings(_Section):
     inline_timeout_seconds: float = Field(default=8.0, gt=0, le=25)
 
 
+class EmailAlertChannel(_Section):
+    # An SMTP connection read like the invitation channel's (host, port, login/password, extras from_email,
+    # ssl, starttls, disable_tls, timeout); e-mail alerts are off while `to` is empty.
+    conn_id: str = "kombo_smtp"
+    to: list[str] = Field(default_factory=list)
+    # Sender of the alerts (default: the connection's extra `from_email`).
+    from_email: str | None = None
+    subject_prefix: str = "[kombo-sync]"
+
+
+class WebhookAlertChannel(_Section):
+    # An HTTP connection whose host is the full URL (Slack/Teams incoming webhook, or any JSON receiver);
+    # webhook alerts are off while it is None. The password, when set, is sent as a bearer token.
+    conn_id: str | None = None
+    # The message's field (Slack, Mattermost, Rocket.Chat and Teams' legacy connectors read `text`).
+    text_field: str = "text"
+    # Fixed fields added to every payload (e.g. Slack's `username`, `icon_emoji`).
+    extra_payload: dict[str, Any] = Field(default_factory=dict)
+    # Add `kombo_alert` (kind, counts, ids) for receivers that route on structured fields.
+    include_details: bool = False
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+
+class AlertChannels(_Section):
+    email: EmailAlertChannel = Field(default_factory=EmailAlertChannel)
+    webhook: WebhookAlertChannel = Field(default_factory=WebhookAlertChannel)
+
+
+class AlertThresholds(_Section):
+    # An order still received/inviting this long after it was recorded.
+    order_not_invited_minutes: int = Field(default=30, ge=1)
+    # An integration whose poll (intake) or package publish (catalog) failed in this many runs in a row.
+    integration_failing_runs: int = Field(default=3, ge=1)
+
+
+class AlertKinds(_Section):
+    failed_run: bool = True
+    dead_letter: bool = True
+    order_not_invited: bool = True
+    integration_failing: bool = True
+    quarantined_row: bool = True
+
+    def is_on(self, kind: str) -> bool:
+        return bool(getattr(self, kind, False))
+
+
+class AlertSettings(_Section):
+    channels: AlertChannels = Field(default_factory=AlertChannels)
+    thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
+    kinds: AlertKinds = Field(default_factory=AlertKinds)
+    # A condition that still holds is sent again after this long (0: once, until it clears and comes back).
+    repeat_minutes: int = Field(default=1440, ge=0)
+    # Ids listed per alert; the rest are counted ("and 40 more").
+    max_ids_per_alert: int = Field(default=20, ge=1, le=500)
+    # Base of the links to runs in failed-run alerts (default: Airflow's [api] base_url).
+    airflow_base_url: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one channel is configured."""
+        return bool(self.channels.email.to) or bool(self.channels.webhook.conn_id)
+
+
 class PipelineSettings(_Section):
     kombo_conn_id: str = "kombo_default"
     state_conn_id: str = "kombo_state"
@@ -136,6 +199,7 @@ class PipelineSettings(_Section):
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     writeback: WritebackSettings = Field(default_factory=WritebackSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     def resolve_path(self, relative: str) -> Path:
         """Paths in the file are relative to the project root unless absolute."""

@@ -241,3 +241,34 @@ wakeups = sa.Table(
     sa.Column("consumed_at", UTCDateTime(), nullable=True),
 )
 ALL_TABLES = (*ALL_TABLES, wakeups)
+
+
+# Alerts already sent, so a condition is not re-sent on every run (kombo_sync.alerts; migration 0006_alerts).
+# One row per (kind, subject): an order id, "order_id:payload_hash", "job:integration_id", a quarantine id, or
+# "dag_id/run_id/task_id"; cleared when the condition no longer holds, so a comeback is alerted again.
+ALERT_KINDS = ("failed_run", "dead_letter", "order_not_invited", "integration_failing", "quarantined_row")
+
+alerts_sent = sa.Table(
+    "alerts_sent",
+    metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("subject", sa.String(600), primary_key=True),
+    sa.Column("first_sent_at", UTCDateTime(), nullable=False),
+    sa.Column("last_sent_at", UTCDateTime(), nullable=False),
+    sa.Column("times_sent", sa.Integer(), nullable=False, server_default=sa.text("1")),
+    _states_check("kind", ALERT_KINDS, "kind"),
+)
+ALL_TABLES = (*ALL_TABLES, alerts_sent)
+
+
+# Per integration, the creation times [created_after, covered_until) whose open orders a finished poll recorded
+# (kombo_sync.state.coverage; migration 0007_poll_coverage): a backfill skips a window inside it.
+poll_coverage = sa.Table(
+    "poll_coverage",
+    metadata,
+    sa.Column("integration_id", sa.String(255), primary_key=True),
+    sa.Column("created_after", UTCDateTime(), nullable=False),
+    sa.Column("covered_until", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+ALL_TABLES = (*ALL_TABLES, poll_coverage)
