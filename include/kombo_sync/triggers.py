@@ -30,8 +30,11 @@ class WakeupTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # The store is looked up once per trigger (a connection lookup, then one engine per process), and every
+        # database call runs in a worker thread: the triggerer's event loop serves other triggers meanwhile.
+        store = await asyncio.to_thread(_store)
         while True:
-            consumed = await asyncio.to_thread(_consume_pending, self.topic)
+            consumed = await asyncio.to_thread(_consume_pending, store, self.topic)
             if consumed:
                 self.log.info("wake-up for %s: %s pending request(s) consumed", self.topic, consumed)
                 yield TriggerEvent({"topic": self.topic, "requests": consumed})
@@ -39,8 +42,13 @@ class WakeupTrigger(BaseEventTrigger):
             await asyncio.sleep(self.poll_interval)
 
 
-def _consume_pending(topic: str) -> int:
+def _store() -> Any:
     from kombo_sync.runtime import state_store
+
+    return state_store()
+
+
+def _consume_pending(store: Any, topic: str) -> int:
     from kombo_sync.wakeups import consume_wakeups
 
-    return consume_wakeups(state_store(), topic)
+    return consume_wakeups(store, topic)

@@ -125,7 +125,9 @@ def test_transition_table_is_the_documented_one() -> None:
         ("received", "failed"),
         ("inviting", "failed"),
         ("received", "duplicate"),
+        ("inviting", "duplicate"),  # by the lease holder only
         ("received", "rejected"),
+        ("inviting", "rejected"),  # by the lease holder only
         ("received", "cancelled"),
         ("inviting", "cancelled"),
     }
@@ -168,7 +170,11 @@ def test_named_transitions_from_every_state(repo: OrderRepository, target: str) 
     repo.record_order(kombo_order("someone-else"), "webhook")
     for source in ORDER_STATES:
         order_id = _order_in(repo, source, f"{target}-from-{source}")
-        if (source, target) in ALLOWED_TRANSITIONS:
+        if source == "inviting" and target in ("duplicate", "rejected"):
+            assert UNFENCED[target](repo, order_id) is False  # someone else holds the lease
+            after = repo.get(order_id)
+            assert after is not None and after.state == "inviting"
+        elif (source, target) in ALLOWED_TRANSITIONS:
             assert UNFENCED[target](repo, order_id) is True
             after = repo.get(order_id)
             assert after is not None and after.state == target
@@ -183,6 +189,23 @@ def test_named_transitions_from_every_state(repo: OrderRepository, target: str) 
             assert after is not None and after.state == source
     with pytest.raises(OrderNotFound):
         UNFENCED[target](repo, "missing")
+
+
+@pytest.mark.parametrize("target", ["duplicate", "rejected"])
+def test_the_lease_holder_closes_a_claimed_order_directly(repo: OrderRepository, target: str) -> None:
+    """No detour through `received` (which logged "released for retry" right before a final state)."""
+    repo.record_order(kombo_order("original"), "webhook")
+    order_id = _order_in(repo, "inviting", f"claimed-{target}")
+    close = {
+        "duplicate": lambda owner: repo.mark_duplicate(order_id, "original", owner=owner),
+        "rejected": lambda owner: repo.mark_rejected(
+            order_id, "Kombo lists the order as REJECTED", owner=owner
+        ),
+    }[target]
+    assert close("stranger") is False
+    assert close("holder") is True
+    after = repo.get(order_id)
+    assert after is not None and after.state == target and after.lease_owner is None
 
 
 def test_lease_fenced_transitions_from_every_state(repo: OrderRepository, state_store: StateStore) -> None:

@@ -73,7 +73,6 @@ Clock = Callable[[], datetime]
 
 # A claim is closed for good only after the order left the claimable states; until then it must not be
 # re-claimed, so the release before the final transition sets a retry time this far away.
-_HOLD = timedelta(days=1)
 
 
 def make_owner(label: str = "intake") -> str:
@@ -189,29 +188,26 @@ class Dispatcher:
             attempt=claim.attempts,
         )
 
-    def _release_then(
-        self, claim: ClaimedOrder, reason: str, final: Callable[[], bool], counter: str
-    ) -> None:
-        """Close an order we hold: give it back with the reason (and no retry soon), then the final state."""
-        now = self.clock()
-        if not self.repo.release_with_error(claim.order_id, self.owner, reason, now + _HOLD, now=now):
-            self.counters.add("lease_lost")
-            return
+    def _close(self, claim: ClaimedOrder, final: Callable[[], bool], counter: str) -> None:
+        """Close an order we hold straight into its final state (fenced by our lease)."""
         try:
-            final()
-            self.counters.add(counter)
+            closed = final()
         except InvalidTransition as exc:
             log.warning("order %s could not be closed: %s", claim.order_id, exc)
+            return
+        self.counters.add(counter if closed else "lease_lost")
 
     def close_not_open(self, claim: ClaimedOrder, status: str | None) -> None:
         reason = f"Kombo lists the order as {status}" if status else "Kombo no longer lists the order"
         log.info("order %s not invited: %s", claim.order_id, reason)
         if status == ORDER_STATUS_REJECTED:
-            self._release_then(
-                claim, reason, lambda: self.repo.mark_rejected(claim.order_id, reason), "rejected"
+            self._close(
+                claim,
+                lambda: self.repo.mark_rejected(claim.order_id, reason, owner=self.owner),
+                "rejected",
             )
         else:
-            self._release_then(claim, reason, lambda: self.repo.mark_cancelled(claim.order_id), "cancelled")
+            self._close(claim, lambda: self.repo.mark_cancelled(claim.order_id, reason=reason), "cancelled")
 
     def fail(self, claim: ClaimedOrder, reason: str) -> None:
         if self.repo.mark_failed(claim.order_id, reason, owner=self.owner):
@@ -279,10 +275,11 @@ class Dispatcher:
                     received_at=claim.received_at,
                 )
                 if duplicate_of is not None:
-                    self._release_then(
+                    self._close(
                         claim,
-                        f"duplicate of order {duplicate_of}",
-                        functools.partial(self.repo.mark_duplicate, claim.order_id, duplicate_of),
+                        functools.partial(
+                            self.repo.mark_duplicate, claim.order_id, duplicate_of, owner=self.owner
+                        ),
                         "duplicate",
                     )
                     continue

@@ -49,8 +49,9 @@ TRANSITIONS: dict[str, Transition] = {
         Transition("mark_invited", frozenset({INVITING}), INVITED),
         Transition("release_with_error", frozenset({INVITING}), RECEIVED),
         Transition("mark_failed", frozenset({RECEIVED, INVITING}), FAILED),
-        Transition("mark_duplicate", frozenset({RECEIVED}), DUPLICATE),
-        Transition("mark_rejected", frozenset({RECEIVED}), REJECTED),
+        # From inviting only for the lease holder (the dispatcher closing an order it claimed).
+        Transition("mark_duplicate", frozenset({RECEIVED, INVITING}), DUPLICATE),
+        Transition("mark_rejected", frozenset({RECEIVED, INVITING}), REJECTED),
         Transition("mark_cancelled", frozenset({RECEIVED, INVITING}), CANCELLED),
     )
 }
@@ -58,6 +59,13 @@ TRANSITIONS: dict[str, Transition] = {
 ALLOWED_TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
     (source, t.target) for t in TRANSITIONS.values() for source in t.sources
 )
+
+
+def _held_or_received(owner: str | None) -> sa.ColumnElement[bool]:
+    """A received order, or one whose lease `owner` holds (no owner: received only)."""
+    if owner is None:
+        return orders.c.state == RECEIVED
+    return sa.or_(orders.c.state == RECEIVED, orders.c.lease_owner == owner)
 
 
 def is_allowed(source: str, target: str) -> bool:
@@ -423,20 +431,33 @@ class OrderRepository:
             fence = sa.or_(orders.c.state == RECEIVED, orders.c.lease_owner == owner)
         return self._transition(order_id, "mark_failed", {"last_error": clip(reason)}, fence=fence)
 
-    def mark_duplicate(self, order_id: str, duplicate_of: str) -> bool:
-        """received -> duplicate of another (active) order."""
+    def mark_duplicate(self, order_id: str, duplicate_of: str, *, owner: str | None = None) -> bool:
+        """received -> duplicate of another (active) order; inviting -> duplicate only for the lease `owner`."""
         if duplicate_of == order_id:
             raise ValueError(f"order {order_id} cannot be a duplicate of itself")
-        return self._transition(order_id, "mark_duplicate", {"duplicate_of": duplicate_of})
+        return self._transition(
+            order_id,
+            "mark_duplicate",
+            {"duplicate_of": duplicate_of, "last_error": f"duplicate of order {duplicate_of}"},
+            fence=_held_or_received(owner),
+        )
 
-    def mark_rejected(self, order_id: str, reason: str, *, conn: Connection | None = None) -> bool:
-        """received -> rejected (the webhook answered ORDER_REJECTED with `reason`)."""
-        return self._transition(order_id, "mark_rejected", {"last_error": clip(reason)}, conn=conn)
+    def mark_rejected(
+        self, order_id: str, reason: str, *, owner: str | None = None, conn: Connection | None = None
+    ) -> bool:
+        """received -> rejected (the webhook answered ORDER_REJECTED, or Kombo lists it REJECTED);
+        inviting -> rejected only for the lease `owner`."""
+        return self._transition(
+            order_id, "mark_rejected", {"last_error": clip(reason)}, fence=_held_or_received(owner), conn=conn
+        )
 
-    def mark_cancelled(self, order_id: str, *, conn: Connection | None = None) -> bool:
+    def mark_cancelled(
+        self, order_id: str, *, reason: str | None = None, conn: Connection | None = None
+    ) -> bool:
         """received/inviting -> cancelled (cancelled in the ATS); a worker holding the lease then cannot mark it
         invited."""
-        return self._transition(order_id, "mark_cancelled", {}, conn=conn)
+        values = {"last_error": clip(reason)} if reason else {}
+        return self._transition(order_id, "mark_cancelled", values, conn=conn)
 
     def _transition(
         self,

@@ -111,16 +111,44 @@ def resolve_state_url(conn_id: str = STATE_CONNECTION_ID) -> str:
     then `sqlite:///$KOMBO_SYNC_HOME/state.db`."""
     url = _url_from_airflow_connection(conn_id)
     if url:
-        log.info("state store from Airflow connection %s: %s", conn_id, mask_url(url))
+        _announce(f"state store from Airflow connection {conn_id}: {mask_url(url)}")
         return url
     env_url = os.environ.get(URL_ENV, "").strip()
     if env_url:
         url = normalize_url(env_url)
-        log.info("state store from %s: %s", URL_ENV, mask_url(url))
+        _announce(f"state store from {URL_ENV}: {mask_url(url)}")
         return url
     url = default_sqlite_url()
-    log.info("state store is the embedded SQLite file %s", url)
+    _announce(f"state store is the embedded SQLite file {url}")
     return url
+
+
+class _ContextLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Context impl", "Will assume"))
+
+
+@contextmanager
+def _without_context_lines() -> Iterator[None]:
+    """Reading the revision (every task does) makes Alembic log two context lines; they say nothing there."""
+    logger, quiet = logging.getLogger("alembic.runtime.migration"), _ContextLines()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+_announced: set[str] = set()
+
+
+def _announce(line: str) -> None:
+    """Where the state store is, logged once per process (long-lived processes look it up often)."""
+    if line in _announced:
+        log.debug("%s", line)
+        return
+    _announced.add(line)
+    log.info("%s", line)
 
 
 _stores: dict[str, StateStore] = {}
@@ -261,7 +289,7 @@ class StateStore:
 
         from kombo_sync.state.schema import VERSION_TABLE
 
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn, _without_context_lines():
             conn = conn.execution_options(**{_SQLITE_BEGIN_OPTION: "DEFERRED"})
             context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
             return context.get_current_revision()
