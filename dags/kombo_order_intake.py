@@ -12,7 +12,9 @@ Runs every 5 minutes (`KOMBO_INTAKE_SCHEDULE`) and at once when the webhook reco
    across runs; after `intake.max_attempts` the order is `failed` with its reason.
 3. **report**: counts; the run fails when integrations could not be polled.
 
-Params: `integration_ids` (empty = all active), `dry_run` (list and count, record and send nothing).
+Params: `integration_ids` (empty = all active), `dry_run` (list and count, record and send nothing), `repoll`
+(backfills only: poll windows that an earlier finished poll already covered; by default a backfill reads Kombo
+once per integration, in its first run, since Kombo's listing has no upper bound).
 See docs/intake.md.
 """
 
@@ -53,6 +55,11 @@ default_args = {
         ),
         "dry_run": Param(
             False, type=["boolean", "null"], description="count what would be recorded and sent"
+        ),
+        "repoll": Param(
+            False,
+            type=["boolean", "null"],
+            description="backfills: poll Kombo even for windows an earlier poll already covered",
         ),
     },
 )

@@ -57,6 +57,8 @@ def poll_task(context: Mapping[str, Any]) -> dict[str, Any]:
             integration_ids=integration_ids,
             dry_run=dry_run,
             run_id=info.run_id,
+            # Backfills: each window is read once per backfill, not once per run (docs/intake.md).
+            skip_covered=info.is_backfill and not info.params.get("repoll"),
         )
         outcome.summary = summary
         outcome.status = "failed" if summary["integrations_failed"] else "success"
