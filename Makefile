@@ -7,12 +7,13 @@ UV := $(shell command -v uv 2>/dev/null)
 export KOMBO_SYNC_HOME ?= $(CURDIR)/.local
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test lint typecheck unit up lock bench clean
+.PHONY: help venv demo test lint typecheck unit up soak lock bench clean
 
 help:
 	@echo "make demo   - set up, start the local Kombo sandbox and platform stand-in, run the DAGs, print a summary"
 	@echo "make test   - set up and run linters, the type checker and the whole test suite"
 	@echo "make up     - Airflow standalone (UI on http://localhost:8080) against the sandbox"
+	@echo "make soak   - the scheduled soak, long form (SOAK_MINUTES=20 of traffic and faults, then drain and check)"
 	@echo "make bench  - run the benchmarks under bench/"
 	@echo "make lock   - re-pin constraints.txt from the current environment"
 
@@ -50,6 +51,11 @@ demo: venv
 
 up: venv
 	$(BIN)/python -m sandbox.demo --up
+
+# The long form of the soak that `make test` runs for 5 minutes (tests/soak/); summary in .local/soak/summary.txt.
+SOAK_MINUTES ?= 20
+soak: venv
+	$(BIN)/python -m tests.support.soak --minutes $(SOAK_MINUTES)
 
 bench: venv
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
