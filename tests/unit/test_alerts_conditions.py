@@ -26,6 +26,7 @@ from kombo_sync.state.outbox import OutboxEntry, ResultOutbox, hash_payload
 from kombo_sync.state.store import StateStore
 
 INTEGRATION = "lever:abc"
+LIMIT = 100
 
 
 class RecordingChannel:
@@ -80,30 +81,30 @@ def test_orders_not_invited_after_the_threshold_only(state_store: StateStore, st
     state_clock.advance(minutes=20)
     record_orders(state_store, "o-new")
     alerts = settings(thresholds={"order_not_invited_minutes": 30}).alerts
-    assert orders_not_invited(state_store, alerts, state_clock.advance(minutes=9)) == []
-    found = orders_not_invited(state_store, alerts, state_clock.advance(minutes=1))
+    assert orders_not_invited(state_store, alerts, state_clock.advance(minutes=9), LIMIT) == []
+    found = orders_not_invited(state_store, alerts, state_clock.advance(minutes=1), LIMIT)
     assert [f.subject for f in found] == ["o-old"]
     assert "received for 30 min" in found[0].line
     # Invited orders are no longer a condition, claimed (inviting) ones still are.
     repo = OrderRepository(state_store)
     [claimed] = repo.claim_orders_for_invite("w1", 300, 1, now=state_clock())
     assert claimed.order_id == "o-old"
-    [held] = orders_not_invited(state_store, alerts, state_clock())
+    [held] = orders_not_invited(state_store, alerts, state_clock(), LIMIT)
     assert "): inviting for 30 min" in held.line
     assert repo.mark_invited("o-old", "w1", "inv-1", None, "platform", None)
-    found = orders_not_invited(state_store, alerts, state_clock.advance(minutes=30))
+    found = orders_not_invited(state_store, alerts, state_clock.advance(minutes=30), LIMIT)
     assert [f.subject for f in found] == ["o-new"]
 
 
 def test_dead_letters_carry_code_and_log_url_not_the_message(state_store: StateStore) -> None:
     digest = dead_letter(state_store, "o1", code="INVALID_INPUT", message="score for jane@example.com wrong")
-    [found] = dead_letters(state_store, settings().alerts, state_store.now())
+    [found] = dead_letters(state_store, settings().alerts, state_store.now(), LIMIT)
     assert found.subject == f"o1:{digest}"
     assert "code INVALID_INPUT" in found.line and "https://app.kombo.dev/logs/o1" in found.line
     assert "jane" not in found.line
     # A code that is free text is not printed.
     dead_letter(state_store, "o2", code="weird code with jane@example.com")
-    lines = [f.line for f in dead_letters(state_store, settings().alerts, state_store.now())]
+    lines = [f.line for f in dead_letters(state_store, settings().alerts, state_store.now(), LIMIT)]
     assert not any("jane" in line for line in lines)
 
 
@@ -112,7 +113,7 @@ def test_quarantined_rows_are_ids_and_jobs(state_store: StateStore) -> None:
     first = jail.add("writeback", "o1", "bad e-mail jane@example.com", {"email": "jane@example.com"}, "r1")
     second = jail.add("catalog", "cust/pkg", "missing name", {"name": "Jane"})
     jail.resolve([first])
-    [found] = quarantined_rows(state_store, settings().alerts, state_store.now())
+    [found] = quarantined_rows(state_store, settings().alerts, state_store.now(), LIMIT)
     assert found.subject == str(second) and found.group == "catalog"
     assert "Jane" not in found.line
 
@@ -122,22 +123,22 @@ def test_integration_failing_needs_n_failed_runs_in_a_row(state_store: StateStor
     for failed in ({"a:1": "RATE_LIMIT: slow down"}, {}, {"a:1": "X: y"}):
         finish_run(state_store, POLL_JOB, "failed", poll(failed))
         state_clock.advance(minutes=5)
-    assert integrations_failing(state_store, alerts, state_clock()) == []
+    assert integrations_failing(state_store, alerts, state_clock(), LIMIT) == []
     # A crashed run (no per-integration data) and an unfinished one do not break or extend a streak.
     finish_run(state_store, POLL_JOB, "failed", {"error": "OperationalError"})
     RunAudit(state_store).start(POLL_JOB, "running")
     state_clock.advance(minutes=5)
     finish_run(state_store, POLL_JOB, "failed", poll({"a:1": "ConnectTimeout: x", "b:2": "KOMBO: 1"}))
     state_clock.advance(minutes=5)
-    assert integrations_failing(state_store, alerts, state_clock()) == []
+    assert integrations_failing(state_store, alerts, state_clock(), LIMIT) == []
     finish_run(
         state_store, POLL_JOB, "failed", poll({"a:1": "RATE_LIMIT: again", "b:2": "REMOTE_UNAVAILABLE: z"})
     )
-    found = integrations_failing(state_store, alerts, state_clock.advance(minutes=5))
+    found = integrations_failing(state_store, alerts, state_clock.advance(minutes=5), LIMIT)
     assert [f.subject for f in found] == [f"{POLL_JOB}:a:1"]
     assert "last RATE_LIMIT" in found[0].line and "again" not in found[0].line
     finish_run(state_store, POLL_JOB, "failed", poll({"b:2": "REMOTE_UNAVAILABLE: z"}))
-    found = integrations_failing(state_store, alerts, state_clock.advance(minutes=5))
+    found = integrations_failing(state_store, alerts, state_clock.advance(minutes=5), LIMIT)
     assert [f.subject for f in found] == [f"{POLL_JOB}:b:2"]
 
 
@@ -158,7 +159,7 @@ def test_integration_failing_in_catalog_runs(state_store: StateStore, state_cloc
     finish_run(state_store, CATALOG_JOB, "success", {"options": {"integration_ids": ["b:2"]}, "problems": []})
     state_clock.advance(hours=1)
     finish_run(state_store, CATALOG_JOB, "failed", {"options": {}, "problems": [problem]})
-    [found] = integrations_failing(state_store, alerts, state_clock.advance(hours=1))
+    [found] = integrations_failing(state_store, alerts, state_clock.advance(hours=1), LIMIT)
     assert found.subject == f"{CATALOG_JOB}:a:1"
     assert "INTEGRATION_INACTIVE" in found.line and "https://app.kombo.dev/logs/1" in found.line
 
@@ -282,3 +283,25 @@ def test_a_naive_now_is_taken_as_utc(state_store: StateStore, state_clock: Any) 
     assert check_and_alert(state_store, settings(), now=naive, channels=[channel])["kinds"]["dead_letter"][
         "alerted"
     ]
+
+
+def test_a_huge_backlog_is_read_in_a_bounded_way(state_store: StateStore, state_clock: Any) -> None:
+    jail = Quarantine(state_store)
+    ids = [jail.add("writeback", f"o{i}", "bad", None) for i in range(5)]
+    channel = RecordingChannel()
+    summary = check_and_alert(state_store, settings(), now=state_clock(), channels=[channel], max_subjects=3)
+    assert summary["kinds"]["quarantined_row"] == {
+        "open": 3,
+        "alerted": 3,
+        "more": True,
+        "new": 3,
+        "repeated": 0,
+        "delivery": {"memory:test": "sent"},
+    }
+    [alert] = channel.sent
+    assert "Open in total: more than 3 quarantined rows." in alert.text()
+    assert alert.ids == tuple(str(i) for i in reversed(ids[2:]))  # the newest are tracked
+    # Without the full list nothing is taken as cleared.
+    jail.resolve(ids[2:])
+    check_and_alert(state_store, settings(), now=state_clock.advance(minutes=1), channels=[channel])
+    assert set(AlertLedger(state_store).sent("quarantined_row")) == {str(i) for i in ids[:2]}

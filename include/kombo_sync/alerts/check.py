@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # Failed-run entries are one-off events: their ledger rows are dropped after this long.
 FAILED_RUN_MEMORY = timedelta(days=30)
+# Subjects read per kind and check, so a huge backlog (a million dead letters) costs a bounded query; beyond it
+# the alert says "more than", and the newest subjects are the ones tracked.
+MAX_SUBJECTS_PER_KIND = 5000
 
 _NOUNS: dict[str, tuple[str, str]] = {
     DEAD_LETTER: ("dead letter", "dead letters"),
@@ -76,7 +79,9 @@ def _context(kind: str, settings: AlertSettings) -> str:
     return "awaiting review"
 
 
-def compose(kind: str, findings: Sequence[Finding], claim: Claim, settings: AlertSettings) -> Alert:
+def compose(
+    kind: str, findings: Sequence[Finding], claim: Claim, settings: AlertSettings, *, more: bool = False
+) -> Alert:
     """The alert for the subjects this check claimed (new first, then reminders), with totals."""
     by_subject = {finding.subject: finding for finding in findings}
     new = [by_subject[subject] for subject in claim.new if subject in by_subject]
@@ -98,7 +103,8 @@ def compose(kind: str, findings: Sequence[Finding], claim: Claim, settings: Aler
         lines.append(
             "By " + _group_label(kind) + ": " + ", ".join(f"{k} {v}" for k, v in sorted(groups.items()))
         )
-    lines.append(f"Open in total: {plural(len(findings), singular, plural_noun)}.")
+    total = plural(len(findings), singular, plural_noun)
+    lines.append(f"Open in total: {'more than ' if more else ''}{total}.")
     return Alert(
         kind=kind,
         title=title,
@@ -126,6 +132,7 @@ def check_and_alert(
     *,
     now: datetime,
     channels: Sequence[AlertChannel] | None = None,
+    max_subjects: int = MAX_SUBJECTS_PER_KIND,
 ) -> dict[str, Any]:
     """Evaluate every enabled state-based condition and send one alert per kind for the subjects that are new
     (or due again after `repeat_minutes`). Returns `{"enabled", "channels", "kinds": {kind: counts}}`.
@@ -153,7 +160,7 @@ def check_and_alert(
             continue
         try:
             summary["kinds"][kind] = _check_kind(
-                kind, condition, store, alerts, ledger, channels, now, repeat
+                kind, condition, store, alerts, ledger, channels, now, repeat, max_subjects
             )
         except Exception as exc:
             log.error("alerts: %s not checked (%s)", kind, type(exc).__name__)
@@ -179,15 +186,22 @@ def _check_kind(
     channels: Sequence[AlertChannel],
     now: datetime,
     repeat: timedelta | None,
+    max_subjects: int,
 ) -> dict[str, Any]:
-    findings: list[Finding] = condition(store, alerts, now)
+    findings: list[Finding] = condition(store, alerts, now, max_subjects)
+    more = len(findings) > max_subjects
+    findings = findings[:max_subjects]
     subjects = [finding.subject for finding in findings]
-    ledger.clear_except(kind, subjects)
+    if not more:
+        # Only a complete list tells which conditions cleared.
+        ledger.clear_except(kind, subjects)
     claim = ledger.claim(kind, subjects, now=now, repeat=repeat)
     result: dict[str, Any] = {"open": len(findings), "alerted": 0}
+    if more:
+        result["more"] = True
     if not claim:
         return result
-    alert = compose(kind, findings, claim, alerts)
+    alert = compose(kind, findings, claim, alerts, more=more)
     outcome = deliver(alert, channels)
     result["delivery"] = outcome
     if delivered(outcome):

@@ -35,10 +35,11 @@ class Finding:
     group: str = ""
 
 
-Condition = Callable[[StateStore, AlertSettings, datetime], list[Finding]]
+# (store, settings, now, limit) -> findings newest first, at most `limit + 1` (the extra one says "more").
+Condition = Callable[[StateStore, AlertSettings, datetime, int], list[Finding]]
 
 
-def dead_letters(store: StateStore, settings: AlertSettings, now: datetime) -> list[Finding]:
+def dead_letters(store: StateStore, settings: AlertSettings, now: datetime, limit: int) -> list[Finding]:
     """Results in the dead-letter states (dead, not_writable), newest first."""
     from kombo_sync.state.outbox import DEAD_LETTER_STATES
 
@@ -49,6 +50,7 @@ def dead_letters(store: StateStore, settings: AlertSettings, now: datetime) -> l
         )
         .where(row.state.in_(DEAD_LETTER_STATES))
         .order_by(row.updated_at.desc(), row.order_id)
+        .limit(limit + 1)
     )
     findings = []
     with store.transaction(readonly=True) as conn:
@@ -67,8 +69,10 @@ def dead_letters(store: StateStore, settings: AlertSettings, now: datetime) -> l
     return findings
 
 
-def orders_not_invited(store: StateStore, settings: AlertSettings, now: datetime) -> list[Finding]:
-    """Orders still received or inviting `order_not_invited_minutes` after they were recorded, oldest first."""
+def orders_not_invited(
+    store: StateStore, settings: AlertSettings, now: datetime, limit: int
+) -> list[Finding]:
+    """Orders still received or inviting `order_not_invited_minutes` after they were recorded, newest first."""
     from kombo_sync.state.orders import INVITING, RECEIVED
 
     minutes = settings.thresholds.order_not_invited_minutes
@@ -76,7 +80,8 @@ def orders_not_invited(store: StateStore, settings: AlertSettings, now: datetime
     query = (
         sa.select(row.id, row.integration_id, row.state, row.attempts, row.received_at)
         .where(row.state.in_((RECEIVED, INVITING)), row.received_at <= now - timedelta(minutes=minutes))
-        .order_by(row.received_at, row.id)
+        .order_by(row.received_at.desc(), row.id)
+        .limit(limit + 1)
     )
     findings = []
     with store.transaction(readonly=True) as conn:
@@ -96,14 +101,15 @@ def orders_not_invited(store: StateStore, settings: AlertSettings, now: datetime
     return findings
 
 
-def quarantined_rows(store: StateStore, settings: AlertSettings, now: datetime) -> list[Finding]:
-    """Unresolved quarantine rows, oldest first (the reason and the row stay in the table: they may quote
+def quarantined_rows(store: StateStore, settings: AlertSettings, now: datetime, limit: int) -> list[Finding]:
+    """Unresolved quarantine rows, newest first (the reason and the row stay in the table: they may quote
     candidate data)."""
     row = quarantine.c
     query = (
         sa.select(row.id, row.job, row.run_id, row.created_at)
         .where(row.resolved_at.is_(None))
-        .order_by(row.id)
+        .order_by(row.id.desc())
+        .limit(limit + 1)
     )
     findings = []
     with store.transaction(readonly=True) as conn:
@@ -165,7 +171,9 @@ def _failing_jobs() -> dict[str, Callable[[Any], _Observation | None]]:
     return {POLL_JOB: _poll_observation, CATALOG_JOB: _catalog_observation}
 
 
-def integrations_failing(store: StateStore, settings: AlertSettings, now: datetime) -> list[Finding]:
+def integrations_failing(
+    store: StateStore, settings: AlertSettings, now: datetime, limit: int
+) -> list[Finding]:
     """Integrations whose poll (intake) or package publish (catalog) failed in each of their last
     `integration_failing_runs` finished runs (runs that did not cover an integration are skipped for it)."""
     needed = settings.thresholds.integration_failing_runs
@@ -205,7 +213,7 @@ def integrations_failing(store: StateStore, settings: AlertSettings, now: dateti
                     group=job,
                 )
             )
-    return findings
+    return findings[: limit + 1]
 
 
 def _is_url(value: Any) -> bool:
