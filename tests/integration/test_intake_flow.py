@@ -301,3 +301,22 @@ def test_dry_run_records_and_sends_nothing(state_store, kombo_sandbox, platform_
     assert (polled["orders_seen"], polled["orders_new"]) == (4, 4)
     assert order_states(state_store) == {}
     assert dispatched["dry_run"] is True and platform_creations(platform_standin) == {}
+
+
+def test_a_polled_order_for_a_package_the_customer_was_not_given_is_rejected_not_invited(
+    state_store, kombo_sandbox, platform_standin
+):
+    """The webhook answers such an order 422; when only the poll finds it, the intake closes it the same way."""
+    settings = make_settings()
+    (integration,) = register(state_store, kombo_sandbox, settings={"published_package_ids": ["py-basics"]})
+    served = new_order(kombo_sandbox, integration, "py-basics")["id"]
+    refused = new_order(kombo_sandbox, integration, "bg-check")["id"]
+    client = kombo_client(kombo_sandbox)
+    polled, dispatched = run_cycle(
+        state_store, client, inviters(settings, platform=platform_inviter(platform_standin)), settings
+    )
+    assert (dispatched["invited"], dispatched["rejected"]) == (1, 1)
+    assert platform_creations(platform_standin) == {served: 1}
+    record = OrderRepository(state_store).get(refused)
+    assert record is not None and record.state == "rejected" and record.lease_owner is None
+    assert "'bg-check' is not available for your account" in (record.last_error or "")

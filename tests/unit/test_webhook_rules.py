@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from kombo_sync.serving import published_package_ids
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.store import StateStore
 from kombo_sync.wakeups import consume_wakeups, pending_wakeups
 from kombo_sync.webhooks.handlers import WebhookDeps, handle_webhook
-from kombo_sync.webhooks.rules import RuleContext, load_rule, published_package_ids
+from kombo_sync.webhooks.rules import RuleContext, load_rule
 from kombo_sync.webhooks.testing import order_event, signed
 
 SECRET = "whsec_rules"

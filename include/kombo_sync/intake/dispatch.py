@@ -55,6 +55,7 @@ from kombo_sync.invites.base import (
 )
 from kombo_sync.kombo.client import KomboClient
 from kombo_sync.kombo.models import ORDER_STATUS_OPEN, ORDER_STATUS_REJECTED, Order
+from kombo_sync.serving import package_refusal, published_package_ids
 from kombo_sync.settings import IntakeSettings, PipelineSettings
 from kombo_sync.state.integrations import IntegrationRecord
 from kombo_sync.state.orders import INVITED, INVITING, RECEIVED, ClaimedOrder, InvalidTransition
@@ -251,6 +252,7 @@ class Dispatcher:
             else set()
         )
         channel = self.channel_for(integration_id)
+        allowed_packages = published_package_ids(record)
         for claim in claims:
             if self.client is not None:
                 fresh = current.get(claim.order_id)
@@ -264,6 +266,15 @@ class Dispatcher:
                         )
                     self.close_not_open(claim, status)
                     continue
+            refusal = package_refusal(claim.package_id, allowed_packages)
+            if refusal is not None:
+                # The webhook answers such an order 422; one found by the poll is closed the same way, uninvited.
+                self._close(
+                    claim,
+                    functools.partial(self.repo.mark_rejected, claim.order_id, refusal, owner=self.owner),
+                    "rejected",
+                )
+                continue
             if duplicate_keys(claim.package_id, claim.candidate_email, claim.application_remote_id) & shared:
                 duplicate_of = older_active_duplicate(
                     self.repo,

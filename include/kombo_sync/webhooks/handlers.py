@@ -56,6 +56,7 @@ from kombo_sync.kombo.models import (
     WebhookEnvelope,
 )
 from kombo_sync.kombo.signatures import SIGNATURE_HEADER, verify
+from kombo_sync.serving import published_package_ids
 from kombo_sync.settings import PipelineSettings, load_settings
 from kombo_sync.state._util import from_row
 from kombo_sync.state.events import WebhookEvent, WebhookEventLog
@@ -75,7 +76,6 @@ from kombo_sync.webhooks.rules import (
     RuleConfigurationError,
     RuleContext,
     first_rejection,
-    published_package_ids,
     rules_for,
 )
 

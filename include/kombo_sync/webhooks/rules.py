@@ -30,8 +30,9 @@ from sqlalchemy.engine import Connection
 
 from kombo_sync.intake.claims import duplicate_rule_enabled
 from kombo_sync.kombo.models import OrderReceivedData
+from kombo_sync.serving import integration_refusal, package_refusal
 from kombo_sync.settings import PipelineSettings
-from kombo_sync.state.integrations import ACTIVE, DELETED, IntegrationRecord
+from kombo_sync.state.integrations import IntegrationRecord
 from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.store import StateStore
 
@@ -59,57 +60,14 @@ class RejectionRule(Protocol):
     def __call__(self, order: OrderReceivedData, context: RuleContext) -> str | None: ...
 
 
-def published_package_ids(integration: IntegrationRecord | None) -> frozenset[str] | None:
-    """The package ids last published for the integration, or None while not known.
-
-    The catalog sync records them with every successful publish (`IntegrationRecord.published_package_ids`);
-    for an integration it has not published since, an admin's `settings["published_package_ids"]` is used.
-    """
-    if integration is None:
-        return None
-    value: Any = getattr(integration, "published_package_ids", None)
-    if value is None and isinstance(integration.settings, dict):
-        value = integration.settings.get("published_package_ids")
-    if not isinstance(value, list | tuple | set | frozenset):
-        return None
-    return frozenset(str(item) for item in value)
-
-
 def integration_is_served(order: OrderReceivedData, context: RuleContext) -> str | None:
     """Reject orders from integrations we do not know, or that are deleted, switched off or not active."""
-    record = context.integration
-    if record is None:
-        return (
-            "This ATS connection is not known to the assessment provider yet, so the order cannot be "
-            "processed. Please ask your administrator to check the assessment integration, then order again."
-        )
-    if record.status == DELETED or record.deleted_at is not None:
-        return (
-            "This ATS connection to the assessment provider has been removed, so no new assessments can be "
-            "ordered through it. Please ask your administrator to reconnect the integration."
-        )
-    if not record.enabled:
-        return (
-            "Assessments are currently switched off for this ATS connection. Please contact the assessment "
-            "provider's support team to have them switched on again."
-        )
-    if record.status != ACTIVE:
-        return (
-            "This ATS connection to the assessment provider is not active at the moment (its status is "
-            f"{record.status}). Please ask your administrator to reconnect the integration, then order again."
-        )
-    return None
+    return integration_refusal(context.integration)
 
 
 def package_is_entitled(order: OrderReceivedData, context: RuleContext) -> str | None:
     """Reject a package this customer was not given (only when the published list is known)."""
-    allowed = context.published_package_ids
-    if allowed is None or order.package_id in allowed:
-        return None
-    return (
-        f"The assessment package '{order.package_id}' is not available for your account. Please choose one "
-        "of the assessments offered in your ATS, or contact the assessment provider to add this one."
-    )
+    return package_refusal(order.package_id, context.published_package_ids)
 
 
 def email_can_receive_invitation(order: OrderReceivedData, context: RuleContext) -> str | None:
