@@ -117,8 +117,10 @@ class Soak:
         self.live: LiveAirflow | None = None
         self.integrations: dict[str, str] = {}  # customer key -> integration id
         self.candidates = 0
+        self.published: set[str] = set()
         self.anomalies: list[str] = []
         self.timings: dict[str, float] = {}
+        self.result_outcomes: dict[str, int] = {}  # state of each finished result's newest version
 
     # Setup ----------------------------------------------------------------------------------------------------
 
@@ -322,7 +324,10 @@ class Soak:
                 "phone": f"+4915550{n:05d}", "remote_id": f"cand-{n}"}  # fmt: skip
 
     def create_order(self) -> None:
-        customers = [c for c in self.integrations if c in CUSTOMERS]
+        # A recruiter can order only once the customer's packages are in its ATS (published to Kombo).
+        customers = [c for c in self.integrations if self._published(c)]
+        if not customers:
+            return
         customer = self.rng.choice(customers)
         integration = self.integrations[customer]
         entitled = CUSTOMERS[customer][2]
@@ -625,10 +630,17 @@ class Soak:
             newest = max(known, key=lambda v: as_utc(v.source_updated_at) or as_utc(v.created_at))
             if as_utc(newest.source_updated_at) != as_utc(row["updated_at"]):
                 broken.append(f"result of {order_id}: the warehouse's newest row was not queued")
-            if newest.state != "sent":
-                broken.append(f"result of {order_id}: the newest version is {newest.state}, not sent")
-            if _payload(newest.payload_json) != _payload(order.get("result")):
-                broken.append(f"result of {order_id}: Kombo does not hold the newest payload")
+            # Every result here is final (COMPLETED/CANCELLED), so one version at most can be sent; a correction
+            # read after it was sent is not_writable (docs/writeback.md), and Kombo keeps the sent one.
+            sent = [v for v in known if v.state == "sent"]
+            if len(sent) != 1:
+                broken.append(f"result of {order_id}: {len(sent)} versions recorded sent, expected exactly 1")
+            elif _payload(sent[0].payload_json) != _payload(order.get("result")):
+                broken.append(f"result of {order_id}: Kombo does not hold the version recorded sent")
+            if newest.state not in ("sent", "not_writable"):
+                broken.append(f"result of {order_id}: the newest version is {newest.state}")
+            elif newest.state == "not_writable" and sent and sent[0].created_at > newest.created_at:
+                broken.append(f"result of {order_id}: the newest version is not_writable before any was sent")
             for version in known:
                 if version.state == "not_writable" and _payload(version.payload_json) == _payload(
                     order.get("result")
@@ -636,6 +648,7 @@ class Soak:
                     broken.append(
                         f"result of {order_id}: a version recorded not_writable is what Kombo holds"
                     )
+            self.result_outcomes[newest.state] = self.result_outcomes.get(newest.state, 0) + 1
         try:
             from tests.support.outbox_check import outbox_matches_kombo
         except ImportError:
@@ -715,6 +728,7 @@ class Soak:
             "results_finished": len(finished),
             "results_completed": sum(1 for s in finished.values() if s == "completed"),
             "results_corrected_in_warehouse": len(self.expected.corrected),
+            "newest_result_version_states": self.result_outcomes,
             "sandbox_faults": self.sandbox.admin.stats().get("faults"),
             "dag_runs": by_dag,
             "timings": self.timings,
@@ -790,7 +804,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = ["Scheduled soak summary", ""]
     for key in ("minutes", "seed", "database", "orders_created", "orders_by_kind", "orders_announced_by_webhook",
                 "order_states", "duplicate_pairs", "results_finished", "results_completed",
-                "results_corrected_in_warehouse", "sandbox_faults", "timings", "error"):  # fmt: skip
+                "results_corrected_in_warehouse", "newest_result_version_states", "sandbox_faults", "timings",
+                "error"):  # fmt: skip
         if key in summary:
             lines.append(f"{key}: {summary[key]}")
     lines.append("dag runs:")
