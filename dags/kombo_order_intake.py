@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, task
 
+from kombo_sync.alerts.notifier import KomboAlertNotifier
 from kombo_sync.assets import ORDERS_RECEIVED
 
 default_args = {
@@ -47,6 +48,7 @@ default_args = {
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
+    on_failure_callback=KomboAlertNotifier(),  # alerts.channels in pipeline.yaml (docs/alerts.md)
     doc_md=__doc__,
     tags=["kombo", "intake"],
     params={

@@ -27,6 +27,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
+from kombo_sync.alerts.notifier import KomboAlertNotifier
 from kombo_sync.assets import INTEGRATIONS_CHANGED
 
 SCHEDULE = os.environ.get("KOMBO_CATALOG_SCHEDULE", "0 2 * * *")
@@ -40,6 +41,7 @@ SCHEDULE = os.environ.get("KOMBO_CATALOG_SCHEDULE", "0 2 * * *")
     catchup=False,
     max_active_runs=1,  # two runs at once would both publish the same changes
     doc_md=__doc__,
+    on_failure_callback=KomboAlertNotifier(),  # alerts.channels in pipeline.yaml (docs/alerts.md)
     tags=["kombo", "catalog"],
     default_args={"owner": "data-team", "retries": 2, "retry_delay": timedelta(minutes=2)},
     params={
@@ -84,8 +86,10 @@ def kombo_package_sync() -> None:
     def finish(results: Any) -> dict[str, Any]:  # the shards' outcomes (none when nothing was mapped)
         from airflow.sdk.exceptions import AirflowFailException
 
+        from kombo_sync.alerts.check import run_alert_checks
         from kombo_sync.catalog.job import CatalogSyncFailed, run_finish
 
+        run_alert_checks()  # failing integrations, quarantined catalog rows (never raises)
         summary = get_current_context()["ti"].xcom_pull(task_ids="plan", key="summary")
         try:
             return run_finish(summary, results)

@@ -24,6 +24,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
+from kombo_sync.alerts.notifier import KomboAlertNotifier
+
 default_args = {
     "owner": "data-team",
     "retries": 2,
@@ -41,6 +43,7 @@ default_args = {
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
+    on_failure_callback=KomboAlertNotifier(),  # alerts.channels in pipeline.yaml (docs/alerts.md)
     doc_md=__doc__,
     tags=["kombo", "writeback"],
     params={

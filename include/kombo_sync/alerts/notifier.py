@@ -11,13 +11,15 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
 
 from kombo_sync.alerts.messages import FAILED_RUN, Alert, safe_code
-from kombo_sync.settings import AlertSettings, PipelineSettings, load_settings
+
+if TYPE_CHECKING:  # the DAG files import this module: pydantic settings are loaded only when a run fails
+    from kombo_sync.settings import AlertSettings, PipelineSettings
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,7 @@ class KomboAlertNotifier(BaseNotifier):
         """Send the failed-run alert for `context`; returns what happened (for tests and logs)."""
         from kombo_sync.alerts.channels import build_channels, deliver, delivered
         from kombo_sync.alerts.ledger import AlertLedger
+        from kombo_sync.settings import load_settings
 
         settings = self._settings or load_settings()
         alerts = settings.alerts

@@ -101,6 +101,7 @@ def report_task(
         },
     }
     log.info("intake run: %s", report)
+    report["alerts"] = _alerts()
     if poll_summary is None:
         raise IntakeRunFailed(
             "poll",
@@ -123,3 +124,11 @@ def report_task(
             "The next run dispatches them; nothing is sent twice.",
         )
     return report
+
+
+def _alerts() -> dict[str, Any]:
+    """The state-based alerts (dead letters, orders not invited in time, failing integrations, quarantined rows),
+    checked at the end of every run; never raises."""
+    from kombo_sync.alerts.check import run_alert_checks
+
+    return run_alert_checks()

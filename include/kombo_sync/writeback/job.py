@@ -530,6 +530,9 @@ def report_task(
     report = outbox_report(state_store(load_settings()))
     report["read"] = {k: v for k, v in (read_summary or {}).items() if not isinstance(v, list | dict)}
     report["send"] = {k: v for k, v in (send_summary or {}).items() if not isinstance(v, list | dict)}
+    from kombo_sync.alerts.check import run_alert_checks
+
+    report["alerts"] = run_alert_checks()
     if read_summary is None:
         raise StepFailed(
             "read_results",
