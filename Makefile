@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make demo   - set up, start the local Kombo sandbox and platform stand-in, run the DAGs, print a summary"
 	@echo "make test   - set up and run linters, the type checker and the whole test suite"
-	@echo "make up     - Airflow standalone (UI on http://localhost:8080) against the sandbox"
+	@echo "make up     - a local trial: Airflow's UI and components against the sandbox, until Ctrl-C"
 	@echo "make soak   - the scheduled soak, long form (SOAK_MINUTES=20 of traffic and faults, then drain and check)"
 	@echo "make bench  - run the benchmarks under bench/"
 	@echo "make lock   - re-pin constraints.txt from the current environment"
@@ -46,11 +46,14 @@ test: lint typecheck
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit tests/dags
 
+# Both work in $(KOMBO_SYNC_HOME) (default .local/): its state store, warehouse, mailbox and logs are reset each run.
 demo: venv
-	$(BIN)/python -m sandbox.demo
+	$(BIN)/python -m sandbox.demo --home "$(KOMBO_SYNC_HOME)"
 
+# FINISH_AFTER=SECONDS: how long simulated candidates take (default 60); KOMBO_INTAKE_SCHEDULE and
+# KOMBO_WRITEBACK_SCHEDULE: cron (default every minute in the trial).
 up: venv
-	$(BIN)/python -m sandbox.demo --up
+	$(BIN)/python -m sandbox.demo --up --home "$(KOMBO_SYNC_HOME)" $(if $(FINISH_AFTER),--finish-after $(FINISH_AFTER))
 
 # The long form of the soak that `make test` runs for 5 minutes (tests/soak/); summary in .local/soak/summary.txt.
 SOAK_MINUTES ?= 20
