@@ -9,6 +9,7 @@ finds the order no longer OPEN, only the versions that may have been applied are
 # ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -35,6 +36,7 @@ from tests.integration.test_writeback_helpers import (  # noqa: F401
     window,
     write_rows,
 )
+from tests.support.outbox_check import outbox_matches_kombo
 
 NO_FAULTS = {
     "error_rate": 0,
@@ -323,3 +325,90 @@ def test_migration_0005_marks_rows_written_before_it_as_possibly_applied(state_d
         columns = {column["name"] for column in sa.inspect(conn).get_columns("result_outbox")}
     assert "maybe_applied" not in columns and "attempts" in columns
     engine.dispose()
+
+
+CONVERGENCE_RESULTS = 300
+CONVERGENCE_MAX_RUNS = 25
+CORRECTION_ROUNDS = 4
+
+
+def test_under_lost_replies_timeouts_503s_and_429s_with_corrections_the_outbox_matches_kombo(
+    state_store, state_clock, warehouse_engine, kombo_sandbox
+):
+    """The fault mix of issue 10 over a few hundred results, the warehouse correcting some rows between runs, run
+    until drained: then every order's outbox record agrees with what Kombo holds."""
+    rng = random.Random(20261130)
+    _, ids = new_orders(state_store, kombo_sandbox, CONVERGENCE_RESULTS // 2)
+    _, more = new_orders(state_store, kombo_sandbox, CONVERGENCE_RESULTS - CONVERGENCE_RESULTS // 2)
+    ids += more
+    rows = {
+        order_id: result_row(order_id, T0 - timedelta(seconds=index)) for index, order_id in enumerate(ids)
+    }
+    write_rows(warehouse_engine, list(rows.values()))
+    kombo_sandbox.admin.set_knobs(
+        **_faults(
+            lost_response_rate=0.15,  # applied, then the reply hangs until the client gives up
+            lost_response_mode="hang",
+            timeout_rate=0.05,  # hangs past the client's timeout, nothing applied
+            timeout_hang_seconds=2,
+            error_rate=0.10,  # 503 REMOTE.SERVICE_UNAVAILABLE
+            bare_503_rate=0.05,  # 503 from the load balancer, no JSON
+            throttle_rate=0.05,  # 429 PLATFORM.RATE_LIMIT_EXCEEDED
+            seed=20261130,
+        )
+    )
+    # A failed result waits for the next run (the state store's clock moves two hours between runs), so the
+    # warehouse's corrections meet versions that failed or are in doubt.
+    settings = wb_settings(
+        max_concurrency=24, claim_batch_rows=60, max_attempts=100, retry_backoff_seconds=60
+    )
+
+    runs = []
+    corrected: set[str] = set()
+    # One attempt per call: every fault reaches the sender (the client's own retries would hide most of them).
+    with fast_client(kombo_sandbox, timeout=0.3, max_retries=0) as client:
+        for number in range(1, CONVERGENCE_MAX_RUNS + 1):
+            runs.append(run_writeback(state_store, warehouse_engine, client, settings, **window()))
+            outbox = outbox_rows(state_store)
+            if number > CORRECTION_ROUNDS and not {row["state"] for row in outbox} & {"pending", "sending"}:
+                break
+            state_clock.advance(hours=2)
+            if number <= CORRECTION_ROUNDS:
+                # The warehouse corrects results between runs: every one still on its way (its first versions
+                # failed, maybe landed without a reply) and a few already delivered.
+                waiting = {row["order_id"] for row in outbox if row["state"] == "pending"}
+                for order_id in sorted(waiting) + rng.sample(ids, 10):
+                    rows[order_id] = result_row(
+                        order_id, T0 + timedelta(minutes=number), score=float(rng.randint(0, 100))
+                    )
+                    corrected.add(order_id)
+                write_rows(warehouse_engine, list(rows.values()))
+    faults = kombo_sandbox.admin.stats()["faults"]
+    kombo_sandbox.admin.set_knobs(**NO_FAULTS)
+
+    sends = [{k: v for k, v in run["send"].items() if k != "dead_letters"} for run in runs]
+    violations = outbox_matches_kombo(state_store, kombo_sandbox.admin, ids)
+    assert violations == [], "\n".join(violations[:40]) + f"\nruns: {sends}"
+    assert len(runs) < CONVERGENCE_MAX_RUNS, sends
+    assert all(faults.get(kind) for kind in ("lost_response", "timeout", "error", "bare_503", "throttle")), (
+        faults
+    )
+    # Lost replies were resolved by reading the orders back; nothing became a dead letter.
+    assert sum(run["send"]["resolved_by_readback"] for run in runs) > 0, sends
+    assert ResultOutbox(state_store).counts_by_state()["dead"] == 0
+    # Every order ended with its newest result at Kombo, or with an earlier one that left it not OPEN first.
+    expected = {order_id: expected_payload(row) for order_id, row in rows.items()}
+    newest = {
+        row["order_id"]: row
+        for row in outbox_rows(state_store)
+        if row["payload_json"] == expected[row["order_id"]]
+    }
+    assert set(newest) == set(ids)
+    for order_id, row in newest.items():
+        held = kombo_result(kombo_sandbox, order_id)
+        if row["state"] == "sent":
+            assert held == row["payload_json"]
+        else:
+            assert (row["state"], row["last_error_code"]) == ("not_writable", "ORDER_NOT_OPEN"), row
+            assert order_id in corrected and held is not None and held != row["payload_json"]
+    print(f"converged in {len(runs)} run(s): {sends}; sandbox faults {faults}")
