@@ -1,5 +1,7 @@
-"""`airflow backfill create` over two past hours, run by a real scheduler (LocalExecutor, api-server,
-dag-processor, SQLite metadata DB), twice: the second backfill re-polls the range and changes nothing.
+"""Backfills as a data team runs them, with a real scheduler (LocalExecutor, api-server, dag-processor, metadata
+on PostgreSQL): `airflow backfill create` of the intake over two past hours, twice (the second reads nothing
+from Kombo and changes nothing), and the UI's backfill (`POST /api/v2/backfills`) of the write-back over results
+that landed in past hours (each sent once; a second backfill sends nothing).
 
 Slow (about a minute and a half): it starts Airflow's components as processes and stops them at the end.
 The schedule is set to hourly for this test (`KOMBO_INTAKE_SCHEDULE`), so two hours are two runs.
@@ -13,16 +15,19 @@ import os
 import secrets
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
+from sqlalchemy.engine import make_url
 
 from tests.integration.test_intake_helpers import (  # noqa: F401
     FROM_EMAIL,
@@ -53,10 +58,24 @@ def _airflow(env: dict[str, str], *args: str, timeout: float = 120) -> subproces
 
 
 @pytest.fixture
+def airflow_metadata_url(pg_admin_url) -> Iterator[str]:
+    """A fresh PostgreSQL database for Airflow's metadata (on SQLite the api-server's backfill route and the
+    scheduler contend for the one write lock: the UI then shows database errors)."""
+    name = f"kombo_airflow_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
 def airflow_components(
-    tmp_path, state_store, kombo_sandbox, platform_standin, smtp_server
+    tmp_path, state_store, kombo_sandbox, platform_standin, smtp_server, airflow_metadata_url
 ) -> Iterator[dict[str, str]]:
-    """A private Airflow (own home and SQLite metadata DB) with scheduler, dag-processor and api-server running."""
+    """A private Airflow (own home, metadata DB on PostgreSQL) with scheduler, dag-processor and api-server."""
     home = tmp_path / "airflow"
     home.mkdir()
     port = _free_port()
@@ -66,6 +85,7 @@ def airflow_components(
     env.update(
         {
             "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata_url,
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(tmp_path / "no-plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -78,6 +98,9 @@ def airflow_components(
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
             "KOMBO_INTAKE_SCHEDULE": "0 * * * *",
+            "KOMBO_WRITEBACK_SCHEDULE": "0 * * * *",
+            # The REST API's backfill route (what the UI's "Backfill" dialog calls) with a token, no password.
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "KOMBO_SYNC_CONFIG": str(config),
             "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT)]),
             "AIRFLOW_CONN_KOMBO_DEFAULT": json.dumps(
@@ -86,6 +109,9 @@ def airflow_components(
             "AIRFLOW_CONN_KOMBO_STATE": json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": state_store.url}}),
             "AIRFLOW_CONN_KOMBO_PLATFORM": json.dumps(
                 {"conn_type": "http", "host": platform_standin.url, "password": platform_standin.api_key}
+            ),
+            "AIRFLOW_CONN_KOMBO_WAREHOUSE": json.dumps(
+                {"conn_type": "generic", "extra": {"sqlalchemy_url": f"sqlite:///{tmp_path / 'warehouse.db'}"}}
             ),
             "AIRFLOW_CONN_KOMBO_SMTP": json.dumps(
                 {"conn_type": "smtp", "host": smtp_server.host, "port": smtp_server.port,
@@ -108,6 +134,7 @@ def airflow_components(
         )  # fmt: skip
     try:
         env["_LOGS"] = str(logs)
+        env["_API"] = f"http://127.0.0.1:{port}"
         yield env
     finally:
         for process, _log in processes:
@@ -122,8 +149,27 @@ def airflow_components(
             log.close()
 
 
-def _metadata(env: dict[str, str]) -> sqlite3.Connection:
-    return sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db", timeout=30)
+class _Metadata:
+    """Airflow's metadata DB (PostgreSQL here, as in production), read with the DB-API's `?`-style queries."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        self.postgres = url.startswith("postgresql")
+
+    def __enter__(self) -> _Metadata:
+        self.conn = self.engine.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.conn.close()
+        self.engine.dispose()
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> sa.CursorResult[Any]:
+        return self.conn.exec_driver_sql(sql.replace("?", "%s") if self.postgres else sql, params)
+
+
+def _metadata(env: dict[str, str]) -> _Metadata:
+    return _Metadata(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
 
 
 def _wait_until(condition, timeout: float, what: str, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
@@ -139,11 +185,14 @@ def _wait_until(condition, timeout: float, what: str, env: dict[str, str]) -> No
     raise AssertionError(f"timed out waiting for {what}; runs {runs}; tasks {tasks}; logs: {tails}")
 
 
-def _run_backfill(env: dict[str, str], start: datetime, end: datetime) -> list[tuple[str, str]]:
-    """`airflow backfill create`, then wait until the scheduler closes the backfill; its runs' (id, state)."""
+def _run_backfill(
+    env: dict[str, str], start: datetime, end: datetime, dag_id: str = DAG_ID
+) -> list[tuple[str, str]]:
+    """`airflow backfill create` (no --max-active-runs: the DAGs must be safe without it), then wait until the
+    scheduler closes the backfill; its runs' (id, state)."""
     for _attempt in range(5):
         created = _airflow(
-            env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", start.isoformat(),
+            env, "backfill", "create", "--dag-id", dag_id, "--from-date", start.isoformat(),
             "--to-date", end.isoformat(), "--reprocess-behavior", "completed",
         )  # fmt: skip
         # The running scheduler holds SQLite's write lock now and then; the CLI does not wait for it.
@@ -151,15 +200,36 @@ def _run_backfill(env: dict[str, str], start: datetime, end: datetime) -> list[t
             break
         time.sleep(2)
     assert created.returncode == 0, created.stderr[-2000:]
+    return _wait_backfill(env, dag_id)
+
+
+def _ui_backfill(env: dict[str, str], dag_id: str, start: datetime, end: datetime) -> list[tuple[str, str]]:
+    """The UI's "Backfill" dialog: `POST /api/v2/backfills` with one run at a time, as the README advises."""
+    import httpx
+
+    with httpx.Client(base_url=env["_API"], timeout=30) as api:
+        token = api.get("/auth/token").json()["access_token"]
+        body = {"dag_id": dag_id, "from_date": start.isoformat(), "to_date": end.isoformat(),
+                "max_active_runs": 1, "reprocess_behavior": "completed"}  # fmt: skip
+        for _attempt in range(5):
+            created = api.post("/api/v2/backfills", json=body, headers={"Authorization": f"Bearer {token}"})
+            if created.status_code != 503:  # SQLite busy under the scheduler: the UI shows it; try again
+                break
+            time.sleep(2)
+    assert created.status_code == 200, created.text
+    return _wait_backfill(env, dag_id)
+
+
+def _wait_backfill(env: dict[str, str], dag_id: str) -> list[tuple[str, str]]:
     with _metadata(env) as db:
-        backfill_id = db.execute("SELECT max(id) FROM backfill WHERE dag_id = ?", (DAG_ID,)).fetchone()[0]
+        backfill_id = db.execute("SELECT max(id) FROM backfill WHERE dag_id = ?", (dag_id,)).fetchone()[0]
 
     def closed() -> bool:  # the scheduler closes a backfill once none of its runs is queued or running
         with _metadata(env) as db:
             row = db.execute("SELECT completed_at FROM backfill WHERE id = ?", (backfill_id,)).fetchone()
         return row[0] is not None
 
-    _wait_until(closed, 150, f"backfill {backfill_id} to finish", env)
+    _wait_until(closed, 240, f"backfill {backfill_id} to finish", env)
     with _metadata(env) as db:
         return db.execute(
             "SELECT run_id, state FROM dag_run WHERE backfill_id = ? ORDER BY logical_date", (backfill_id,)
@@ -194,6 +264,7 @@ def test_backfill_create_over_two_past_hours_is_idempotent(
     assert _airflow(env, "dags", "unpause", DAG_ID).returncode == 0
 
     # Hourly schedule: one run per hour of [start, end); each polls from its interval start minus 15 minutes.
+    kombo_sandbox.admin.clear_requests()
     first = _run_backfill(env, start, end)
     assert [state for _, state in first] == ["success", "success"]
     recorded = order_states(state_store)
@@ -201,9 +272,78 @@ def test_backfill_create_over_two_past_hours_is_idempotent(
     assert set(recorded.values()) == {"invited"}
     assert platform_creations(platform_standin) == dict.fromkeys(in_range, 1)
 
+    # At most one listing per run (the two backfill runs may overlap without --max-active-runs; the scheduled run
+    # that unpausing started lists too), and a second backfill of the same range lists nothing: the first
+    # one's polls covered it (kombo_sync.state.coverage).
+    assert 1 <= _listings(kombo_sandbox) <= 3
+    kombo_sandbox.admin.clear_requests()
     second = _run_backfill(env, start, end)
+    assert _listings(kombo_sandbox) == 0
     assert [run_id for run_id, _ in second] == [run_id for run_id, _ in first]  # the same runs, again
     assert [state for _, state in second] == ["success", "success"]
     assert order_states(state_store) == recorded
     assert platform_creations(platform_standin) == dict.fromkeys(in_range, 1)
     assert set(platform_standin.admin.invitations()["requests_by_order"].values()) == {1}
+
+
+def _listings(sandbox) -> int:  # type: ignore[no-untyped-def]
+    """Polls' listings (`created_after`), not the dispatcher's re-checks by id."""
+    requests = sandbox.admin.requests(path_prefix="/v1/assessment/orders")
+    return sum(1 for r in requests if r["method"] == "GET" and "created_after" in str(r.get("query")))
+
+
+@pytest.mark.parametrize("state_store", ["postgres"], indirect=True)
+def test_ui_backfill_of_the_writeback_sends_each_past_result_once(
+    airflow_components, state_store, kombo_sandbox, platform_standin, tmp_path
+):
+    """Results that landed in past hours (the scheduled runs missed them) are re-sent by a backfill over those
+    hours, started as the UI does; a second backfill of the same range sends nothing."""
+    from sandbox import warehouse
+    from tests.integration.test_intake_helpers import (
+        inviters,
+        kombo_client,
+        make_settings,
+        platform_inviter,
+        run_cycle,
+    )
+
+    env = airflow_components
+    (integration,) = register(state_store, kombo_sandbox)
+    order_ids = [new_order(kombo_sandbox, integration)["id"] for _ in range(3)]
+    settings = make_settings()
+    run_cycle(state_store, kombo_client(kombo_sandbox), inviters(settings, platform=platform_inviter(platform_standin)),
+              settings)  # fmt: skip
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start, end = hour - timedelta(hours=3), hour - timedelta(hours=1, minutes=1)
+    engine = warehouse.create_schema(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    rows = []
+    for n, order_id in enumerate(order_ids):
+        row = warehouse.simulated_result(
+            order_id, f"inv-{n}", with_report=False, base_url="https://platform.example"
+        )
+        row["updated_at"] = start + timedelta(minutes=20 + 40 * n)  # inside the two backfilled hours
+        row["status"], row["score"] = "completed", 10 + n
+        rows.append(row)
+    warehouse.write_results(engine, rows)
+    engine.dispose()
+
+    def dag_known() -> bool:
+        with _metadata(env) as db:
+            return (
+                db.execute("SELECT 1 FROM serialized_dag WHERE dag_id = 'kombo_result_writeback'").fetchone()
+                is not None
+            )
+
+    _wait_until(dag_known, 90, "the dag-processor to parse the DAG", env)
+    assert _airflow(env, "dags", "unpause", "kombo_result_writeback").returncode == 0
+    first = _ui_backfill(env, "kombo_result_writeback", start, end)
+    assert [state for _, state in first] == ["success", "success"]
+    for order_id in order_ids:
+        order = kombo_sandbox.admin.get_order(order_id)
+        assert order["status"] == "COMPLETED"
+        assert [w["outcome"] for w in order["results"]] == ["applied"], order["results"]
+    puts = sum(1 for r in kombo_sandbox.admin.requests() if r["method"] == "PUT")
+
+    second = _run_backfill(env, start, end, dag_id="kombo_result_writeback")
+    assert [state for _, state in second] == ["success", "success"]
+    assert sum(1 for r in kombo_sandbox.admin.requests() if r["method"] == "PUT") == puts  # nothing re-sent
