@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -147,7 +148,7 @@ class Soak:
         from sandbox.kombo_app import KomboSandboxSettings
         from sandbox.platform_app import PlatformSettings
         from sandbox.smtp import run_in_thread
-        from sandbox.testing import run_kombo_sandbox, run_platform_standin
+        from sandbox.testing import WebhookRecorder, run_kombo_sandbox, run_platform_standin
 
         if self.work.exists():
             import shutil
@@ -169,6 +170,7 @@ class Soak:
             )
         )
         self.smtp = run_in_thread(self.work / "mailbox")
+        self.alerts = WebhookRecorder().start()  # the team's chat tool: every alert the pipeline sends
         self._seed_warehouse_catalog()
         for customer in ("acme", "globex", "initech"):
             self._connect(customer, webhook=False)
@@ -219,6 +221,9 @@ class Soak:
         # No overlap: results finished while the write-back was paused are read only if the run after the pause
         # reaches back to the last successful run (the catch-up this soak proves).
         config["writeback"].update({"overlap_minutes": 0, "retry_backoff_seconds": 5, "max_attempts": 12})
+        # Alerts to a local receiver, as a chat webhook; the checker reads them for candidate data.
+        config["alerts"]["channels"]["webhook"]["conn_id"] = "kombo_alerts"
+        config["alerts"]["repeat_minutes"] = 0
         (self.work / "pipeline.yaml").write_text(yaml.safe_dump(config))
 
     def _connections(self) -> dict[str, str]:
@@ -234,6 +239,7 @@ class Soak:
             "AIRFLOW_CONN_KOMBO_PLATFORM": json.dumps(
                 {"conn_type": "http", "host": self.platform.url, "password": "soak-platform"}
             ),
+            "AIRFLOW_CONN_KOMBO_ALERTS": json.dumps({"conn_type": "http", "host": self.alerts.webhook_url}),
             "AIRFLOW_CONN_KOMBO_SMTP": json.dumps(
                 {"conn_type": "smtp", "host": self.smtp.host, "port": self.smtp.port,
                  "extra": {"from_email": FROM_EMAIL, "disable_tls": True}}
@@ -345,6 +351,14 @@ class Soak:
             # The recruiter orders the same test for the same candidate again, at once.
             twin = self._create(integration, package, dict(candidate), self.rng.random() < 0.5, "duplicate")
             self.expected.duplicate_pairs.append((order, twin))
+
+    def _published(self, customer: str) -> bool:
+        if customer not in self.published:
+            if not self.sandbox.admin.list_packages(self.integrations[customer]):
+                return False
+            self.published.add(customer)
+            self.expected.event("packages_published", customer=customer)
+        return True
 
     def _create(
         self, integration: str, package: str, candidate: dict[str, Any], webhook: bool, kind: str
@@ -589,7 +603,30 @@ class Soak:
                 broken.append(f"new integration {newco}: Kombo has packages {packages}")
         broken += self._check_runs()
         broken += self._check_latency(platform)
+        broken += self._check_no_candidate_data()
         return broken
+
+    def _check_no_candidate_data(self) -> list[str]:
+        """No candidate e-mail, name or phone in any log the run wrote (Airflow's components and every task) or
+        in any alert the team received."""
+        patterns = [re.compile(r"candidate\.\d+@candidates\.example"), re.compile(r"\bFirst\d+\b"),
+                    re.compile(r"\bLast\d+\b"), re.compile(r"\+4915550\d{5}")]  # fmt: skip
+        found: list[str] = []
+        files = [p for p in (self.work / "airflow").rglob("*.log") if p.is_file()]
+        for path in files:
+            text = path.read_text(errors="replace")
+            for pattern in patterns:
+                match = pattern.search(text)
+                if match:
+                    found.append(f"candidate data ({pattern.pattern}) in {path.relative_to(self.work)}")
+                    break
+        alerts = [item.body.decode(errors="replace") for item in self.alerts.received]
+        for text in alerts:
+            if any(pattern.search(text) for pattern in patterns):
+                found.append("candidate data in an alert")
+        self.timings["logs_scanned"] = len(files)
+        self.timings["alerts_received"] = len(alerts)
+        return found
 
     def _check_results(self) -> list[str]:
         """Every finished candidate's final result (the warehouse's newest row, corrections included) is in Kombo,
@@ -733,6 +770,7 @@ class Soak:
             "dag_runs": by_dag,
             "timings": self.timings,
             "events": self.expected.events,
+            "alerts": [_first_line(item.body) for item in self.alerts.received],
             "anomalies": self.anomalies,
             "broken_invariants": broken,
         }
@@ -740,7 +778,7 @@ class Soak:
     def stop(self) -> None:
         if self.live is not None:
             self.live.stop()
-        for server in ("smtp", "platform", "sandbox"):
+        for server in ("alerts", "smtp", "platform", "sandbox"):
             with contextlib.suppress(Exception):
                 getattr(self, server).stop()
         with contextlib.suppress(Exception):
@@ -755,6 +793,14 @@ class Soak:
                 for name in self.created_databases:
                     conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             admin.dispose()
+
+
+def _first_line(body: bytes) -> str:
+    try:
+        text = str(json.loads(body).get("text", ""))
+    except ValueError:
+        text = body.decode(errors="replace")
+    return text.strip().splitlines()[0][:200] if text.strip() else ""
 
 
 def _is_uuid(text: str) -> bool:
@@ -813,6 +859,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  {dag}: {states}")
     lines.append("events:")
     lines += [f"  {e}" for e in summary.get("events") or []]
+    lines.append(f"alerts received ({len(summary.get('alerts') or [])}):")
+    lines += [f"  {a}" for a in summary.get("alerts") or []]
     lines.append(f"anomalies ({len(summary.get('anomalies') or [])}):")
     lines += [f"  - {a}" for a in summary.get("anomalies") or []]
     broken = summary.get("broken_invariants") or []
