@@ -112,6 +112,20 @@ def pg_state_database(pg_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def make_pg_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
+    """Make fresh, empty PostgreSQL databases (URLs) for this test; all are dropped after it."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(_create_pg_database(pg_admin_url))
+        return _database_url(pg_admin_url, names[-1])
+
+    yield make
+    for name in names:
+        _drop_pg_database(pg_admin_url, name)
+
+
+@pytest.fixture
 def state_clock() -> StateClock:
     """The clock of `state_store`, starting at 2026-01-05 09:00 UTC."""
     return StateClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +26,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
-from sqlalchemy.engine import make_url
 
 from tests.integration.test_intake_helpers import (  # noqa: F401
     FROM_EMAIL,
@@ -58,17 +56,10 @@ def _airflow(env: dict[str, str], *args: str, timeout: float = 120) -> subproces
 
 
 @pytest.fixture
-def airflow_metadata_url(pg_admin_url) -> Iterator[str]:
+def airflow_metadata_url(make_pg_database) -> str:
     """A fresh PostgreSQL database for Airflow's metadata (on SQLite the api-server's backfill route and the
     scheduler contend for the one write lock: the UI then shows database errors)."""
-    name = f"kombo_airflow_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    return str(make_pg_database())
 
 
 @pytest.fixture

@@ -750,6 +750,21 @@ class Soak:
             key = f"{run['dag_id']} ({run['run_type']})"
             by_dag.setdefault(key, {})
             by_dag[key][run["state"]] = by_dag[key].get(run["state"], 0) + 1
+        # Results that landed while the write-back was paused: with overlap 0 only the catch-up (the first run
+        # after the pause reaches back to the last successful run) reads them; the result checks above prove it.
+        times = {e["kind"]: datetime.fromisoformat(e["at"]) for e in self.expected.events}
+        paused_rows = 0
+        if "writeback_paused" in times and "writeback_unpaused" in times:
+            from kombo_sync.runs import as_utc
+            from sandbox.warehouse import read_results
+
+            paused_rows = sum(
+                1
+                for row in read_results(self.warehouse_url)
+                if times["writeback_paused"]
+                <= (as_utc(row["updated_at"]) or times["writeback_paused"])
+                < times["writeback_unpaused"]
+            )
         kinds: dict[str, int] = {}
         for expected in self.expected.orders.values():
             kinds[expected["kind"]] = kinds.get(expected["kind"], 0) + 1
@@ -765,6 +780,7 @@ class Soak:
             "results_finished": len(finished),
             "results_completed": sum(1 for s in finished.values() if s == "completed"),
             "results_corrected_in_warehouse": len(self.expected.corrected),
+            "results_landed_while_writeback_paused": paused_rows,
             "newest_result_version_states": self.result_outcomes,
             "sandbox_faults": self.sandbox.admin.stats().get("faults"),
             "dag_runs": by_dag,
@@ -850,7 +866,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = ["Scheduled soak summary", ""]
     for key in ("minutes", "seed", "database", "orders_created", "orders_by_kind", "orders_announced_by_webhook",
                 "order_states", "duplicate_pairs", "results_finished", "results_completed",
-                "results_corrected_in_warehouse", "newest_result_version_states", "sandbox_faults", "timings",
+                "results_corrected_in_warehouse", "results_landed_while_writeback_paused",
+                "newest_result_version_states", "sandbox_faults", "timings",
                 "error"):  # fmt: skip
         if key in summary:
             lines.append(f"{key}: {summary[key]}")
