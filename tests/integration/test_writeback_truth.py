@@ -223,6 +223,23 @@ def test_every_attempt_of_a_send_decides_whether_the_version_may_have_been_appli
     assert stored is not None and stored.maybe_applied is bool(maybe_applied)
 
 
+def test_an_unexpected_error_after_the_put_went_out_leaves_the_version_possibly_applied(state_store):
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug below the client, after the request was on its way")
+
+    payload = {"status": "COMPLETED", "result_url": "https://platform.example/r/1", "score": 1.0}
+    outbox = ResultOutbox(state_store)
+    outbox.enqueue([OutboxEntry("order-1", "workday:x", hash_payload(payload), payload, None)])
+    (item,) = outbox.claim_batch("test", 10, 60)
+    client = KomboClient("https://kombo.test/v1", "key", max_retries=0, transport=httpx.MockTransport(handle))
+    with client:
+        sender = ResultSender(state_store, client, wb_settings().writeback, owner="test")
+        _, outcome = sender._send_safely(item)
+        sender._record(item, outcome)
+    assert (outcome.kind, outcome.code, outcome.maybe_applied) == (RETRY, "UNEXPECTED_ERROR", True)
+    assert outbox.get("order-1", hash_payload(payload)).maybe_applied is True
+
+
 def _one_version(store, order_id: str = "order-1", score: float = 1.0) -> tuple[ResultOutbox, str]:
     payload = {"status": "COMPLETED", "result_url": "https://platform.example/r/1", "score": score}
     outbox = ResultOutbox(store)

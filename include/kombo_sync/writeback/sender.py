@@ -104,8 +104,16 @@ class _PutAttempts(threading.local):
 
     def __init__(self) -> None:
         self.active = False
+        self.observed = False  # False: the client could not be observed, any failed send may have landed
         self.requests = 0
         self.error_answers = 0
+
+    def start(self, observed: bool) -> None:
+        self.observed, self.requests, self.error_answers, self.active = observed, 0, 0, True
+
+    def maybe_applied(self) -> bool:
+        """Whether an attempt so far may have been applied: one got no answer, or no definite error answer."""
+        return not self.observed or self.requests > self.error_answers
 
 
 _put_attempts = _PutAttempts()
@@ -468,18 +476,21 @@ class ResultSender:
             outcome = self._send(item)
         except Exception as exc:  # a bug or an unexpected library error must not lose the row
             log.exception("unexpected error sending the result of order %s", item.order_id)
+            _put_attempts.active = False
             outcome = self._retry_or_dead(item, None, f"{type(exc).__name__}: {exc}")
+            if _put_attempts.maybe_applied():  # the PUT may have gone out before the error
+                outcome = replace(outcome, maybe_applied=True)
         return item, outcome
 
     def _send(self, item: OutboxItem) -> Outcome:
         attempts = _put_attempts
-        observed = _observe_attempts(self.client)
-        attempts.active, attempts.requests, attempts.error_answers = True, 0, 0
+        attempts.start(observed=False)  # until the hooks are in place, a failure counts as possibly applied
+        attempts.start(observed=_observe_attempts(self.client))
         try:
             self.client.put_result(item.integration_id, item.order_id, item.payload_json)
         except KomboError as error:
             # Some attempt may have been applied unless every attempt got a definite error answer.
-            unanswered = not observed or attempts.requests > attempts.error_answers
+            unanswered = attempts.maybe_applied()
             attempts.active = False
             refused = isinstance(error, KomboFatalError)
             # KomboRetriesExhaustedError, or a retriable error that escaped the client's retries: not refused.
