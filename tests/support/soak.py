@@ -547,10 +547,16 @@ class Soak:
         with self.store.engine.connect() as conn:
             return dict(conn.execute(sa.text("SELECT id, state FROM orders")).all())  # type: ignore[arg-type]
 
-    def drain(self) -> None:
+    def drain(self) -> list[str]:
+        """Wait until everything is done; what was still not done at the timeout is a broken invariant."""
         started = time.monotonic()
-        self._wait(self.drained, self.config.drain_timeout_seconds, "the pipeline to drain")
-        self.timings["drain_seconds"] = round(time.monotonic() - started, 1)
+        try:
+            self._wait(self.drained, self.config.drain_timeout_seconds, "the pipeline to drain")
+        except TimeoutError as exc:
+            return [f"{exc} (see the checks below for what is missing)"]
+        finally:
+            self.timings["drain_seconds"] = round(time.monotonic() - started, 1)
+        return []
 
     def check(self) -> list[str]:
         """The invariants, against the sandbox's and the platform's own records; returns the broken ones."""
@@ -841,8 +847,8 @@ def run_soak(config: SoakConfig) -> dict[str, Any]:
         soak.drive()
         if config.faults:
             soak.faults(False)
-        soak.drain()
-        broken = soak.check()
+        broken = soak.drain()
+        broken += soak.check()
         summary = soak.summary(broken)
     except Exception as exc:
         summary = {"error": f"{type(exc).__name__}: {exc}", "events": soak.expected.events,
