@@ -383,7 +383,7 @@ def test_under_lost_replies_timeouts_503s_and_429s_with_corrections_the_outbox_m
     runs = []
     corrected: set[str] = set()
     # One attempt per call: every fault reaches the sender (the client's own retries would hide most of them).
-    with fast_client(kombo_sandbox, timeout=0.3, max_retries=0) as client:
+    with fast_client(kombo_sandbox, timeout=1.0, max_retries=0) as client:
         for number in range(1, CONVERGENCE_MAX_RUNS + 1):
             runs.append(run_writeback(state_store, warehouse_engine, client, settings, **window()))
             outbox = outbox_rows(state_store)
