@@ -130,13 +130,29 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f} s")
 
 
-def listeners(port: int) -> list[tuple[str, int | None]]:
-    """(address, pid) of every socket listening on `port` that this user can see."""
+def listeners(port: int) -> list[tuple[str, int | None]] | None:
+    """(address, pid) of every socket listening on `port`; None where the system does not tell (macOS
+    without root)."""
+    try:
+        connections = psutil.net_connections(kind="inet")
+    except psutil.AccessDenied:
+        return None
     return [
         (conn.laddr.ip, conn.pid)
-        for conn in psutil.net_connections(kind="inet")
+        for conn in connections
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
     ]
+
+
+def progress(home: Path) -> str:
+    """One line on how far the trial's orders and results got, from the state store."""
+    with contextlib.closing(sqlite3.connect(f"file:{home / 'state.db'}?mode=ro", uri=True, timeout=5)) as db:
+        orders = dict(db.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall())
+        sent = db.execute(
+            "SELECT count(DISTINCT order_id) FROM result_outbox WHERE state = 'sent'"
+        ).fetchone()[0]
+    recorded = ", ".join(f"{count} {state}" for state, count in sorted(orders.items())) or "none yet"
+    return f"orders: {recorded}; results written to Kombo: {sent}"
 
 
 def process_tree(pid: int) -> set[int]:
@@ -703,8 +719,8 @@ def demo(home: Path) -> int:
             env = airflow_env(home)
             for conn_id, value in connections(home, ports, keys).items():
                 env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(value)
-            say("preparing Airflow (SQLite metadata DB, LocalExecutor defaults) ...")
-            airflow(env, "db", "migrate", log=home / "logs" / "airflow-db.log")
+            say("preparing Airflow (fresh SQLite metadata DB, LocalExecutor defaults) ...")
+            fresh_metadata_db(env, home)
             subprocess.run(
                 [sys.executable, "-m", "kombo_sync.state", "migrate"], cwd=ROOT, env=env, check=True,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -935,7 +951,7 @@ def up(home: Path, finish_after: float) -> int:
             wait_for("the api-server's health endpoint", healthy, 300, supervisor)
             owners = listeners(api_port)
             ours = process_tree(procs.children["api-server"].pid)
-            if (
+            if owners is not None and (
                 not owners
                 or any(pid not in ours for _ip, pid in owners)
                 or any(ip != "127.0.0.1" for ip, _ in owners)
@@ -1001,6 +1017,7 @@ Ctrl-C stops everything.
 """,
                 flush=True,
             )
+            last_progress, next_progress = "", time.monotonic() + 30
             while True:
                 supervisor.check()
                 for name in ("kombo-sandbox", "platform", "smtp"):
@@ -1013,6 +1030,13 @@ Ctrl-C stops everything.
                     emailed = 0
                 if emailed:
                     say(f"{emailed} candidate(s) invited by e-mail finished their assessment")
+                if time.monotonic() >= next_progress:
+                    next_progress = time.monotonic() + 30
+                    with contextlib.suppress(sqlite3.Error):
+                        line = progress(home)
+                        if line != last_progress:
+                            say(line)
+                            last_progress = line
                 time.sleep(5)
     except Stop as stop:
         say(f"{stop}: stopping Airflow, the sandbox, the platform stand-in and the SMTP server ...")

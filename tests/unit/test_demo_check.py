@@ -136,3 +136,12 @@ def test_an_expected_rejection_passes_only_with_its_reason():
     assert check_orders(created, seen) == []
     seen.state["o-4"] = {"state": "rejected", "last_error": None}
     assert check_orders(created, seen) == ["o-4: rejected without a recorded reason"]
+
+
+def test_the_demo_and_the_trial_work_in_kombo_sync_home_unless_told(monkeypatch, tmp_path):
+    from sandbox import demo
+
+    monkeypatch.setenv("KOMBO_SYNC_HOME", str(tmp_path / "from-env"))
+    assert demo.default_home() == tmp_path / "from-env"
+    monkeypatch.delenv("KOMBO_SYNC_HOME")
+    assert demo.default_home() == demo.ROOT / ".local"
