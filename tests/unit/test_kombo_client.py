@@ -612,3 +612,37 @@ def test_error_from_response_builds_typed_errors():
     assert type(error_from_response(403, None, {}, "GET", "/")) is KomboFatalError
     assert isinstance(KomboTimeoutError("t"), KomboTransportError)
     assert issubclass(KomboTransportError, KomboRetriableError) and issubclass(KomboFatalError, KomboError)
+
+
+@pytest.mark.parametrize(
+    ("answers", "maybe_applied"),
+    [
+        # every attempt answered with a definite error: Kombo did not carry the write out
+        ([kombo_error(503, "REMOTE.SERVICE_UNAVAILABLE")] * 3, False),
+        (
+            [kombo_error(429, "PLATFORM.RATE_LIMIT_EXCEEDED"), kombo_error(400, "INTEGRATION.INVALID_INPUT")],
+            False,
+        ),
+        # one attempt without an answer among definite errors: it may have been applied
+        (
+            [
+                httpx.ReadTimeout("lost"),
+                kombo_error(503, "REMOTE.SERVICE_UNAVAILABLE"),
+                kombo_error(503, "REMOTE.SERVICE_UNAVAILABLE"),
+            ],
+            True,
+        ),  # fmt: skip
+        ([kombo_error(503, None), httpx.RemoteProtocolError("closed"), kombo_error(503, None)], True),
+        # a gateway timeout says the work did not finish in time, not that it did not happen
+        ([kombo_error(504, "PLATFORM.TASK_TIMED_OUT"), kombo_error(400, "INTEGRATION.INVALID_INPUT")], True),
+    ],
+)
+def test_the_error_of_a_call_says_whether_some_attempt_may_have_been_applied(answers, maybe_applied):
+    script = Script(*answers, answers[-1])
+    client, _ = make_client(script, max_retries=len(answers) - 1)
+    with pytest.raises(KomboError) as raised:
+        client.put_result(
+            INTEGRATION, "order-1", {"status": "COMPLETED", "result_url": "https://x.example/r"}
+        )
+    assert raised.value.maybe_applied is maybe_applied
+    assert len(script.requests) == len(answers)

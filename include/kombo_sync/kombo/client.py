@@ -43,6 +43,9 @@ from kombo_sync.kombo.models import (
     format_kombo_datetime,
 )
 
+# A gateway timeout says the work did not finish in time, not that it did not happen.
+_UNDECIDED = frozenset({504})
+
 log = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -217,18 +220,23 @@ class KomboClient:
         json_body: Any = None,
     ) -> dict[str, Any]:
         attempt = 0
+        unanswered = False  # some attempt got no definite answer: Kombo may have carried it out
         while True:
             try:
                 body: dict[str, Any] = self._send_once(method, path, integration_id, params, json_body)
                 return body
             except KomboError as error:
+                unanswered = unanswered or error.http_status is None or error.http_status in _UNDECIDED
+                error.maybe_applied = unanswered
                 if not error.retriable:
                     raise
-                if attempt >= self.max_retries:
-                    raise KomboRetriesExhaustedError(error, attempts=attempt + 1) from error
-                if error.retry_after is not None and error.retry_after > self.max_retry_after:
+                if attempt >= self.max_retries or (
                     # Blocking a worker for longer than this is worse than failing the task and retrying it.
-                    raise KomboRetriesExhaustedError(error, attempts=attempt + 1) from error
+                    error.retry_after is not None and error.retry_after > self.max_retry_after
+                ):
+                    exhausted = KomboRetriesExhaustedError(error, attempts=attempt + 1)
+                    exhausted.maybe_applied = unanswered
+                    raise exhausted from error
                 delay = self.backoff_delay(attempt, error.retry_after)
                 log.warning(
                     "Kombo %s %s (integration %s) failed with %s %s, retry %s/%s in %.2f s",

@@ -64,9 +64,16 @@ RETRIABLE_ERROR_CODES = frozenset(
 
 
 class KomboError(Exception):
-    """Any failed Kombo call; ``retriable`` says whether the same request may succeed later."""
+    """Any failed Kombo call; ``retriable`` says whether the same request may succeed later.
+
+    ``maybe_applied`` (set by the client on the error a call raises): whether any attempt of the call may have
+    been carried out by Kombo: True when one got no answer (timeout, dropped connection) or a 504 (the work did
+    not finish in time, which is not that it did not happen); False when every attempt got a definite error
+    answer; None when not known (an error built elsewhere).
+    """
 
     retriable: bool = False
+    maybe_applied: bool | None = None
 
     def __init__(
         self,

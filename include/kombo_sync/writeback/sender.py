@@ -35,8 +35,6 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-import httpx
-
 from kombo_sync.kombo.client import KomboClient
 from kombo_sync.kombo.errors import (
     AUTHENTICATION_INVALID,
@@ -97,68 +95,6 @@ class _Siblings:
     terminal_sent: dict[str, tuple[str, Any]] = field(default_factory=dict)  # order -> (status, sent_at)
     # order -> its other versions that Kombo may hold (not sent with a final status)
     maybe_applied: dict[str, list[OutboxVersion]] = field(default_factory=dict)
-
-
-class _PutAttempts(threading.local):
-    """Per thread, during one PUT: HTTP attempts made and attempts answered with a definite error status."""
-
-    def __init__(self) -> None:
-        self.active = False
-        self.observed = False  # False: the client could not be observed, any failed send may have landed
-        self.requests = 0
-        self.error_answers = 0
-
-    def start(self, observed: bool) -> None:
-        self.observed, self.requests, self.error_answers, self.active = observed, 0, 0, True
-
-    def maybe_applied(self) -> bool:
-        """Whether an attempt so far may have been applied: one got no answer, or no definite error answer."""
-        return not self.observed or self.requests > self.error_answers
-
-
-_put_attempts = _PutAttempts()
-_hooks_lock = threading.Lock()
-# A 504 (Kombo's PLATFORM.TASK_TIMED_OUT, or a gateway's) says the work did not finish in time, not that it
-# did not happen: like no answer at all, it leaves the version possibly applied.
-_UNDECIDED_STATUSES = frozenset({504})
-
-
-def _on_request(request: httpx.Request) -> None:
-    if _put_attempts.active:
-        _put_attempts.requests += 1
-
-
-def _on_response(response: httpx.Response) -> None:
-    if (
-        _put_attempts.active
-        and response.status_code >= 400
-        and response.status_code not in _UNDECIDED_STATUSES
-    ):
-        _put_attempts.error_answers += 1
-
-
-def _observe_attempts(client: Any) -> bool:
-    """Count the PUT's HTTP attempts and their answers with httpx event hooks on the client's connection pool.
-
-    ``KomboClient`` retries inside one call and reports only the last error, but whether a version may have
-    reached Kombo depends on every attempt: one lost reply among 503s is enough. False when the client is not
-    an httpx-backed ``KomboClient`` (then any failed call counts as possibly applied)."""
-    get_http = getattr(client, "_client", None)
-    if not callable(get_http):
-        return False
-    http = get_http()
-    if not isinstance(http, httpx.Client):
-        return False
-    if _on_request in http.event_hooks["request"]:
-        return True
-    with _hooks_lock:
-        hooks = http.event_hooks
-        if _on_request not in hooks["request"]:
-            http.event_hooks = {
-                "request": [*hooks["request"], _on_request],
-                "response": [*hooks["response"], _on_response],
-            }
-    return True
 
 
 def default_owner() -> str:
@@ -476,27 +412,21 @@ class ResultSender:
             outcome = self._send(item)
         except Exception as exc:  # a bug or an unexpected library error must not lose the row
             log.exception("unexpected error sending the result of order %s", item.order_id)
-            _put_attempts.active = False
             outcome = self._retry_or_dead(item, None, f"{type(exc).__name__}: {exc}")
-            if _put_attempts.maybe_applied():  # the PUT may have gone out before the error
-                outcome = replace(outcome, maybe_applied=True)
+            # The PUT may have gone out before the error.
+            outcome = replace(outcome, maybe_applied=True)
         return item, outcome
 
     def _send(self, item: OutboxItem) -> Outcome:
-        attempts = _put_attempts
-        attempts.start(observed=False)  # until the hooks are in place, a failure counts as possibly applied
-        attempts.start(observed=_observe_attempts(self.client))
         try:
             self.client.put_result(item.integration_id, item.order_id, item.payload_json)
         except KomboError as error:
-            # Some attempt may have been applied unless every attempt got a definite error answer.
-            unanswered = attempts.maybe_applied()
-            attempts.active = False
+            # The client says whether some attempt of the call got no definite answer (then it may have been
+            # applied); an error it did not mark (a test double) counts as possibly applied.
+            unanswered = error.maybe_applied is not False
             refused = isinstance(error, KomboFatalError)
             # KomboRetriesExhaustedError, or a retriable error that escaped the client's retries: not refused.
             return self._resolve(item, error, refused=refused, unanswered=unanswered)
-        finally:
-            attempts.active = False
         return Outcome(SENT_OK)
 
     def _resolve(self, item: OutboxItem, error: KomboError, *, refused: bool, unanswered: bool) -> Outcome:
