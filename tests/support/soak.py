@@ -899,13 +899,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=str(ROOT / ".local" / "soak"))
     parser.add_argument("--database", choices=("auto", "postgres", "sqlite"), default="auto")
     parser.add_argument("--no-faults", action="store_true", help="traffic only, no injected faults")
+    parser.add_argument("--drain-timeout", type=float, default=420.0, help="seconds to wait for the drain")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # The stand-ins' own chatter (SMTP dialogues name recipients; one line per HTTP request) stays out.
     for noisy in ("mail.log", "httpx", "httpcore", "alembic", "kombo_sync.state"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = SoakConfig(minutes=args.minutes, seed=args.seed, workdir=Path(args.workdir), database=args.database,
-                        faults=not args.no_faults)  # fmt: skip
+                        faults=not args.no_faults, drain_timeout_seconds=args.drain_timeout)  # fmt: skip
     summary = run_soak(config)
     print(format_summary(summary))
     print(f"summary written to {Path(args.workdir) / 'summary.txt'}")
