@@ -1,10 +1,11 @@
 """`make up` as a user meets it: `python -m sandbox.demo --up` started as a subprocess, left alone, stopped
 with SIGTERM.
 
-Slow (about 4-6 minutes on 2 cores): the trial migrates its own Airflow metadata DB, starts the api-server,
+Slow (about 4-5 minutes on 2 cores): the trial migrates its own Airflow metadata DB, starts the api-server,
 scheduler, dag-processor and triggerer, publishes the catalog, creates orders, and then waits for one-minute
 schedules to invite the candidates, for the candidates to finish on their own (`--finish-after`) and for the
-write-back to bring their results to the Kombo sandbox.
+write-back to bring their results to the Kombo sandbox. Then it SIGKILLs the scheduler and waits for the trial
+to restart it and for the next scheduled run to succeed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,10 @@ def _alive(pids: set[int]) -> list[str]:
         except psutil.NoSuchProcess:
             continue
     return alive
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _listeners(port: int) -> list[tuple[str, int | None]]:
@@ -173,6 +179,32 @@ def test_make_up_runs_the_pipeline_on_its_own_and_stops_cleanly(tmp_path: Path) 
         # Nothing ran before the api-server answered, so no first try failed with `Connection refused`.
         assert not retried, f"tasks needed retries: {retried}; {context}"
         admin.close()
+
+        # A scheduler that dies is noticed and restarted (`airflow standalone` leaves it dead), its orphaned
+        # LocalExecutor workers are stopped, and the schedules carry on.
+        (scheduler,) = [
+            child
+            for child in psutil.Process(proc.pid).children()
+            if child.cmdline()[-1:] == ["scheduler"] and "airflow" in " ".join(child.cmdline())
+        ]
+        old_group = set(_tree(scheduler.pid))
+        started |= old_group
+        killed_at = time.time()
+        scheduler.kill()
+        deadline = time.monotonic() + 240
+        restarted_runs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not restarted_runs:
+            time.sleep(10)
+            started |= _tree(proc.pid)
+            assert proc.poll() is None, _output(out)[-4000:]
+            restarted_runs = [
+                run
+                for run in scheduled_successes("kombo_order_intake")
+                if run.get("start_date") and _epoch(run["start_date"]) > killed_at + 1
+            ]
+        assert "restarted the scheduler" in _output(out), _output(out)[-3000:]
+        assert restarted_runs, f"no scheduled intake run succeeded after the restart: {_output(out)[-3000:]}"
+        assert not _alive(old_group), f"the dead scheduler's processes are left: {_alive(old_group)}"
 
         started |= _tree(proc.pid)
         proc.send_signal(signal.SIGTERM)
