@@ -144,6 +144,20 @@ def listeners(port: int) -> list[tuple[str, int | None]] | None:
     ]
 
 
+def ensure_ours(port: int, pid: int, what: str) -> None:
+    """Only `pid` (or what it started) listens on `port`, and only on 127.0.0.1; unchecked where the OS hides it."""
+    owners = listeners(port)
+    if owners is None:
+        return
+    ours = process_tree(pid)
+    if (
+        not owners
+        or any(owner not in ours for _ip, owner in owners)
+        or any(ip != "127.0.0.1" for ip, _ in owners)
+    ):
+        raise RuntimeError(f"port {port} is not (only) our {what} on 127.0.0.1 ({owners}); run again")
+
+
 def progress(home: Path) -> str:
     """One line on how far the trial's orders and results got, from the state store."""
     with contextlib.closing(sqlite3.connect(f"file:{home / 'state.db'}?mode=ro", uri=True, timeout=5)) as db:
@@ -354,10 +368,12 @@ def services(
         )
         wait_http(f"http://127.0.0.1:{ports['platform']}/_platform/invitations")
         wait_port(ports["smtp"])
-        # The port could have been taken between choosing and binding it: make sure our sandbox answers.
+        # A port could have been taken between choosing and binding it: make sure our own servers answer.
         config = httpx.get(f"http://127.0.0.1:{ports['kombo']}/_sandbox/config", timeout=5).json()
         if config.get("webhook_url") != webhook_url:
             raise RuntimeError(f"another process answers on port {ports['kombo']}; run again")
+        for name, port in (("platform", ports["platform"]), ("smtp", ports["smtp"])):
+            ensure_ours(port, procs.children[name].pid, name)
         say(
             f"sandbox on :{ports['kombo']}, platform stand-in on :{ports['platform']}, SMTP on :{ports['smtp']}"
             f" (logs in {logs})"
@@ -949,14 +965,7 @@ def up(home: Path, finish_after: float) -> int:
 
             started = time.monotonic()
             wait_for("the api-server's health endpoint", healthy, 300, supervisor)
-            owners = listeners(api_port)
-            ours = process_tree(procs.children["api-server"].pid)
-            if owners is not None and (
-                not owners
-                or any(pid not in ours for _ip, pid in owners)
-                or any(ip != "127.0.0.1" for ip, _ in owners)
-            ):
-                raise RuntimeError(f"port {api_port} is not (only) our api-server on 127.0.0.1: {owners}")
+            ensure_ours(api_port, procs.children["api-server"].pid, "api-server")
             say(f"the api-server answers after {time.monotonic() - started:.0f} s")
 
             api = TrialApi(base_url, password)
