@@ -34,7 +34,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
 
-from kombo_sync.deploy.local import (  # noqa: E402
+from tests.support.local_deployment import (  # noqa: E402
     AirflowRest,
     LocalCeleryDeployment,
     Server,

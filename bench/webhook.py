@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
 
 from kombo_sync.kombo.signatures import SIGNATURE_HEADER, sign  # noqa: E402
-from kombo_sync.webhooks.testing import LiveAirflow, encode, integration_event, order_event, signed  # noqa: E402
+from tests.support.webhooks import LiveAirflow, encode, integration_event, order_event, signed  # noqa: E402
 
 SECRET = "bench-webhook-secret"
 INTEGRATION = "greenhouse:bench"

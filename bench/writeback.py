@@ -1,4 +1,4 @@
-"""Benchmarks of the result write-back (issue 5; targets in shared/DESIGN.md section 5).
+"""Benchmarks of the result write-back (issue 5; targets below).
 
 1. Throughput: N results (default 10,000) against the Kombo sandbox (its own process) with a fixed latency
    (default 50 ms) and a set rate limit. Prints the achieved rate over the allowed rate (target >= 0.9) and the

@@ -108,10 +108,6 @@ class RunInfo:
     previous_success_end: datetime | None = None
 
     @property
-    def is_scheduled(self) -> bool:
-        return self.run_type == SCHEDULED
-
-    @property
     def is_backfill(self) -> bool:
         return self.run_type == BACKFILL
 

@@ -79,12 +79,6 @@ class IntakeSettings(_Section):
             return override.channel
         return registry_channel or self.channel
 
-    def duplicate_rule_for(self, integration_id: str) -> bool:
-        override = self.integrations.get(integration_id)
-        if override and override.duplicate_rule is not None:
-            return override.duplicate_rule
-        return self.duplicate_rule
-
 
 class WritebackSettings(_Section):
     # The team's completed-results query (column contract in docs/writeback.md), run on the warehouse.

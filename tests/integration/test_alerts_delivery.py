@@ -22,8 +22,9 @@ from kombo_sync.intake.jobs import POLL_JOB
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.audit import Quarantine, RunAudit
 from kombo_sync.state.orders import OrderRepository
-from kombo_sync.state.outbox import OutboxEntry, ResultOutbox, hash_payload
+from kombo_sync.state.outbox import OutboxEntry, ResultOutbox
 from kombo_sync.state.store import StateStore
+from kombo_sync.writeback.mapping import payload_hash
 from sandbox.smtp import SmtpSandbox, run_in_thread
 from sandbox.testing import WebhookRecorder
 
@@ -104,7 +105,7 @@ def plant_every_condition(store: StateStore, clock: Any) -> None:
     error = f"platform refused {CANARY_EMAIL} ({CANARY_FIRST} {CANARY_LAST}, {CANARY_PHONE})"
     assert repo.release_with_error(claimed.order_id, "w1", error, clock() + timedelta(hours=1))
     payload = {"status": "COMPLETED", "score": 3, "note": f"{CANARY_FIRST} {CANARY_LAST}"}
-    digest = hash_payload(payload)
+    digest = payload_hash(payload)
     outbox = ResultOutbox(store)
     outbox.enqueue([OutboxEntry("o-dead", INTEGRATION, digest, payload, None)])
     assert outbox.mark_dead(

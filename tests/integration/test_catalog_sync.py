@@ -23,7 +23,7 @@ from kombo_sync.state.audit import Quarantine, RunAudit
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.orders import OrderRepository
 from kombo_sync.webhooks.handlers import WebhookDeps, handle_webhook
-from kombo_sync.webhooks.testing import order_event, signed
+from tests.support.webhooks import order_event, signed
 
 CATALOG_SQL = Path(__file__).resolve().parents[2] / "include" / "sql" / "catalog.sql"
 

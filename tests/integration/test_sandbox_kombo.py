@@ -1,5 +1,5 @@
 """The Kombo sandbox over real HTTP: auth, envelopes, paging, validation, the OPEN-only rule, knobs, admin API
-and signed webhooks. The contract is /work/shared/kombo/API.md."""
+and signed webhooks. The contract is docs/kombo/openapi-assessment.json."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The compose deployment on the CeleryExecutor, verified without Docker.
 
 Reads docker-compose.yaml and starts its Airflow services as local processes with the same settings
-(`kombo_sync.deploy.local.LocalCeleryDeployment`): the compose file's `airflow-init` script, then api-server
+(`tests.support.local_deployment.LocalCeleryDeployment`): the compose file's `airflow-init` script, then api-server
 (which serves the webhook plugin), scheduler, dag-processor, triggerer and two `airflow celery worker`s, on a
 fresh PostgreSQL metadata database, a fresh state database and a dedicated Redis DB number. The three DAGs then
 run against the sandbox and the platform stand-in (in this process, over real HTTP):
@@ -35,7 +35,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from kombo_sync.deploy.local import (
+from tests.support.local_deployment import (
     AirflowRest,
     LocalCeleryDeployment,
     RunFailed,

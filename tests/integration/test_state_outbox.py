@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from kombo_sync.state.outbox import OutboxEntry, ResultOutbox, hash_payload
+from kombo_sync.state.outbox import OutboxEntry, ResultOutbox
 from kombo_sync.state.store import StateStore
+from kombo_sync.writeback.mapping import payload_hash
 
 INTEGRATION = "lever:abc"
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -19,7 +20,7 @@ T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
 def entry(order_id: str, score: float, updated: datetime | None = T0) -> OutboxEntry:
     payload = {"status": "COMPLETED", "result_url": f"https://r.example/{order_id}", "score": score}
-    return OutboxEntry(order_id, INTEGRATION, hash_payload(payload), payload, updated)
+    return OutboxEntry(order_id, INTEGRATION, payload_hash(payload), payload, updated)
 
 
 @pytest.fixture
@@ -33,8 +34,8 @@ def states(outbox: ResultOutbox, order_id: str, *entries: OutboxEntry) -> list[s
 
 
 def test_hash_is_canonical() -> None:
-    assert hash_payload({"a": 1, "b": [1, 2]}) == hash_payload({"b": [1, 2], "a": 1})
-    assert hash_payload({"a": 1}) != hash_payload({"a": 2})
+    assert payload_hash({"a": 1, "b": [1, 2]}) == payload_hash({"b": [1, 2], "a": 1})
+    assert payload_hash({"a": 1}) != payload_hash({"a": 2})
 
 
 def test_enqueue_is_an_anti_join(outbox: ResultOutbox) -> None:

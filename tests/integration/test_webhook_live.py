@@ -23,7 +23,10 @@ from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.store import StateStore
 from kombo_sync.wakeups import consume_wakeups, pending_wakeups
-from kombo_sync.webhooks.testing import (
+from sandbox.platform_app import PlatformSettings
+from sandbox.testing import run_platform_standin
+from tests.airflow_support import ensure_airflow_db
+from tests.support.webhooks import (
     KOMBO_EXAMPLES,
     LiveAirflow,
     encode,
@@ -31,9 +34,6 @@ from kombo_sync.webhooks.testing import (
     order_event,
     signed,
 )
-from sandbox.platform_app import PlatformSettings
-from sandbox.testing import run_platform_standin
-from tests.airflow_support import ensure_airflow_db
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.schema import orders, webhook_events
 from kombo_sync.wakeups import consume_wakeups, pending_wakeups, request_wakeup
 from kombo_sync.webhooks.handlers import WebhookDeps, handle_webhook
-from kombo_sync.webhooks.testing import KOMBO_EXAMPLES, encode, integration_event, order_event, signed
+from tests.support.webhooks import KOMBO_EXAMPLES, encode, integration_event, order_event, signed
 
 SECRET = "whsec_state"
 INTEGRATION = "workday:CBNMt7dSNCzBdnRTx87dev4E"

@@ -20,7 +20,7 @@ import yaml
 from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.store import StateStore
 from kombo_sync.wakeups import pending_wakeups
-from kombo_sync.webhooks.testing import LiveAirflow
+from tests.support.webhooks import LiveAirflow
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 

@@ -337,12 +337,13 @@ def test_a_query_that_breaks_the_column_contract_stops_with_a_clear_message(
 def test_sender_records_deliveries_through_the_outbox_repository(state_store, monkeypatch):
     # One writer of result_outbox: the sender marks its deliveries with ResultOutbox.mark_sent_many.
     import kombo_sync.writeback.sender as sender_module
-    from kombo_sync.state.outbox import OutboxEntry, ResultOutbox, hash_payload
+    from kombo_sync.state.outbox import OutboxEntry, ResultOutbox
+    from kombo_sync.writeback.mapping import payload_hash
 
     assert not hasattr(sender_module, "mark_sent_many")
     payloads = {f"o{n}": {"status": "COMPLETED", "score": n} for n in range(30)}
     ResultOutbox(state_store).enqueue(
-        [OutboxEntry(order_id, "lever:x", hash_payload(p), p, None) for order_id, p in payloads.items()]
+        [OutboxEntry(order_id, "lever:x", payload_hash(p), p, None) for order_id, p in payloads.items()]
     )
     batches: list[list[tuple[str, str]]] = []
     real_mark_sent_many = ResultOutbox.mark_sent_many
@@ -364,6 +365,6 @@ def test_sender_records_deliveries_through_the_outbox_repository(state_store, mo
     summary = sender_module.ResultSender(state_store, Kombo(), wb_settings().writeback).run()
     assert (summary["claimed"], summary["sent"], summary["lease_lost"]) == (30, 30, 0)
     assert sorted(key for batch in batches for key in batch) == sorted(
-        (order_id, hash_payload(p)) for order_id, p in payloads.items()
+        (order_id, payload_hash(p)) for order_id, p in payloads.items()
     )
     assert ResultOutbox(state_store).counts_by_state()["sent"] == 30

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 
 from kombo_sync.kombo.client import KomboClient
 from kombo_sync.kombo.limits import RateBudget
-from kombo_sync.state.outbox import OutboxEntry, ResultOutbox, hash_payload
+from kombo_sync.state.outbox import OutboxEntry, ResultOutbox
 from kombo_sync.writeback.job import run_writeback
+from kombo_sync.writeback.mapping import payload_hash
 from kombo_sync.writeback.sender import DEAD, RETRY, ResultSender
 from tests.integration.test_writeback_helpers import (  # noqa: F401
     T0,
@@ -212,14 +213,14 @@ def test_every_attempt_of_a_send_decides_whether_the_version_may_have_been_appli
 ):
     payload = {"status": "COMPLETED", "result_url": "https://platform.example/r/1", "score": 1.0}
     outbox = ResultOutbox(state_store)
-    outbox.enqueue([OutboxEntry("order-1", "workday:x", hash_payload(payload), payload, None)])
+    outbox.enqueue([OutboxEntry("order-1", "workday:x", payload_hash(payload), payload, None)])
     (item,) = outbox.claim_batch("test", 10, 60)
     with _scripted_client(answers) as client:
         sender = ResultSender(state_store, client, wb_settings().writeback, owner="test")
         outcome = sender._send(item)
         sender._record(item, outcome)
     assert (outcome.kind, outcome.maybe_applied) == (kind, maybe_applied)
-    stored = outbox.get("order-1", hash_payload(payload))
+    stored = outbox.get("order-1", payload_hash(payload))
     assert stored is not None and stored.maybe_applied is bool(maybe_applied)
 
 
@@ -229,7 +230,7 @@ def test_an_unexpected_error_after_the_put_went_out_leaves_the_version_possibly_
 
     payload = {"status": "COMPLETED", "result_url": "https://platform.example/r/1", "score": 1.0}
     outbox = ResultOutbox(state_store)
-    outbox.enqueue([OutboxEntry("order-1", "workday:x", hash_payload(payload), payload, None)])
+    outbox.enqueue([OutboxEntry("order-1", "workday:x", payload_hash(payload), payload, None)])
     (item,) = outbox.claim_batch("test", 10, 60)
     client = KomboClient("https://kombo.test/v1", "key", max_retries=0, transport=httpx.MockTransport(handle))
     with client:
@@ -237,14 +238,14 @@ def test_an_unexpected_error_after_the_put_went_out_leaves_the_version_possibly_
         _, outcome = sender._send_safely(item)
         sender._record(item, outcome)
     assert (outcome.kind, outcome.code, outcome.maybe_applied) == (RETRY, "UNEXPECTED_ERROR", True)
-    assert outbox.get("order-1", hash_payload(payload)).maybe_applied is True
+    assert outbox.get("order-1", payload_hash(payload)).maybe_applied is True
 
 
 def _one_version(store, order_id: str = "order-1", score: float = 1.0) -> tuple[ResultOutbox, str]:
     payload = {"status": "COMPLETED", "result_url": "https://platform.example/r/1", "score": score}
     outbox = ResultOutbox(store)
-    outbox.enqueue([OutboxEntry(order_id, "workday:x", hash_payload(payload), payload, None)])
-    return outbox, hash_payload(payload)
+    outbox.enqueue([OutboxEntry(order_id, "workday:x", payload_hash(payload), payload, None)])
+    return outbox, payload_hash(payload)
 
 
 def test_the_flag_is_set_by_unanswered_sends_and_kept_through_retries_and_replays(state_store, state_clock):

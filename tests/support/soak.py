@@ -43,7 +43,7 @@ for path in (ROOT / "include", ROOT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from kombo_sync.webhooks.testing import LiveAirflow, free_port  # noqa: E402
+from tests.support.webhooks import LiveAirflow, free_port  # noqa: E402
 
 log = logging.getLogger("soak")
 

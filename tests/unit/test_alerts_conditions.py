@@ -22,8 +22,9 @@ from kombo_sync.intake.jobs import POLL_JOB
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.audit import Quarantine, RunAudit
 from kombo_sync.state.orders import OrderRepository
-from kombo_sync.state.outbox import OutboxEntry, ResultOutbox, hash_payload
+from kombo_sync.state.outbox import OutboxEntry, ResultOutbox
 from kombo_sync.state.store import StateStore
+from kombo_sync.writeback.mapping import payload_hash
 
 INTEGRATION = "lever:abc"
 LIMIT = 100
@@ -60,7 +61,7 @@ def record_orders(store: StateStore, *ids: str) -> None:
 
 def dead_letter(store: StateStore, order_id: str, code: str = "INVALID_INPUT", message: str = "bad") -> str:
     payload = {"status": "COMPLETED", "score": 1, "order": order_id}
-    digest = hash_payload(payload)
+    digest = payload_hash(payload)
     outbox = ResultOutbox(store)
     outbox.enqueue([OutboxEntry(order_id, INTEGRATION, digest, payload, None)])
     assert outbox.mark_dead(order_id, digest, code, message, f"https://app.kombo.dev/logs/{order_id}")

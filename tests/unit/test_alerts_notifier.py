@@ -16,7 +16,7 @@ from kombo_sync.alerts.channels import (
     build_channels,
 )
 from kombo_sync.alerts.ledger import AlertLedger
-from kombo_sync.alerts.messages import KINDS, Alert, id_list, safe_code, scrub
+from kombo_sync.alerts.messages import KINDS, Alert, safe_code, scrub
 from kombo_sync.alerts.notifier import KomboAlertNotifier, failed_run_alert
 from kombo_sync.settings import DEFAULT_CONFIG_PATH, AlertKinds, PipelineSettings, load_settings
 from kombo_sync.state.migrations import SCRIPT_LOCATION
@@ -155,7 +155,6 @@ def test_scrub_and_codes() -> None:
     assert scrub("to jane.doe+x@example.co.uk now") == "to [redacted] now"
     assert safe_code("INTEGRATION_INACTIVE") == "INTEGRATION_INACTIVE"
     assert safe_code("not a code") is None and safe_code("a@b.com") is None
-    assert id_list(["a", "b", "c"], 2) == "a, b and 1 more"
 
 
 def test_webhook_payload_is_slack_compatible() -> None:

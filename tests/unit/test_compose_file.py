@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from kombo_sync.deploy.bootstrap import GENERATE_PLACEHOLDER, init_env
-from kombo_sync.deploy.compose import ComposeError, ComposeFile, documented_keys, read_env_file
+from tests.support.compose import ComposeError, ComposeFile, documented_keys, read_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"

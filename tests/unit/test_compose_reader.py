@@ -11,7 +11,7 @@ import pytest
 
 from kombo_sync.deploy import bootstrap
 from kombo_sync.deploy.__main__ import main as deploy_main
-from kombo_sync.deploy.compose import (
+from tests.support.compose import (
     ComposeError,
     ComposeFile,
     interpolate,

@@ -24,15 +24,10 @@ def recording_transport(response: httpx.Response):
     return httpx.MockTransport(handler), requests
 
 
-def test_hook_attributes_and_ui_fields():
+def test_hook_attributes():
     assert KomboHook.conn_name_attr == "kombo_conn_id"
     assert KomboHook.default_conn_name == "kombo_default"
     assert (KomboHook.conn_type, KomboHook.hook_name) == ("http", "Kombo")
-    behaviour = KomboHook.get_ui_field_behaviour()
-    assert behaviour["relabeling"]["host"] == "Kombo base URL"
-    assert behaviour["relabeling"]["password"] == "API key"
-    assert "login" in behaviour["hidden_fields"]
-    assert json.loads(behaviour["placeholders"]["extra"])["max_in_flight_per_integration"] == 30
 
 
 def test_client_is_built_from_the_connection(monkeypatch):

@@ -36,9 +36,9 @@ from kombo_sync.kombo.models import (
     format_kombo_datetime,
     parse_webhook_data,
 )
-from kombo_sync.webhooks.testing import KOMBO_EXAMPLES
+from tests.support.webhooks import KOMBO_EXAMPLES
 
-# Kombo's own webhook examples (from openapi-assessment.json), kept once in kombo_sync.webhooks.testing.
+# Kombo's own webhook examples (from openapi-assessment.json), kept once in tests.support.webhooks.
 WEBHOOK_EXAMPLES = copy.deepcopy(KOMBO_EXAMPLES)
 ORDER_DATA = WEBHOOK_EXAMPLES["assessment:order-received"]["data"]
 END_USER = WEBHOOK_EXAMPLES["integration-created"]["data"]["end_user"]

@@ -11,7 +11,7 @@ from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.store import StateStore
 from kombo_sync.webhooks.app import create_app
 from kombo_sync.webhooks.handlers import WebhookDeps
-from kombo_sync.webhooks.testing import order_event, signed
+from tests.support.webhooks import order_event, signed
 
 SECRET = "whsec_app"
 

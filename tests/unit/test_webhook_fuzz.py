@@ -19,7 +19,7 @@ from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.store import StateStore
 from kombo_sync.webhooks.handlers import WebhookDeps, handle_webhook
-from kombo_sync.webhooks.testing import KOMBO_EXAMPLES, encode, integration_event, order_event
+from tests.support.webhooks import KOMBO_EXAMPLES, encode, integration_event, order_event
 
 SECRET = "whsec_fuzz"
 ALLOWED = {200, 400, 401, 413, 415, 422}

@@ -18,7 +18,7 @@ from kombo_sync.state.schema import orders, webhook_events
 from kombo_sync.state.store import StateStore
 from kombo_sync.wakeups import consume_wakeups, pending_wakeups
 from kombo_sync.webhooks.handlers import WebhookDeps, WebhookResponse, handle_webhook
-from kombo_sync.webhooks.testing import KOMBO_EXAMPLES, integration_event, order_event, signed
+from tests.support.webhooks import KOMBO_EXAMPLES, integration_event, order_event, signed
 
 SECRET = "whsec_unit_secret"
 INTEGRATION = "workday:CBNMt7dSNCzBdnRTx87dev4E"

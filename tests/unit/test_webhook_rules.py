@@ -12,7 +12,7 @@ from kombo_sync.state.store import StateStore
 from kombo_sync.wakeups import consume_wakeups, pending_wakeups
 from kombo_sync.webhooks.handlers import WebhookDeps, handle_webhook
 from kombo_sync.webhooks.rules import RuleContext, load_rule
-from kombo_sync.webhooks.testing import order_event, signed
+from tests.support.webhooks import order_event, signed
 
 SECRET = "whsec_rules"
 INTEGRATION = "greenhouse:rules"

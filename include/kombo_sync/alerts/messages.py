@@ -8,7 +8,7 @@ before a message leaves the process.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,13 +37,6 @@ def safe_code(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text if _CODE.match(text) else None
-
-
-def id_list(ids: Sequence[str], limit: int) -> str:
-    """`a, b, c` or `a, b and 12 more`."""
-    shown = ", ".join(ids[:limit])
-    rest = len(ids) - limit
-    return f"{shown} and {rest} more" if rest > 0 else shown
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:

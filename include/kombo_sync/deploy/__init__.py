@@ -1,4 +1,4 @@
-"""Deployment helpers: the compose-file reader, one-off init steps, and local process runs of the compose file.
+"""Deployment helpers: the one-off init steps of a deployment (`bootstrap`).
 
 `python -m kombo_sync.deploy --help` lists the init steps that `docker-compose.yaml`'s `airflow-init` runs.
 """

@@ -25,7 +25,7 @@ from kombo_sync.connections import normalize_url
 log = logging.getLogger(__name__)
 
 GENERATE_PLACEHOLDER = "generate-me"
-_DB_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}$")
+DATABASE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}$")
 
 
 def ensure_database(url: str, *, maintenance_db: str = "postgres") -> bool:
@@ -39,7 +39,7 @@ def ensure_database(url: str, *, maintenance_db: str = "postgres") -> bool:
     if backend != "postgresql":
         raise ValueError(f"cannot create a {backend} database; create it by hand")
     name = parsed.database or ""
-    if not _DB_NAME.match(name):
+    if not DATABASE_NAME.match(name):
         raise ValueError(f"refusing to create a database named {name!r}")
     engine = sa.create_engine(
         parsed.set(database=maintenance_db), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
@@ -61,22 +61,6 @@ def ensure_database(url: str, *, maintenance_db: str = "postgres") -> bool:
                 return False
             log.info("created database %s on %s", name, parsed.host)
             return True
-    finally:
-        engine.dispose()
-
-
-def drop_database(url: str, *, maintenance_db: str = "postgres") -> None:
-    """Drop a PostgreSQL database if it exists, closing its other sessions first (tests and benchmarks)."""
-    parsed = make_url(normalize_url(url))
-    name = parsed.database or ""
-    if parsed.get_backend_name() != "postgresql" or not _DB_NAME.match(name):
-        raise ValueError(f"refusing to drop {name!r}")
-    engine = sa.create_engine(
-        parsed.set(database=maintenance_db), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
-    )
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         engine.dispose()
 

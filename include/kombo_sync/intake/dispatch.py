@@ -1,6 +1,6 @@
 """Step 2 of the intake: send every recorded order's candidate exactly one invitation.
 
-Exactly once, step by step (DESIGN decision 3):
+Exactly once, step by step (docs/intake.md, section 5):
 
 1. **claim**: a batch of due orders is taken by compare-and-set with a lease (`claim_orders_for_invite`);
    two workers never hold the same order, and a dead worker's orders come back when its lease expires.

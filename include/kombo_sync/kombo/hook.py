@@ -8,7 +8,6 @@ arrive as strings and are converted here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -85,31 +84,6 @@ class KomboHook(BaseHook):
         self.kombo_conn_id = kombo_conn_id
         self._client_overrides = client_overrides
         self._client: KomboClient | None = None
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["login", "port"],
-            "relabeling": {
-                "host": "Kombo base URL",
-                "password": "API key",
-                "schema": "URL scheme (https when empty)",
-            },
-            "placeholders": {
-                "host": DEFAULT_BASE_URL,
-                "password": "Kombo API key (dashboard > Secrets)",
-                "extra": json.dumps(
-                    {
-                        "timeout": 30,
-                        "max_retries": 6,
-                        "backoff_base": 0.5,
-                        "backoff_cap": 30,
-                        "rate_limit_per_second": None,
-                        "max_in_flight_per_integration": 30,
-                    }
-                ),
-            },
-        }
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
         """KomboClient keyword arguments for the connection (looks the connection up; no network)."""

@@ -1,4 +1,5 @@
-"""Pydantic models of Kombo's ATS-Assessment API requests, responses and webhooks (shared/kombo/API.md).
+"""Pydantic models of Kombo's ATS-Assessment API requests, responses and webhooks
+(docs/kombo/openapi-assessment.json).
 
 Every model accepts unknown keys (``extra="allow"``) and enum-like fields are plain ``str`` with the known
 values exported as frozensets, so Kombo adding a field or an enum value does not stop the pipeline. Keys that

@@ -11,7 +11,6 @@ from typing import Any
 _EXPORTS = {
     "StateStore": "kombo_sync.state.store",
     "resolve_state_url": "kombo_sync.state.store",
-    "state_store_from_airflow": "kombo_sync.state.store",
     "OrderRepository": "kombo_sync.state.orders",
     "IntegrationRepository": "kombo_sync.state.integrations",
     "ResultOutbox": "kombo_sync.state.outbox",

@@ -68,11 +68,6 @@ def _held_or_received(owner: str | None) -> sa.ColumnElement[bool]:
     return sa.or_(orders.c.state == RECEIVED, orders.c.lease_owner == owner)
 
 
-def is_allowed(source: str, target: str) -> bool:
-    """Whether the state machine has an edge `source -> target`."""
-    return (source, target) in ALLOWED_TRANSITIONS
-
-
 class OrderNotFound(LookupError):
     def __init__(self, order_id: str) -> None:
         super().__init__(f"order {order_id} is not in the state store")

@@ -13,8 +13,6 @@ compares what Kombo shows with these versions only.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -86,12 +84,6 @@ class OutboxVersion(NamedTuple):
     def may_be_at_kombo(self) -> bool:
         """Delivered, possibly applied by an attempt without an answer, or in a send whose end is unknown."""
         return self.maybe_applied or self.state in (SENT, SENDING)
-
-
-def hash_payload(payload: Mapping[str, Any]) -> str:
-    """SHA-256 of the payload's canonical JSON (sorted keys, no spaces): equal results, equal hash."""
-    canonical = json.dumps(to_jsonable(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _item(row: Mapping[Any, Any]) -> OutboxItem:

@@ -151,20 +151,6 @@ def _announce(line: str) -> None:
     log.info("%s", line)
 
 
-_stores: dict[str, StateStore] = {}
-_stores_lock = threading.Lock()
-
-
-def state_store_from_airflow(conn_id: str = STATE_CONNECTION_ID) -> StateStore:
-    """The process-wide `StateStore` for `resolve_state_url(conn_id)` (one engine per URL and process)."""
-    url = resolve_state_url(conn_id)
-    with _stores_lock:
-        store = _stores.get(url)
-        if store is None:
-            store = _stores[url] = StateStore(url)
-        return store
-
-
 # (pid, url) pairs already at head in this process; migrations are checked once per process and URL.
 _migrated: set[tuple[int, str]] = set()
 _migrated_lock = threading.Lock()

@@ -43,7 +43,6 @@ from kombo_sync.intake.claims import write_gate
 from kombo_sync.kombo.models import (
     ORDER_STATUS_OPEN,
     WEBHOOK_ASSESSMENT_ORDER_RECEIVED,
-    WEBHOOK_DATA_MODELS,
     WEBHOOK_INLINE_ASSESSMENT_ORDER_RECEIVED,
     WEBHOOK_INTEGRATION_CREATED,
     WEBHOOK_INTEGRATION_DELETED,
@@ -54,6 +53,7 @@ from kombo_sync.kombo.models import (
     KomboModel,
     OrderReceivedData,
     WebhookEnvelope,
+    parse_webhook_data,
 )
 from kombo_sync.kombo.signatures import SIGNATURE_HEADER, verify
 from kombo_sync.serving import published_package_ids
@@ -275,13 +275,12 @@ def parse_event(raw_body: bytes) -> tuple[WebhookEnvelope, KomboModel | None] | 
     too_long = _too_long(payload, (("id", 255), ("type", 100)), prefix="")
     if too_long is not None:
         return too_long
-    model = WEBHOOK_DATA_MODELS.get(envelope.type)
-    if model is None:
-        return envelope, None
     try:
-        data = model.model_validate(envelope.data)
+        data = parse_webhook_data(envelope)
     except ValidationError as exc:
         return _schema_error(exc, prefix="data.")
+    if data is None:
+        return envelope, None
     too_long = _too_long(envelope.data, _FIELD_LIMITS.get(envelope.type, ()), prefix="data.")
     if too_long is not None:
         return too_long

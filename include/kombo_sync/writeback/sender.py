@@ -579,18 +579,3 @@ class ResultSender:
                 outcome.message,
                 outcome.log_url,
             )
-
-
-def send_results(
-    store: StateStore,
-    client: KomboClient,
-    settings: WritebackSettings,
-    *,
-    owner: str | None = None,
-    integration_ids: Iterable[str] | None = None,
-    max_seconds: float | None = None,
-) -> dict[str, Any]:
-    """Drain the due part of the outbox once; returns the sender's summary."""
-    return ResultSender(store, client, settings, owner=owner).run(
-        integration_ids=integration_ids, max_seconds=max_seconds
-    )

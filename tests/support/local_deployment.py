@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
+from kombo_sync.connections import normalize_url
 from kombo_sync.deploy import bootstrap
-from kombo_sync.deploy.compose import ComposeFile, ProcessSpec, read_env_file
+from tests.support.compose import ComposeFile, ProcessSpec, read_env_file
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_HOME = "/usr/local/airflow"
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 
@@ -233,7 +236,7 @@ class LocalCeleryDeployment:
     def drop_databases(self) -> None:
         for url in (self.metadata_url, self.state_url):
             with contextlib.suppress(Exception):
-                bootstrap.drop_database(url)
+                drop_database(url)
         with contextlib.suppress(Exception):
             self.flush_redis()
 
@@ -424,6 +427,22 @@ def database_connection_json(url: str) -> str:
     if url.startswith("sqlite:///"):
         return connection_json("sqlite", host=url[len("sqlite:///") :])
     return connection_json("generic", extra={"sqlalchemy_url": url})
+
+
+def drop_database(url: str, *, maintenance_db: str = "postgres") -> None:
+    """Drop a PostgreSQL database if it exists, closing its other sessions first."""
+    parsed = make_url(normalize_url(url))
+    name = parsed.database or ""
+    if parsed.get_backend_name() != "postgresql" or not bootstrap.DATABASE_NAME.match(name):
+        raise ValueError(f"refusing to drop {name!r}")
+    engine = sa.create_engine(
+        parsed.set(database=maintenance_db), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        engine.dispose()
 
 
 def parse_api_time(value: str) -> datetime:

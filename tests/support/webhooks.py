@@ -24,7 +24,7 @@ import httpx
 
 from kombo_sync.kombo.signatures import SIGNATURE_HEADER, sign
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
 _END_USER: dict[str, Any] = {
