@@ -68,19 +68,19 @@ default_args = {
 def kombo_order_intake() -> None:
     @task(pool="kombo_api")
     def poll(**context):  # type: ignore[no-untyped-def]
-        from kombo_sync.intake.jobs import poll_task
+        from kombo_sync.intake.tasks import poll_task
 
         return poll_task(context)
 
     @task(pool="kombo_api", trigger_rule="all_done")
     def dispatch(**context):  # type: ignore[no-untyped-def]
-        from kombo_sync.intake.jobs import dispatch_task
+        from kombo_sync.intake.tasks import dispatch_task
 
         return dispatch_task(context)
 
     @task(trigger_rule="all_done")
     def report(poll_summary, dispatch_summary):  # type: ignore[no-untyped-def]
-        from kombo_sync.intake.jobs import report_task
+        from kombo_sync.intake.tasks import report_task
 
         return report_task(poll_summary, dispatch_summary)
 

@@ -65,20 +65,20 @@ default_args = {
 def kombo_result_writeback() -> None:
     @task
     def read_results(**context):  # type: ignore[no-untyped-def]
-        from kombo_sync.writeback.job import read_task
+        from kombo_sync.writeback.tasks import read_task
 
         return read_task(context)
 
     # all_done: results queued by earlier runs are still sent when this run's read failed.
     @task(pool="kombo_api", trigger_rule="all_done")
     def send_results(**context):  # type: ignore[no-untyped-def]
-        from kombo_sync.writeback.job import send_task
+        from kombo_sync.writeback.tasks import send_task
 
         return send_task(context)
 
     @task(trigger_rule="all_done")
     def report(read_summary, send_summary):  # type: ignore[no-untyped-def]
-        from kombo_sync.writeback.job import report_task
+        from kombo_sync.writeback.tasks import report_task
 
         return report_task(read_summary, send_summary)
 

@@ -58,7 +58,7 @@ def test_a_deliberate_failure_is_final_and_names_the_step():
     max_active_runs=1), and its message names the step that failed and what to do."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from kombo_sync.intake.jobs import report_task
+    from kombo_sync.intake.tasks import report_task
 
     cases = [
         (None, {"invited": 1}, "poll: the task failed"),

@@ -18,7 +18,7 @@ from airflow.sdk import DAG
 
 from kombo_sync.alerts import KomboAlertNotifier, check_and_alert
 from kombo_sync.alerts.ledger import AlertLedger
-from kombo_sync.intake.jobs import POLL_JOB
+from kombo_sync.intake.tasks import POLL_JOB
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.audit import Quarantine, RunAudit
 from kombo_sync.state.orders import OrderRepository

@@ -71,13 +71,13 @@ from airflow.sdk import dag, task
 def scaleout_concurrent_dispatch():
     @task(queue="worker1", pool="kombo_api")
     def dispatch_on_worker1(**context):
-        from kombo_sync.intake.jobs import dispatch_task
+        from kombo_sync.intake.tasks import dispatch_task
 
         return dispatch_task(context)
 
     @task(queue="worker2", pool="kombo_api")
     def dispatch_on_worker2(**context):
-        from kombo_sync.intake.jobs import dispatch_task
+        from kombo_sync.intake.tasks import dispatch_task
 
         return dispatch_task(context)
 

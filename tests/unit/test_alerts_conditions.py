@@ -18,7 +18,7 @@ from kombo_sync.alerts.conditions import (
 from kombo_sync.alerts.ledger import AlertLedger
 from kombo_sync.alerts.messages import Alert
 from kombo_sync.catalog.job import JOB as CATALOG_JOB
-from kombo_sync.intake.jobs import POLL_JOB
+from kombo_sync.intake.tasks import POLL_JOB
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.audit import Quarantine, RunAudit
 from kombo_sync.state.orders import OrderRepository

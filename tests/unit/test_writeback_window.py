@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from kombo_sync.runs import as_utc, run_info
 from kombo_sync.settings import load_settings
-from kombo_sync.writeback.job import _params
 from kombo_sync.writeback.source import load_results_sql, read_result_chunks
+from kombo_sync.writeback.tasks import _params
 from kombo_sync.writeback.window import writeback_window
 
 NOW = datetime(2026, 1, 5, 12, 3, tzinfo=UTC)

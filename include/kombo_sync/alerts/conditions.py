@@ -166,7 +166,7 @@ def _catalog_observation(summary: Any) -> _Observation | None:
 
 def _failing_jobs() -> dict[str, Callable[[Any], _Observation | None]]:
     from kombo_sync.catalog.job import JOB as CATALOG_JOB
-    from kombo_sync.intake.jobs import POLL_JOB
+    from kombo_sync.intake.tasks import POLL_JOB
 
     return {POLL_JOB: _poll_observation, CATALOG_JOB: _catalog_observation}
 
