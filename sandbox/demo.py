@@ -872,14 +872,20 @@ class TrialApi:
         self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Retries what SQLite's single writer makes fail now and then (5xx)."""
+        """Retries what SQLite's single writer (5xx) or an api-server restart (no connection) makes fail."""
+        failure = ""
         for attempt in range(10):
-            response = self.http.request(method, path, **kwargs)
-            if response.status_code < 500:
-                response.raise_for_status()
-                return response.json()
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 500:
+                    response.raise_for_status()
+                    return response.json()
+                failure = f"{response.status_code} {response.text[:300]}"
             time.sleep(1 + attempt)
-        raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
+        raise RuntimeError(f"{method} {path}: {failure}")
 
     def close(self) -> None:
         self.http.close()
@@ -1093,7 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
             return up(home, args.finish_after) if args.up else demo(home)
     except Stop:
         return 0
-    except RuntimeError as exc:
+    except (RuntimeError, httpx.HTTPError, subprocess.CalledProcessError) as exc:
         say(f"error: {exc}")
         return 1
 
