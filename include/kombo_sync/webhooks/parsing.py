@@ -1,0 +1,155 @@
+"""The event's body: JSON that any database can store, the envelope and its type's data validated (else a 400)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from kombo_sync.kombo.models import (
+    WEBHOOK_ASSESSMENT_ORDER_RECEIVED,
+    WEBHOOK_INLINE_ASSESSMENT_ORDER_RECEIVED,
+    WEBHOOK_INTEGRATION_CREATED,
+    WEBHOOK_INTEGRATION_DELETED,
+    WEBHOOK_INTEGRATION_STATE_CHANGED,
+    KomboModel,
+    WebhookEnvelope,
+    parse_webhook_data,
+)
+from kombo_sync.webhooks.responses import WebhookResponse, error_response
+
+MAX_JSON_DEPTH = 64
+MAX_FIELD_ERRORS = 10
+
+# Widths of the state store columns the event's values land in; longer values are a 400, not a DB error.
+_FIELD_LIMITS: dict[str, tuple[tuple[str, int], ...]] = {
+    WEBHOOK_ASSESSMENT_ORDER_RECEIVED: (("id", 255), ("integration_id", 255), ("package_id", 255)),
+    WEBHOOK_INLINE_ASSESSMENT_ORDER_RECEIVED: (("id", 255), ("integration_id", 255), ("package_id", 255)),
+    WEBHOOK_INTEGRATION_CREATED: (("id", 255), ("tool", 100), ("category", 32), ("end_user.origin_id", 255)),
+    WEBHOOK_INTEGRATION_DELETED: (("id", 255), ("tool", 100), ("category", 32), ("end_user.origin_id", 255)),
+    WEBHOOK_INTEGRATION_STATE_CHANGED: (
+        ("integration_id", 255),
+        ("integration_tool", 100),
+        ("integration_category", 32),
+        ("end_user.origin_id", 255),
+        ("qa_status", 32),
+        ("setup_status", 32),
+        ("state", 32),
+    ),
+}
+
+
+class _BadJson(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _BadJson("a number is too large")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise _BadJson(f"{name} is not valid JSON")
+
+
+def parse_event(raw_body: bytes) -> tuple[WebhookEnvelope, KomboModel | None] | WebhookResponse:
+    """Parse and validate the envelope and the data of its type; a 400 `WebhookResponse` when invalid."""
+    try:
+        text = raw_body.decode("utf-8")
+        payload = json.loads(text, parse_float=_finite_float, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = str(exc) if isinstance(exc, _BadJson) else "the body is not valid UTF-8 JSON"
+        return error_response(400, "INVALID_JSON", f"Invalid JSON: {reason}.")
+    if not isinstance(payload, dict):
+        return error_response(400, "INVALID_EVENT", "The body must be a JSON object.", fields=["$"])
+    problem = _unstorable_value(payload)
+    if problem is not None:
+        path, reason = problem
+        return error_response(400, "INVALID_EVENT", f"{path or '$'}: {reason}", fields=[path or "$"])
+    try:
+        envelope = WebhookEnvelope.model_validate(payload)
+    except ValidationError as exc:
+        return _schema_error(exc, prefix="")
+    too_long = _too_long(payload, (("id", 255), ("type", 100)), prefix="")
+    if too_long is not None:
+        return too_long
+    try:
+        data = parse_webhook_data(envelope)
+    except ValidationError as exc:
+        return _schema_error(exc, prefix="data.")
+    if data is None:
+        return envelope, None
+    too_long = _too_long(envelope.data, _FIELD_LIMITS.get(envelope.type, ()), prefix="data.")
+    if too_long is not None:
+        return too_long
+    return envelope, data
+
+
+def _schema_error(exc: ValidationError, *, prefix: str) -> WebhookResponse:
+    problems: list[str] = []
+    paths: list[str] = []
+    # The input values are left out on purpose: they may be a candidate's personal data.
+    for error in exc.errors(include_input=False, include_url=False)[:MAX_FIELD_ERRORS]:
+        path = prefix + ".".join(str(part) for part in error["loc"]) if error["loc"] else prefix.rstrip(".")
+        path = path or "$"
+        paths.append(path)
+        problems.append(f"{path}: {error['msg']}")
+    more = exc.error_count() - len(problems)
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return error_response(
+        400, "INVALID_EVENT", "Invalid event: " + "; ".join(problems) + suffix, fields=paths
+    )
+
+
+def _too_long(
+    values: Mapping[str, Any], limits: Sequence[tuple[str, int]], *, prefix: str
+) -> WebhookResponse | None:
+    for path, limit in limits:
+        value: Any = values
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if isinstance(value, str) and len(value) > limit:
+            name = prefix + path
+            return error_response(
+                400, "INVALID_EVENT", f"{name}: longer than {limit} characters", fields=[name]
+            )
+    return None
+
+
+def _unstorable_value(payload: Any) -> tuple[str, str] | None:
+    """The first value no database could store (NUL, lone surrogates, absurd nesting), as (path, reason)."""
+    stack: list[tuple[Any, str, int]] = [(payload, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return path, f"nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(value, str):
+            reason = _bad_text(value)
+            if reason:
+                return path, reason
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                reason = _bad_text(key)
+                child = f"{path}.{key}" if path else str(key)
+                if reason:
+                    return (path or "$"), f"a key {reason}"
+                stack.append((item, child, depth + 1))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                stack.append((item, f"{path}.{index}" if path else str(index), depth + 1))
+    return None
+
+
+def _bad_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains an unpaired surrogate"
+    return None

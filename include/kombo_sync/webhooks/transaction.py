@@ -1,0 +1,149 @@
+"""One event, exactly once: record it, decide and store the answer in one transaction (SQLite: through this
+process's write gate); a redelivery gets the stored answer, or 409 while the first is still being processed.
+The wake-ups the event asks for are requested once it is committed; the inline flow's invitation runs after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Connection
+
+from kombo_sync.intake.claims import write_gate
+from kombo_sync.kombo.models import (
+    IntegrationCreatedData,
+    IntegrationStateChangedData,
+    KomboModel,
+    OrderReceivedData,
+    WebhookEnvelope,
+)
+from kombo_sync.settings import PipelineSettings
+from kombo_sync.state.events import WebhookEvent, WebhookEventLog
+from kombo_sync.state.store import StateStore
+from kombo_sync.wakeups import request_wakeup, request_wakeup_in_transaction
+from kombo_sync.webhooks.responses import WebhookResponse, error_response
+
+if TYPE_CHECKING:
+    from kombo_sync.webhooks.deps import WebhookDeps
+
+log = logging.getLogger(__name__)
+
+
+class EventWork:
+    """One event's transaction: its connection, and the wake-ups to request once it is committed."""
+
+    def __init__(self, store: StateStore, conn: Connection) -> None:
+        self.store = store
+        self.conn = conn
+        self._after_commit: list[str] = []
+
+    def wake(self, topic: str) -> None:
+        """Wake the watcher of `topic` so that the run it starts sees this transaction's data."""
+        if self.store.dialect == "sqlite":
+            # We hold the write lock: a request seen pending here is consumed after our commit.
+            request_wakeup_in_transaction(self.store, self.conn, topic)
+        elif topic not in self._after_commit:
+            # PostgreSQL: a read after the commit (and a write only when none is pending) keeps concurrent
+            # webhooks from queueing on the topic's row lock until each of them commits.
+            self._after_commit.append(topic)
+
+    def committed(self) -> None:
+        for topic in self._after_commit:
+            request_wakeup(self.store, topic)
+
+
+@dataclass(frozen=True)
+class InlineInvitation:
+    """The inline flow's invitation, created after the event's transaction committed: it may take seconds,
+    and the intake's transactions that create it must see the order."""
+
+    order: OrderReceivedData
+
+
+def _write_gate(store: StateStore) -> AbstractContextManager[Any]:
+    # SQLite has one writer at a time: threads of this process queue on a Python lock (woken at once) rather
+    # than in SQLite's busy handler (sleeps of growing length). The intake's gate: one queue per process.
+    if getattr(store, "dialect", None) != "sqlite":
+        return nullcontext()
+    return write_gate(store)
+
+
+Dispatch = Callable[
+    [WebhookEnvelope, KomboModel | None, "WebhookDeps", PipelineSettings, "EventWork"],
+    "WebhookResponse | InlineInvitation",
+]
+InlineInvite = Callable[[OrderReceivedData, "WebhookDeps", PipelineSettings, StateStore], WebhookResponse]
+
+
+def deduplicated(
+    envelope: WebhookEnvelope,
+    data: KomboModel | None,
+    deps: WebhookDeps,
+    settings: PipelineSettings,
+    *,
+    dispatch: Dispatch,
+    inline_invite: InlineInvite,
+) -> WebhookResponse:
+    """Record the event, decide and store the answer in one transaction (the inline flow's invitation, which
+    calls out, runs after it). A concurrent delivery of the same event waits for that transaction at the
+    event's insert and then gets the stored answer. `dispatch` decides the answer inside the transaction;
+    `inline_invite` creates the inline flow's invitation after it."""
+    store = deps.store
+    events = WebhookEventLog(store)
+    integration_id, order_id = _subject(data)
+    with _write_gate(store), store.transaction() as conn:
+        work = EventWork(store, conn)
+        event = events.record_or_get(envelope.id, envelope.type, integration_id, order_id, conn=conn)
+        if not event.created:
+            stored = _stored_answer(event, envelope, store, deps)
+            if stored is not None:
+                return stored
+        outcome = dispatch(envelope, data, deps, settings, work)
+        if isinstance(outcome, WebhookResponse):
+            events.store_response(envelope.id, outcome.status_code, outcome.body, conn=conn)
+    work.committed()
+    if isinstance(outcome, WebhookResponse):
+        return outcome
+    # The event is committed unanswered: a redelivery meanwhile gets 409 (in progress).
+    response = inline_invite(outcome.order, deps, settings, store)
+    with _write_gate(store):
+        events.store_response(envelope.id, response.status_code, response.body)
+    return response
+
+
+def _stored_answer(
+    event: WebhookEvent, envelope: WebhookEnvelope, store: StateStore, deps: WebhookDeps
+) -> WebhookResponse | None:
+    """The answer to a redelivery, or None when the event must be processed again."""
+    # A stored 5xx was a server fault (the inline invitation failed): the redelivery gets another chance.
+    if event.answered and int(event.response_status or 0) < 500:
+        log.info(
+            "webhook event %s (%s): redelivery, stored answer %s",
+            envelope.id,
+            envelope.type,
+            event.response_status,
+        )
+        body = event.response_body if isinstance(event.response_body, dict) else {}
+        return WebhookResponse(int(event.response_status or 200), body)
+    age = store.now() - event.received_at
+    if not event.answered and age < timedelta(seconds=deps.in_progress_seconds):
+        return error_response(
+            409, "EVENT_IN_PROGRESS", "This event is being processed; deliver it again later."
+        )
+    log.info("webhook event %s: processing again (first answer: %s)", envelope.id, event.response_status)
+    return None
+
+
+def _subject(data: KomboModel | None) -> tuple[str | None, str | None]:
+    if isinstance(data, OrderReceivedData):
+        return data.integration_id, data.id
+    if isinstance(data, IntegrationCreatedData):
+        return data.id, None
+    if isinstance(data, IntegrationStateChangedData):
+        return data.integration_id, None
+    return None, None
