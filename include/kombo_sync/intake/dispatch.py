@@ -15,6 +15,10 @@ Exactly once, step by step (docs/intake.md, section 5):
 Failures: a retriable channel error puts the order back with `next_attempt_at` (exponential backoff); after
 `max_attempts` it becomes `failed` with the reason. A permanent error (malformed e-mail, 4xx) fails that order
 only. ``on_step(step, order_id)`` is called after each step (used by the crash tests).
+
+The webhook's inline flow (`invite_order_now`) is a one-order dispatch: it claims its order, then
+`Dispatcher.dispatch_one` builds the request and sends through `Dispatcher.deliver`, the one send step (send,
+error classification, attempt counting, failure rules, commit) that the batch's `Dispatcher.send` uses too.
 """
 
 from __future__ import annotations
@@ -302,28 +306,44 @@ class Dispatcher:
         return plans
 
     def send(self, plan: _Plan) -> InvitationResult | None:
+        """The batch's send: `deliver`, with a failure already applied to the order and counted."""
+        try:
+            return self.deliver(plan)
+        except InvitationError:
+            return None
+
+    def deliver(self, plan: _Plan) -> InvitationResult:
+        """The one send step of every dispatch (a batch's orders and the inline flow's one order): send through
+        the channel with the Kombo order id as idempotency key, then commit with the lease as fence.
+
+        A failure is applied to the order before it is raised as an `InvitationError`: a permanent error fails
+        it; a retriable or unexpected one counts the attempt and puts it back with backoff, or fails it after
+        `intake.max_attempts`; a lease too short to send in puts it back without counting an attempt.
+        """
         claim = plan.claim
         margin = timedelta(seconds=self.intake.lease_seconds * 0.25)
         if self.clock() >= claim.lease_expires_at - margin:
             # Sending now could outlive the lease and race a worker that re-claims the order.
-            self.retry_later(claim, "lease ran short before sending", count_attempt=False)
+            reason = "lease ran short before sending"
+            self.retry_later(claim, reason, count_attempt=False)
             self.counters.add("deferred")
-            return None
+            raise RetriableInvitationError(reason, channel=plan.channel)
         try:
             inviter: Inviter = self.inviters.get(plan.channel)
             result = inviter.send(plan.request, claim.order_id)
         except PermanentInvitationError as exc:
             self.fail(claim, str(exc))
-            return None
+            raise
         except RetriableInvitationError as exc:
             self.counters.add("channel_errors")
             self.retry_later(claim, str(exc))
-            return None
+            raise
         except Exception as exc:  # a bug or an unexpected channel answer: this order only
             log.exception("order %s: unexpected error from channel %s", claim.order_id, plan.channel)
+            reason = f"unexpected {type(exc).__name__} from channel {plan.channel}"
             self.counters.add("channel_errors")
-            self.retry_later(claim, f"unexpected {type(exc).__name__} from channel {plan.channel}")
-            return None
+            self.retry_later(claim, reason)
+            raise RetriableInvitationError(reason, channel=plan.channel) from exc
         self._step(STEP_SENT, claim.order_id)
         self._step(STEP_BEFORE_COMMIT, claim.order_id)
         committed = self.repo.mark_invited(
@@ -340,7 +360,23 @@ class Dispatcher:
             self.counters.add("invited")
         else:
             self.counters.add("lease_lost")
+            log.warning(
+                "order %s: invitation sent but the order changed meanwhile (lease lost)", claim.order_id
+            )
         return result
+
+    def dispatch_one(self, claim: ClaimedOrder, channel: str) -> InvitationResult:
+        """Dispatch one claimed order now through ``channel`` (the inline flow): the e-mail check, then the
+        same request and send step as a batch. No re-check with Kombo (the order has just arrived from it, and
+        the webhook's rules, the duplicate and package rules among them, decided it in the event's transaction).
+        Raises `InvitationError` with the order already failed or put back."""
+        self.counters.add("claimed")
+        self._step(STEP_CLAIMED, claim.order_id)
+        problem = email_problem(claim.candidate_email)
+        if problem is not None:
+            self.fail(claim, problem)
+            raise PermanentInvitationError(problem, channel=channel, code="BAD_ADDRESS")
+        return self.deliver(_Plan(claim, channel, self.request_for(claim, channel)))
 
     def run(
         self, integration_ids: Iterable[str] | None = None, *, max_orders: int | None = None
@@ -489,11 +525,14 @@ def invite_order_now(
     wait_seconds: float = 5.0,
     clock: Clock | None = None,
 ) -> InvitationResult:
-    """Invite one order synchronously (the webhook's inline flow): record it if new, claim it, send, commit.
+    """Invite one order synchronously (the webhook's inline flow): record it if new, claim it, then dispatch
+    it as a one-order `Dispatcher` run (`Dispatcher.dispatch_one`: the batch's request building, send step,
+    commit, attempt counting and failure rules).
 
     Idempotent: an order already invited returns its stored invitation. Raises RetriableInvitationError when
-    the channel failed or another worker is inviting the order right now (the webhook then answers an error
-    that keeps the order with Kombo), PermanentInvitationError when the order cannot be invited.
+    the channel failed (the order is put back with backoff, or failed after `intake.max_attempts`) or another
+    worker is inviting the order right now (the webhook then answers an error that keeps the order with Kombo),
+    PermanentInvitationError when the order cannot be invited.
     """
     payload = order.model_dump(mode="json", by_alias=True) if isinstance(order, Order) else dict(order)
     order_id = str(payload.get("id") or "")
@@ -523,49 +562,8 @@ def invite_order_now(
             raise RetriableInvitationError("another worker is inviting this order right now")
         time.sleep(0.1)
 
-    problem = email_problem(claim.candidate_email)
-    if problem is not None:
-        repo.mark_failed(order_id, problem, owner=owner)
-        raise PermanentInvitationError(problem, channel=inviter.channel, code="BAD_ADDRESS")
-    request = InvitationRequest(
-        order_id=claim.order_id,
-        integration_id=claim.integration_id,
-        package_id=claim.package_id,
-        candidate_email=claim.candidate_email or "",
-        candidate_first_name=claim.candidate_first_name,
-        candidate_last_name=claim.candidate_last_name,
-        candidate_remote_id=claim.candidate_remote_id,
-        application_remote_id=claim.application_remote_id,
-        job_remote_id=claim.job_remote_id,
-        job_name=claim.job_name,
-        package_name=intake.package_names.get(claim.package_id),
-        attempt=claim.attempts,
+    # A one-order dispatch through this inviter: the batch's request, send step, commit and failure rules.
+    dispatcher = Dispatcher(
+        store, None, Inviters(settings, {inviter.channel: inviter}), settings, owner=owner, clock=clock
     )
-    try:
-        result = inviter.send(request, order_id)
-    except InvitationError as exc:
-        if exc.retriable and claim.attempts < intake.max_attempts:
-            now = clock()
-            repo.release_with_error(
-                order_id, owner, str(exc), now + retry_delay(intake, claim.attempts), now=now
-            )
-        else:
-            repo.mark_failed(order_id, str(exc), owner=owner)
-        raise
-    except Exception as exc:
-        now = clock()
-        repo.release_with_error(order_id, owner, f"unexpected {type(exc).__name__}", now, now=now)
-        raise RetriableInvitationError(
-            f"unexpected {type(exc).__name__} from channel {inviter.channel}"
-        ) from exc
-    if not repo.mark_invited(
-        order_id,
-        owner,
-        invitation_id=result.external_id,
-        url=result.url,
-        channel=result.channel,
-        external_id=result.external_id,
-        now=clock(),
-    ):
-        log.warning("order %s: invitation sent but the order changed meanwhile (lease lost)", order_id)
-    return result
+    return dispatcher.dispatch_one(claim, inviter.channel)
