@@ -9,7 +9,8 @@ import pytest
 
 from tests.support.soak import SoakConfig, format_summary, run_soak
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.soak]
+# Setup (~1 min), the traffic, the drain (up to 7 min): far past the suite's default per-test timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.soak, pytest.mark.timeout(1800)]
 
 
 def test_scheduled_soak_keeps_every_invariant(tmp_path, pg_admin_url):
