@@ -46,6 +46,7 @@ BIN = Path(sys.executable).parent
 DAG_IDS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TRIAL_USER = "admin"
+TRIAL_CATALOG_SCHEDULE = "*/2 * * * *"
 TRIAL_SCHEDULE = "* * * * *"  # the trial's intake and write-back run every minute unless the environment says
 DEFAULT_FINISH_AFTER = 60.0
 
@@ -804,6 +805,9 @@ def trial_env(home: Path, api_port: int, password_file: Path) -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
             "KOMBO_INTAKE_SCHEDULE": os.environ.get("KOMBO_INTAKE_SCHEDULE") or TRIAL_SCHEDULE,
             "KOMBO_WRITEBACK_SCHEDULE": os.environ.get("KOMBO_WRITEBACK_SCHEDULE") or TRIAL_SCHEDULE,
+            # Nightly in production; in the trial every 2 minutes, so its scheduled runs show too (an unchanged
+            # catalog costs no call to Kombo).
+            "KOMBO_CATALOG_SCHEDULE": os.environ.get("KOMBO_CATALOG_SCHEDULE") or TRIAL_CATALOG_SCHEDULE,
         }
     )
     return env
@@ -813,7 +817,7 @@ def cli_line(env: dict[str, str]) -> str:
     """One line to paste into a shell so that `airflow ...` talks to the trial's metadata DB and DAGs."""
     keys = ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
             "AIRFLOW__CORE__LOAD_EXAMPLES", "KOMBO_SYNC_HOME", "KOMBO_INTAKE_SCHEDULE",
-            "KOMBO_WRITEBACK_SCHEDULE", "PYTHONPATH")  # fmt: skip
+            "KOMBO_WRITEBACK_SCHEDULE", "KOMBO_CATALOG_SCHEDULE", "PYTHONPATH")  # fmt: skip
     assignments = " ".join(f"{key}={shlex.quote(env[key])}" for key in keys)
     return f'export {assignments} PATH={shlex.quote(str(BIN))}:"$PATH"'
 
@@ -1016,7 +1020,7 @@ The local trial is up ({time.monotonic() - started:.0f} s after the api-server s
   Kombo sandbox http://127.0.0.1:{ports["kombo"]}/v1 (admin API /_sandbox, key {keys.api_key})
   Platform      http://127.0.0.1:{ports["platform"]} (admin API /_platform); SMTP mailbox {home / "mailbox"}
   Webhooks      {base_url}/kombo/webhooks, signed with this run's fresh secret (connection kombo_webhook)
-  Schedules     intake '{env["KOMBO_INTAKE_SCHEDULE"]}', write-back '{env["KOMBO_WRITEBACK_SCHEDULE"]}' (UTC cron)
+  Schedules     intake '{env["KOMBO_INTAKE_SCHEDULE"]}', write-back '{env["KOMBO_WRITEBACK_SCHEDULE"]}', catalog '{env["KOMBO_CATALOG_SCHEDULE"]}' (UTC cron)
   Candidates    finish {finish_after:.0f} s after their invitation (platform and e-mail), results flow back
   Processes     api-server, scheduler, dag-processor, triggerer: one that dies is restarted, and said here
   Logs          {home / "logs"}

@@ -156,14 +156,16 @@ def test_make_up_runs_the_pipeline_on_its_own_and_stops_cleanly(tmp_path: Path) 
         deadline = time.monotonic() + FLOW_TIMEOUT
         intake: list[dict[str, Any]] = []
         writeback: list[dict[str, Any]] = []
+        catalog: list[dict[str, Any]] = []
         written: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             started |= _tree(proc.pid)
             assert proc.poll() is None, _output(out)[-4000:]
             intake = scheduled_successes("kombo_order_intake")
             writeback = scheduled_successes("kombo_result_writeback")
+            catalog = scheduled_successes("kombo_package_sync")  # every 2 minutes in the trial
             written = [order for order in admin.list_orders() if order.get("result")]
-            if intake and writeback and written:
+            if intake and writeback and catalog and written:
                 break
             time.sleep(10)
         with sqlite3.connect(airflow_home / "airflow.db", timeout=30) as db:
@@ -175,6 +177,7 @@ def test_make_up_runs_the_pipeline_on_its_own_and_stops_cleanly(tmp_path: Path) 
         context = f"runs {runs}; output {_output(out)[-3000:]}; logs {logs}"
         assert intake, f"no scheduled kombo_order_intake run succeeded; {context}"
         assert writeback, f"no scheduled kombo_result_writeback run succeeded; {context}"
+        assert catalog, f"no scheduled kombo_package_sync run succeeded; {context}"
         assert written, f"no result reached the Kombo sandbox; {context}"
         # Nothing ran before the api-server answered, so no first try failed with `Connection refused`.
         assert not retried, f"tasks needed retries: {retried}; {context}"

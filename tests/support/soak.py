@@ -273,6 +273,7 @@ class Soak:
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                 "KOMBO_INTAKE_SCHEDULE": "* * * * *",
                 "KOMBO_WRITEBACK_SCHEDULE": "* * * * *",
+                "KOMBO_CATALOG_SCHEDULE": "*/2 * * * *",
             }
         )
         started = time.monotonic()
@@ -702,13 +703,17 @@ class Soak:
         """No scheduled run failed other than by an injected fault that a later scheduled run repaired."""
         broken: list[str] = []
         runs = [r for r in self.dag_runs() if r["run_type"] == "scheduled"]
-        for dag_id in ("kombo_order_intake", "kombo_result_writeback"):
+        for dag_id, at_least in (
+            ("kombo_order_intake", 3),
+            ("kombo_result_writeback", 3),
+            ("kombo_package_sync", 1),
+        ):
             mine = [r for r in runs if r["dag_id"] == dag_id]
             succeeded = [r for r in mine if r["state"] == "success"]
             failed = [r for r in mine if r["state"] == "failed"]
             self.timings[f"{dag_id}_scheduled_runs"] = len(mine)
             self.timings[f"{dag_id}_scheduled_failed"] = len(failed)
-            if len(succeeded) < 3:
+            if len(succeeded) < at_least:
                 broken.append(f"{dag_id}: only {len(succeeded)} scheduled runs succeeded")
             if mine and mine[-1]["state"] == "failed":
                 broken.append(f"{dag_id}: the last scheduled run failed ({mine[-1]['run_id']})")
