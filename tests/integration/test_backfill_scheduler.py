@@ -7,7 +7,6 @@ Slow (about a minute and a half): it starts Airflow's components as processes an
 The schedule is set to hourly for this test (`KOMBO_INTAKE_SCHEDULE`), so two hours are two runs.
 """
 
-# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 import json
@@ -27,13 +26,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from tests.integration.test_intake_helpers import (  # noqa: F401
+from tests.integration.intake_helpers import (
     FROM_EMAIL,
     new_order,
     order_states,
     platform_creations,
     register,
-    smtp_server,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
@@ -290,7 +288,7 @@ def test_ui_backfill_of_the_writeback_sends_each_past_result_once(
     """Results that landed in past hours (the scheduled runs missed them) are re-sent by a backfill over those
     hours, started as the UI does; a second backfill of the same range sends nothing."""
     from sandbox import warehouse
-    from tests.integration.test_intake_helpers import (
+    from tests.integration.intake_helpers import (
         inviters,
         kombo_client,
         make_settings,

@@ -1,7 +1,6 @@
 """Exactly one invitation per order under concurrency, on SQLite and PostgreSQL: overlapping intake runs, the
 webhook and the poll recording (and inviting) the same order at once, and a task that fails and is retried."""
 
-# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 import threading
@@ -12,7 +11,7 @@ import pytest
 
 from kombo_sync.intake import STEP_SENT, dispatch_invitations, invite_order_now, poll_orders
 from kombo_sync.state.orders import OrderRepository
-from tests.integration.test_intake_helpers import (  # noqa: F401 (fixture)
+from tests.integration.intake_helpers import (
     email_inviter,
     invitation_rows,
     inviters,
@@ -24,7 +23,6 @@ from tests.integration.test_intake_helpers import (  # noqa: F401 (fixture)
     platform_inviter,
     register,
     run_cycle,
-    smtp_server,
     window,
 )
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from kombo_sync.intake import poll_orders
 from kombo_sync.intake.window import KIND_INTERVAL, PollWindow
 from kombo_sync.state.coverage import Coverage, PollCoverage, merged
-from tests.integration.test_intake_helpers import (
+from tests.integration.intake_helpers import (
     kombo_client,
     make_settings,
     new_order,

@@ -1,7 +1,6 @@
 """The `kombo_order_intake` DAG run by Airflow itself (dag.test()) against the sandbox, the platform stand-in and a
 local SMTP server, on SQLite and PostgreSQL; backfills over past ranges are idempotent."""
 
-# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 import json
@@ -16,14 +15,13 @@ import yaml
 
 from kombo_sync.state.orders import OrderRepository
 from tests.airflow_support import ensure_airflow_db, run_dag, task_states
-from tests.integration.test_intake_helpers import (  # noqa: F401
+from tests.integration.intake_helpers import (
     FROM_EMAIL,
     invitation_rows,
     new_order,
     order_states,
     platform_creations,
     register,
-    smtp_server,
 )
 
 pytestmark = pytest.mark.airflow

@@ -1,7 +1,6 @@
 """Failures of the invitation channels, on SQLite and PostgreSQL: retries with backoff across runs, `failed`
 after max_attempts with the reason, a malformed e-mail failing only its order, expired leases re-claimed."""
 
-# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 from datetime import timedelta
@@ -13,7 +12,7 @@ from kombo_sync.invites import InviterConfigurationError, Inviters
 from kombo_sync.invites.base import InvitationRequest, InvitationResult, Inviter, PermanentInvitationError
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.orders import OrderRepository
-from tests.integration.test_intake_helpers import (  # noqa: F401 (fixture)
+from tests.integration.intake_helpers import (
     email_inviter,
     inviters,
     kombo_client,
@@ -23,7 +22,6 @@ from tests.integration.test_intake_helpers import (  # noqa: F401 (fixture)
     platform_creations,
     platform_inviter,
     register,
-    smtp_server,
     window,
 )
 

@@ -1,7 +1,6 @@
 """An intake cycle against the sandbox over HTTP, on SQLite and PostgreSQL: record, invite (platform and e-mail),
 duplicates, orders closed before sending, integration isolation, dry run."""
 
-# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -10,7 +9,7 @@ from kombo_sync.intake import dispatch_invitations, poll_orders
 from kombo_sync.intake.window import KIND_INTERVAL, PollWindow
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.orders import OrderRepository
-from tests.integration.test_intake_helpers import (  # noqa: F401 (fixture)
+from tests.integration.intake_helpers import (
     email_inviter,
     invitation_rows,
     inviters,
@@ -22,7 +21,6 @@ from tests.integration.test_intake_helpers import (  # noqa: F401 (fixture)
     platform_inviter,
     register,
     run_cycle,
-    smtp_server,
     window,
 )
 

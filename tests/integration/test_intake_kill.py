@@ -8,7 +8,6 @@ commit's transaction before COMMIT, after the commit. The parent then moves the 
 the job again.
 """
 
-# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 import os
@@ -34,7 +33,7 @@ from kombo_sync.intake import (
 )
 from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.store import StateStore
-from tests.integration.test_intake_helpers import (  # noqa: F401
+from tests.integration.intake_helpers import (
     email_inviter,
     inviters,
     kombo_client,
@@ -43,7 +42,6 @@ from tests.integration.test_intake_helpers import (  # noqa: F401
     platform_creations,
     platform_inviter,
     register,
-    smtp_server,
     window,
 )
 

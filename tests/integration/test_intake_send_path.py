@@ -21,7 +21,7 @@ from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.store import StateStore
-from tests.integration.test_intake_helpers import make_settings
+from tests.integration.intake_helpers import make_settings
 
 PACKAGE = "py-basics"
 

@@ -3,15 +3,13 @@ method (the read-backs too). Repeated runs must converge to: every completed res
 Kombo exactly as mapped, no order written with two different payloads, nothing in the outbox left unsent
 without a recorded reason. On SQLite and PostgreSQL."""
 
-# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 from datetime import timedelta
 
 from kombo_sync.writeback.job import run_writeback
-from tests.integration.test_writeback_helpers import (  # noqa: F401
+from tests.integration.writeback_helpers import (
     T0,
-    _pg_warehouse_url,
     applied_bodies,
     expected_payload,
     fast_client,
@@ -19,7 +17,6 @@ from tests.integration.test_writeback_helpers import (  # noqa: F401
     new_orders,
     outbox_rows,
     result_row,
-    warehouse_engine,
     wb_settings,
     window,
     write_rows,

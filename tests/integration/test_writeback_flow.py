@@ -2,7 +2,6 @@
 on PostgreSQL: sent once, incremental with overlap, quarantine, changes while OPEN and after, dead letters and
 their replay, lost acknowledgements, dry runs, chosen orders and invitation ids."""
 
-# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 from datetime import timedelta
@@ -21,21 +20,18 @@ from kombo_sync.writeback.job import (
 )
 from kombo_sync.writeback.window import writeback_window
 from sandbox.warehouse import TINY_PDF
-from tests.integration.test_writeback_helpers import (  # noqa: F401
+from tests.integration.writeback_helpers import (
     PLATFORM,
     T0,
-    _pg_warehouse_url,
     applied_bodies,
     expected_payload,
     fast_client,
-    kombo_client,
     kombo_result,
     new_orders,
     outbox_rows,
     outbox_states,
     put_count,
     result_row,
-    warehouse_engine,
     wb_settings,
     window,
     write_rows,

@@ -6,7 +6,6 @@ reach Kombo; one that got no answer (a lost reply, a timeout, a dropped connecti
 finds the order no longer OPEN, only the versions that may have been applied are compared with what Kombo shows.
 """
 
-# ruff: noqa: F811 (pytest fixtures imported from the helpers module)
 from __future__ import annotations
 
 import random
@@ -22,9 +21,8 @@ from kombo_sync.state.outbox import OutboxEntry, ResultOutbox
 from kombo_sync.writeback.job import run_writeback
 from kombo_sync.writeback.mapping import payload_hash
 from kombo_sync.writeback.sender import DEAD, RETRY, ResultSender
-from tests.integration.test_writeback_helpers import (  # noqa: F401
+from tests.integration.writeback_helpers import (
     T0,
-    _pg_warehouse_url,
     applied_bodies,
     expected_payload,
     fast_client,
@@ -32,7 +30,6 @@ from tests.integration.test_writeback_helpers import (  # noqa: F401
     new_orders,
     outbox_rows,
     result_row,
-    warehouse_engine,
     wb_settings,
     window,
     write_rows,

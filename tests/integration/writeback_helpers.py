@@ -1,4 +1,5 @@
-"""Fixtures and helpers of the write-back integration tests (imported by the test_writeback_* modules).
+"""Helpers of the write-back integration tests (imported by the test_writeback_* modules); their fixtures
+(`warehouse_engine`, `_pg_warehouse_url`, `kombo_client`) are in tests/integration/conftest.py.
 
 The warehouse runs on the same engine as the test's state store: a SQLite file, or a PostgreSQL database of its
 own (created once per module, emptied before every test), so every test reads the team's SQL on both.
@@ -7,15 +8,12 @@ own (created once per module, emptied before every test), so every test reads th
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from kombo_sync.kombo.client import KomboClient
 from kombo_sync.kombo.limits import RateBudget
@@ -32,34 +30,6 @@ PLATFORM = "https://platform.example"
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def _pg_warehouse_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    admin_url = request.getfixturevalue("pg_admin_url")
-    name = f"kombo_wh_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
-
-
-@pytest.fixture
-def warehouse_engine(
-    request: pytest.FixtureRequest, state_store: StateStore, tmp_path: Any
-) -> Iterator[sa.Engine]:
-    """An empty `assessment_results` warehouse on the state store's kind of database."""
-    if state_store.dialect == "postgresql":
-        url = request.getfixturevalue("_pg_warehouse_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    engine = warehouse.create_schema(url)
-    warehouse.truncate_results(engine)
-    yield engine
-    engine.dispose()
-
-
 def fast_client(sandbox: Any, *, timeout: float = 5.0, max_retries: int = 3) -> KomboClient:
     """A client on the sandbox with short backoffs (a 429 without headers pauses 50 ms, not a second)."""
     return KomboClient(
@@ -71,12 +41,6 @@ def fast_client(sandbox: Any, *, timeout: float = 5.0, max_retries: int = 3) -> 
         backoff_cap=0.2,
         rate_budget=RateBudget(None, default_pause=0.05),
     )
-
-
-@pytest.fixture
-def kombo_client(kombo_sandbox: Any) -> Iterator[KomboClient]:
-    with fast_client(kombo_sandbox) as client:
-        yield client
 
 
 def wb_settings(**writeback: Any) -> PipelineSettings:

@@ -1,14 +1,10 @@
-"""Fixtures and helpers shared by the intake tests (no tests here): a recording SMTP server, settings, the
-registry, and one call that runs an intake cycle (poll, then dispatch) the way the DAG does."""
+"""Helpers shared by the intake tests (no tests here): settings, the registry, and one call that runs an intake
+cycle (poll, then dispatch) the way the DAG does. Their fixture (`smtp_server`) is in tests/integration/conftest.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from kombo_sync.intake import dispatch_invitations, poll_orders
 from kombo_sync.intake.window import KIND_INTERVAL, PollWindow
@@ -20,19 +16,11 @@ from kombo_sync.kombo.client import KomboClient
 from kombo_sync.settings import DEFAULT_CONFIG_PATH, PipelineSettings, load_settings
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.store import StateStore
-from sandbox.smtp import SmtpSandbox, run_in_thread
+from sandbox.smtp import SmtpSandbox
 
 TEMPLATES_DIR = load_settings(DEFAULT_CONFIG_PATH).resolve_path("include/templates")
 FROM_EMAIL = "assessments@provider.example.com"
 URL_TEMPLATE = "https://assessments.provider.example/start/{order_id}"
-
-
-@pytest.fixture
-def smtp_server(tmp_path: Path) -> Iterator[SmtpSandbox]:
-    """A local SMTP server (aiosmtpd) that records every accepted message under tmp_path/mailbox."""
-    server = run_in_thread(tmp_path / "mailbox")
-    yield server
-    server.stop()
 
 
 def make_settings(**intake: Any) -> PipelineSettings:
