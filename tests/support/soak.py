@@ -409,7 +409,9 @@ class Soak:
             if row["status"] != "completed" or self.rng.random() > 0.15:
                 continue
             row = dict(row)
-            row["score"] = (row.get("score") or 0) + 1
+            # A valid re-score (0 <= score <= max_score): an invalid one would be quarantined, by design.
+            score, top = float(row.get("score") or 0), float(row.get("max_score") or 100)
+            row["score"] = score + 1 if score + 1 <= top else score - 1
             row["updated_at"] = datetime.now(UTC)
             write_results(self.warehouse_url, [row], replace=True)
             self.expected.corrected.add(row["order_id"])
