@@ -31,7 +31,7 @@ from kombo_sync.assets import ORDERS_RECEIVED
 default_args = {
     "owner": "data-team",
     "retries": 2,
-    "retry_delay": timedelta(seconds=30),
+    "retry_delay": timedelta(seconds=10),
     "retry_exponential_backoff": True,
 }
 

@@ -116,6 +116,15 @@ class RunInfo:
         parts = (job, self.run_id, self.task_id, self.try_number, socket.gethostname(), os.getpid())
         return ":".join("?" if part is None else str(part) for part in parts)[:255]
 
+    def earlier_tries(self, job: str) -> str | None:
+        """The lease-owner prefix shared by every try of this task instance (None when the context does not say
+        which one this is). Airflow runs one try of a task instance at a time, so a lease held under this prefix
+        by another owner belongs to a try that is over: killed, or timed out by the scheduler."""
+        if self.run_id is None or self.task_id is None or self.try_number is None:
+            return None
+        prefix = f"{job}:{self.run_id}:{self.task_id}:"
+        return prefix if len(prefix) < 200 else None  # owners are cut at 255 characters
+
 
 def run_info(context: Mapping[str, Any]) -> RunInfo:
     """Read the task context once (see the module docstring for what differs between run types)."""

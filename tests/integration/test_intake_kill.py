@@ -83,7 +83,12 @@ def _child(config: dict[str, Any], ready_fd: int | None = None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     dispatch_invitations(
-        store, kombo_client(sandbox), invite, settings, owner="doomed-worker", on_step=on_step
+        store,
+        kombo_client(sandbox),
+        invite,
+        settings,
+        owner=config.get("owner", "doomed-worker"),
+        on_step=on_step,
     )
 
 
@@ -135,6 +140,33 @@ def child_config(
         "platform_key": channels.get("platform_key"),
         "smtp_port": channels.get("smtp_port", 9),
     }
+
+
+@pytest.mark.parametrize("step", [STEP_CLAIMED, STEP_SENT])
+def test_the_retry_of_a_killed_task_sends_at_once(
+    step, state_store, state_clock, kombo_sandbox, platform_standin, smtp_server
+):
+    """Airflow's retry of the killed try takes over its leases: no wait for them to run out, one invitation."""
+    settings = make_settings(lease_seconds=LEASE_SECONDS)
+    (integration,) = register(state_store, kombo_sandbox, channel="platform")
+    ids = kombo_sandbox.admin.bulk_create_orders(integration, ORDERS)
+    client = kombo_client(kombo_sandbox)
+    poll_orders(state_store, client, settings, window())
+    config = child_config(
+        state_store, state_clock.current, kombo_sandbox, step, platform_url=platform_standin.url,
+        platform_key=platform_standin.api_key,
+    )  # fmt: skip
+    config["owner"] = "intake:scheduled__2026-01-05:dispatch:1:worker-a:4242"
+    assert run_child(config) == signal.SIGKILL
+
+    retry = "intake:scheduled__2026-01-05:dispatch:2:worker-b:77"
+    repo = OrderRepository(state_store)
+    assert repo.expire_leases_of_earlier_tries("intake:scheduled__2026-01-05:dispatch:", retry) == ORDERS
+    invite = inviters(settings, platform=platform_inviter(platform_standin))
+    again = dispatch_invitations(state_store, client, invite, settings, owner=retry)
+    assert again["invited"] == ORDERS
+    assert all(repo.get(i).invitation_id for i in ids)
+    assert platform_creations(platform_standin) == dict.fromkeys(ids, 1)
 
 
 @pytest.mark.parametrize("channel", ["platform", "email"])

@@ -269,6 +269,27 @@ def test_an_expired_lease_nobody_took_is_still_honoured(repo: OrderRepository, s
     assert repo.mark_invited("o1", "worker-a", "inv", "https://a", "email", "<id@smtp>") is True
 
 
+def test_a_retry_takes_over_the_orders_its_killed_try_had_claimed(
+    repo: OrderRepository, state_clock: Any
+) -> None:
+    """Only leases of other tries of the same task instance end early; LIKE wildcards in run ids are literal."""
+    for order_id in ("o1", "o2", "o3"):
+        repo.record_order(kombo_order(order_id), "webhook")
+    killed = "intake:manual__50%_off:dispatch:1:host:11"
+    repo.claim_orders_for_invite(killed, 300, 1)
+    repo.claim_orders_for_invite("intake:manual__50%_off:poll:1:host:12", 300, 1)  # another task
+    repo.claim_orders_for_invite("intake:manual__50X_off:dispatch:1:host:13", 300, 1)  # another run
+    retry = "intake:manual__50%_off:dispatch:2:host:14"
+    assert repo.claim_orders_for_invite(retry, 300, 5) == []
+
+    assert repo.expire_leases_of_earlier_tries("intake:manual__50%_off:dispatch:", retry) == 1
+    [taken] = repo.claim_orders_for_invite(retry, 300, 5)
+    assert (taken.order_id, taken.attempts, taken.lease_owner) == ("o1", 2, retry)
+    # The retry's own lease is not ended by itself, and nothing is left to take over.
+    assert repo.expire_leases_of_earlier_tries("intake:manual__50%_off:dispatch:", retry) == 0
+    assert repo.mark_invited("o1", killed, "inv", "https://a", "platform", "inv") is False
+
+
 def test_release_with_error_retries_only_when_due(repo: OrderRepository, state_clock: Any) -> None:
     repo.record_order(kombo_order("o1"), "webhook")
     repo.claim_orders_for_invite("w", 60, 5)

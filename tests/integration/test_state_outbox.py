@@ -106,6 +106,24 @@ def test_claim_lease_and_mark_sent(outbox: ResultOutbox, state_clock: Any) -> No
     assert outbox.enqueue([entry("o1", 90)]) == 0  # already sent: never queued again
 
 
+def test_a_retry_takes_over_the_results_its_killed_try_was_sending(
+    outbox: ResultOutbox, state_clock: Any
+) -> None:
+    outbox.enqueue([entry("o1", 90), entry("o2", 80)])
+    killed, other_run = (
+        "writeback:scheduled__1:send_results:1:h:1",
+        "writeback:scheduled__2:send_results:1:h:2",
+    )
+    [sending] = outbox.claim_batch(killed, 1, lease_seconds=300)
+    outbox.claim_batch(other_run, 1, lease_seconds=300)
+    retry = "writeback:scheduled__1:send_results:2:h:3"
+    assert outbox.claim_batch(retry, 10, 300) == []
+    assert outbox.expire_leases_of_earlier_tries("writeback:scheduled__1:send_results:", retry) == 1
+    [again] = outbox.claim_batch(retry, 10, 300)
+    # Taken over like any abandoned send: the killed try may have reached Kombo.
+    assert (again.order_id, again.attempts, again.maybe_applied) == (sending.order_id, 2, True)
+
+
 def test_retry_waits_until_due(outbox: ResultOutbox, state_clock: Any) -> None:
     outbox.enqueue([entry("o1", 90)])
     [item] = outbox.claim_batch("w", 10, 60)

@@ -177,6 +177,22 @@ def test_context_keys_missing_on_manual_and_asset_runs_are_fine():
     assert window == (datetime(2025, 12, 30, 23, 55, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
 
 
+def test_every_try_of_a_task_instance_shares_a_lease_prefix_no_other_task_does():
+    def info(run_id: str, task_id: str, try_number: int) -> Any:
+        ti = SimpleNamespace(task_id=task_id, try_number=try_number, dag_id="kombo_order_intake")
+        return run_info({"dag_run": SimpleNamespace(run_id=run_id, run_type="scheduled"), "ti": ti})
+
+    first, retry = info("scheduled__2026-01-01", "dispatch", 1), info("scheduled__2026-01-01", "dispatch", 2)
+    family = retry.earlier_tries("intake")
+    assert family == "intake:scheduled__2026-01-01:dispatch:"
+    assert first.lease_owner("intake").startswith(family) and retry.lease_owner("intake").startswith(family)
+    assert first.lease_owner("intake") != retry.lease_owner("intake")
+    for other in (info("scheduled__2026-01-01", "poll", 1), info("scheduled__2026-01-010", "dispatch", 1)):
+        assert not other.lease_owner("intake").startswith(family)
+    assert not first.lease_owner("writeback").startswith(family)
+    assert run_info({"params": {}}).earlier_tries("intake") is None  # which try this is is unknown
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

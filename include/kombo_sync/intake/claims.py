@@ -54,6 +54,7 @@ class IntakeOrders(OrderRepository):
     record_orders = _gated(OrderRepository.record_orders)
     claim_order = _gated(OrderRepository.claim_order)
     claim_orders_for_invite = _gated(OrderRepository.claim_orders_for_invite)
+    expire_leases_of_earlier_tries = _gated(OrderRepository.expire_leases_of_earlier_tries)
     mark_invited = _gated(OrderRepository.mark_invited)
     release_with_error = _gated(OrderRepository.release_with_error)
     mark_failed = _gated(OrderRepository.mark_failed)

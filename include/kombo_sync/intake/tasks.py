@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from kombo_sync.intake.claims import IntakeOrders
 from kombo_sync.intake.dispatch import dispatch_invitations
 from kombo_sync.intake.poll import poll_orders
 from kombo_sync.intake.window import poll_window
@@ -73,13 +74,18 @@ def dispatch_task(context: Mapping[str, Any]) -> dict[str, Any]:
     info = run_info(context)
     integration_ids, dry_run = _params(info)
     store = state_store(settings)
+    owner = info.lease_owner("intake")
     with audited(store, DISPATCH_JOB, info.run_id) as outcome:
+        family = info.earlier_tries("intake")
+        if family and not dry_run:
+            # A retry after a killed try: its orders go out now, not when their leases run out.
+            IntakeOrders(store).expire_leases_of_earlier_tries(family, owner)
         outcome.summary = dispatch_invitations(
             store,
             kombo_client(settings),
             Inviters(settings),
             settings,
-            owner=info.lease_owner("intake"),
+            owner=owner,
             integration_ids=integration_ids,
             dry_run=dry_run,
         )

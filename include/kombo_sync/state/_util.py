@@ -9,6 +9,10 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
+
+from kombo_sync.state.store import StateStore
+
 T = TypeVar("T")
 
 # Keeps IN lists well below SQLite's and PostgreSQL's bound-parameter limits.
@@ -67,3 +71,24 @@ def from_row(cls: type[T], row: Mapping[Any, Any], **extra: Any) -> T:
     if names is None:
         names = _field_names[cls] = frozenset(field.name for field in fields(cls))  # type: ignore[arg-type]
     return cls(**{key: value for key, value in row.items() if key in names}, **extra)
+
+
+def expire_leases_of_earlier_tries(
+    store: StateStore, table: sa.Table, held_state: str, family: str, owner: str, now: datetime
+) -> int:
+    """End now the leases that other tries of this task instance (owners starting with ``family``, not
+    ``owner``) still hold in ``table``: those tries are over, so their rows need not wait for the lease to
+    run out. The claims then treat the rows as any abandoned lease. Returns how many leases were ended."""
+    lease_owner, lease_expires_at = table.c.lease_owner, table.c.lease_expires_at
+    with store.transaction() as conn:
+        result = conn.execute(
+            sa.update(table)
+            .where(
+                table.c.state == held_state,
+                lease_owner.startswith(family, autoescape=True),
+                lease_owner != owner,
+                sa.or_(lease_expires_at.is_(None), lease_expires_at > now),
+            )
+            .values(lease_expires_at=now)
+        )
+    return int(result.rowcount or 0)

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from kombo_sync.state._util import clip, from_row, to_jsonable
+from kombo_sync.state._util import clip, expire_leases_of_earlier_tries, from_row, to_jsonable
 from kombo_sync.state.schema import INVITATION_CHANNELS, ORDER_SEEN_VIA, ORDER_STATES, invitations, orders
 from kombo_sync.state.store import StateStore
 
@@ -309,6 +309,16 @@ class OrderRepository:
         )
         log.info("%s claimed %d order(s) for invite (asked for %d)", owner, len(claimed), limit)
         return claimed
+
+    def expire_leases_of_earlier_tries(self, family: str, owner: str, *, now: datetime | None = None) -> int:
+        """Orders still claimed by an earlier, finished try of this task (see ``RunInfo.earlier_tries``) become
+        claimable now instead of when their lease runs out; re-claiming them is the usual expired-lease path."""
+        count = expire_leases_of_earlier_tries(
+            self.store, orders, INVITING, family, owner, now or self.store.now()
+        )
+        if count:
+            log.info("%s took over %d order(s) an earlier try of its task had claimed", owner, count)
+        return count
 
     def claim_order(
         self, order_id: str, owner: str, lease_seconds: int, *, now: datetime | None = None

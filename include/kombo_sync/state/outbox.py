@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from kombo_sync.state._util import chunked, clip, from_row, to_jsonable
+from kombo_sync.state._util import chunked, clip, expire_leases_of_earlier_tries, from_row, to_jsonable
 from kombo_sync.state.schema import OUTBOX_STATES, result_outbox
 from kombo_sync.state.store import StateStore
 
@@ -326,6 +326,16 @@ class ResultOutbox:
         claimed.sort(key=lambda item: (item.next_attempt_at or item.created_at, item.order_id))
         log.info("%s claimed %d result(s) to send (asked for %d)", owner, len(claimed), limit)
         return claimed
+
+    def expire_leases_of_earlier_tries(self, family: str, owner: str, *, now: datetime | None = None) -> int:
+        """Results still being sent by an earlier, finished try of this task (see ``RunInfo.earlier_tries``)
+        become claimable now; re-claiming them is the usual abandoned-send path (the result may have landed)."""
+        count = expire_leases_of_earlier_tries(
+            self.store, result_outbox, SENDING, family, owner, now or self.store.now()
+        )
+        if count:
+            log.info("%s took over %d result(s) an earlier try of its task was sending", owner, count)
+        return count
 
     def mark_sent(self, order_id: str, payload_hash: str, *, sent_at: datetime | None = None) -> bool:
         """The result reached Kombo (whoever sent it); older leftover versions of the order are superseded."""

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kombo_sync.runs import RunInfo, StepFailed, audited, run_info, string_list
+from kombo_sync.state.outbox import ResultOutbox
 from kombo_sync.writeback.job import (
     JOB,
     enqueue_results,
@@ -95,8 +96,13 @@ def send_task(context: Mapping[str, Any]) -> dict[str, Any]:
     store = state_store(settings)
     if _params(info)["dry_run"]:
         return send_pending(store, None, settings, dry_run=True)  # type: ignore[arg-type]
+    owner = info.lease_owner("writeback")
     with audited(store, f"{JOB}.send", info.run_id) as outcome:
-        summary = send_pending(store, kombo_client(settings), settings, owner=info.lease_owner("writeback"))
+        family = info.earlier_tries("writeback")
+        if family:
+            # A retry after a killed try: its results go out now, not when their leases run out.
+            ResultOutbox(store).expire_leases_of_earlier_tries(family, owner)
+        summary = send_pending(store, kombo_client(settings), settings, owner=owner)
         outcome.summary = flat_summary(summary)
     return summary
 
