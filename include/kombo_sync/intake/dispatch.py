@@ -39,8 +39,8 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from kombo_sync.intake.claims import (
-    IntakeOrders,
+from kombo_sync.intake.claims import IntakeOrders
+from kombo_sync.intake.duplicates import (
     candidates_sharing_an_order,
     duplicate_keys,
     duplicate_rule_enabled,
