@@ -61,40 +61,25 @@ SCHEDULE = os.environ.get("KOMBO_CATALOG_SCHEDULE", "0 2 * * *")
 )
 def kombo_package_sync() -> None:
     @task
-    def plan(params: dict[str, Any] | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
-        from kombo_sync.catalog.job import run_plan
+    def plan(**context: Any) -> list[dict[str, Any]]:
+        from kombo_sync.catalog.tasks import plan_task
 
-        planned = run_plan(params, run_id)
-        # Each shard's plan under its own key, so a publish task pulls only its own (tens of KB), not all.
-        ti = get_current_context()["ti"]
-        ti.xcom_push(key="summary", value=planned["summary"])
-        for shard in planned["shards"]:
-            ti.xcom_push(key=f"shard_{shard['index']}", value=shard)
-        return [{"index": shard["index"], "label": shard["label"]} for shard in planned["shards"]]
+        return plan_task(context)
 
     # 4 shards x catalog.publish_concurrency threads at once: far below Kombo's 30 in flight per integration;
     # more would only compete for the API key's rate limit, which the client adapts to anyway.
     @task(pool="kombo_api", map_index_template="{{ shard_label }}", max_active_tis_per_dagrun=4)
     def publish(shard: dict[str, Any]) -> dict[str, Any]:
-        from kombo_sync.catalog.job import run_publish
+        from kombo_sync.catalog.tasks import publish_task
 
-        context = get_current_context()
-        context["shard_label"] = shard["label"]  # type: ignore[typeddict-unknown-key]
-        return run_publish(context["ti"].xcom_pull(task_ids="plan", key=f"shard_{shard['index']}"))
+        # Airflow's own context, not a copy: the shard's label set on it names the mapped task in the UI.
+        return publish_task(shard, get_current_context())
 
     @task(trigger_rule="all_done")  # runs after failed shards too, to report them
-    def finish(results: Any) -> dict[str, Any]:  # the shards' outcomes (none when nothing was mapped)
-        from airflow.sdk.exceptions import AirflowFailException
+    def finish(results: Any, **context: Any) -> dict[str, Any]:  # results: the shards' (none if none mapped)
+        from kombo_sync.catalog.tasks import finish_task
 
-        from kombo_sync.alerts.check import run_alert_checks
-        from kombo_sync.catalog.job import CatalogSyncFailed, run_finish
-
-        run_alert_checks()  # failing integrations, quarantined catalog rows (never raises)
-        summary = get_current_context()["ti"].xcom_pull(task_ids="plan", key="summary")
-        try:
-            return run_finish(summary, results)
-        except CatalogSyncFailed as exc:  # a retry would report the same: fail once, clearly
-            raise AirflowFailException(str(exc)) from exc
+        return finish_task(results, context)
 
     finish(publish.expand(shard=plan()))
 

@@ -41,6 +41,8 @@ import httpx
 import psutil
 import yaml
 
+from kombo_sync.backoff import exponential_delay
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DAG_IDS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback")
@@ -850,7 +852,7 @@ class Supervisor:
                 self.procs.kill_group(component, signal.SIGTERM)
                 lived = now - self.procs.started_at[component]
                 self.restarts[component] += 1
-                pause = 1.0 if lived > 120 else min(60.0, 2.0 ** self.restarts[component])
+                pause = 1.0 if lived > 120 else exponential_delay(1.0, self.restarts[component], cap=60.0)
                 self.restart_at[component] = now + pause
                 say(
                     f"the {component} exited (code {proc.returncode}) after {lived:.0f} s; restarting it in "

@@ -29,7 +29,7 @@ from sandbox.kombo_admin_models import (
     require_webhook_target,
 )
 from sandbox.kombo_runtime import KomboRuntime, runtime_of
-from sandbox.kombo_state import NotFound
+from sandbox.kombo_state import Integration, NotFound
 from sandbox.kombo_validation import (
     InputInvalid,
     parse_ids,
@@ -93,6 +93,20 @@ async def admin_reset(request: Request, options: ResetIn | None = None) -> dict[
     return {"ok": True}
 
 
+async def _with_integration_webhook(
+    runtime: KomboRuntime, event_type: str, integration: Integration, explicit: bool | None
+) -> dict[str, Any]:
+    """The integration's admin view, with the outcome of its `event_type` webhook (see `emit`)."""
+    delivery = await emit(
+        runtime,
+        event_type,
+        integration_event_data(event_type, integration),
+        subject=integration.id,
+        explicit=explicit,
+    )
+    return {**integration.admin_view(), "webhook": delivery}
+
+
 @admin.post("/integrations", status_code=201)
 async def admin_create_integration(request: Request, spec: IntegrationIn) -> dict[str, Any]:
     runtime = runtime_of(request)
@@ -110,14 +124,7 @@ async def admin_create_integration(request: Request, spec: IntegrationIn) -> dic
         )
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
-    delivery = await emit(
-        runtime,
-        "integration-created",
-        integration_event_data("integration-created", integration),
-        subject=integration.id,
-        explicit=spec.emit_webhook,
-    )
-    return {**integration.admin_view(), "webhook": delivery}
+    return await _with_integration_webhook(runtime, "integration-created", integration, spec.emit_webhook)
 
 
 @admin.get("/integrations")
@@ -145,14 +152,9 @@ async def admin_update_integration(
         )
     except NotFound:
         raise HTTPException(404, f"integration {integration_id} not found") from None
-    delivery = await emit(
-        runtime,
-        "integration-state-changed",
-        integration_event_data("integration-state-changed", integration),
-        subject=integration.id,
-        explicit=patch.emit_webhook,
+    return await _with_integration_webhook(
+        runtime, "integration-state-changed", integration, patch.emit_webhook
     )
-    return {**integration.admin_view(), "webhook": delivery}
 
 
 @admin.delete("/integrations/{integration_id}")
@@ -165,14 +167,7 @@ async def admin_delete_integration(
         integration = runtime.state.delete_integration(integration_id)
     except NotFound:
         raise HTTPException(404, f"integration {integration_id} not found") from None
-    delivery = await emit(
-        runtime,
-        "integration-deleted",
-        integration_event_data("integration-deleted", integration),
-        subject=integration.id,
-        explicit=emit_webhook,
-    )
-    return {**integration.admin_view(), "webhook": delivery}
+    return await _with_integration_webhook(runtime, "integration-deleted", integration, emit_webhook)
 
 
 @admin.get("/integrations/{integration_id}/packages")

@@ -28,6 +28,7 @@ from sandbox.kombo_validation import (
     parse_ids,
     parse_page_size,
     parse_statuses,
+    validate_against_openapi,
     validate_packages,
     validate_result,
 )
@@ -137,6 +138,11 @@ async def get_integration(request: Request, integration_id: str) -> JSONResponse
 @v1.delete("/integrations/{integration_id}")
 async def delete_integration(request: Request, integration_id: str) -> JSONResponse:
     _authenticate(request)
+    if await request.body():  # optional; when sent, it is checked like any other body
+        try:
+            validate_against_openapi(await _json_body(request), "DELETE", "/integrations/{integration_id}")
+        except InputInvalid as exc:
+            raise input_invalid(str(exc)) from None
     try:
         runtime_of(request).state.delete_integration(integration_id)
     except NotFound:

@@ -1,14 +1,30 @@
-"""Request validation exactly as the contract states it (API.md 2.2, 2.3, 2.5); each failure names the field."""
+"""Request validation exactly as the contract states it (API.md 2.2, 2.3, 2.5); each failure names the field.
+
+Two layers: the checks written out here (friendly messages, and what a schema cannot say: unique package ids,
+exactly one of `data` / `data_url`, real dates, base64), then the request body's schema in Kombo's own OpenAPI
+document (`docs/kombo/openapi-assessment.json`, `$ref`s resolved) for anything the first layer let through.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match, relevance
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
 from sandbox.common import parse_kombo_date
+
+OPENAPI_PATH = Path(__file__).resolve().parents[1] / "docs" / "kombo" / "openapi-assessment.json"
+_OPENAPI_URI = "urn:kombo:openapi-assessment"
 
 PACKAGE_TYPES = ("BEHAVIORAL", "VIDEO_INTERVIEW", "SKILLS_TEST", "BACKGROUND_CHECK", "REFERENCE_CHECK")
 ORDER_STATUSES = ("OPEN", "COMPLETED", "CANCELLED", "REJECTED")
@@ -23,6 +39,58 @@ _STANDARD_BASE64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 class InputInvalid(ValueError):
     """The request breaks the contract; answered as PLATFORM.INPUT_INVALID."""
+
+
+@lru_cache(maxsize=1)
+def _openapi_registry() -> tuple[dict[str, Any], Registry]:
+    document = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
+    resource = Resource.from_contents(document, default_specification=DRAFT202012)
+    return document, Registry().with_resource(_OPENAPI_URI, resource)
+
+
+@cache
+def request_body_validator(method: str, path: str) -> Draft202012Validator:
+    """The validator of an operation's JSON request body, as Kombo's OpenAPI declares it (``path`` as written
+    there, e.g. ``/assessment/orders/{assessment_order_id}/result``)."""
+    document, registry = _openapi_registry()
+    operation = document["paths"][path][method.lower()]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = {"$ref": _OPENAPI_URI + schema["$ref"]}
+    return Draft202012Validator(schema, registry=registry)
+
+
+def _json_path(parts: Any) -> str:
+    where = ""
+    for part in parts:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return where
+
+
+def _most_telling(error: ValidationError) -> ValidationError:
+    """For a value that fits none of ``anyOf``'s forms, the error inside the one form its ``const`` (the
+    ``type`` discriminator) picked, if exactly one; otherwise the ``anyOf`` error itself."""
+    while error.validator in ("anyOf", "oneOf") and error.context:
+        branches: dict[Any, list[ValidationError]] = {}
+        for sub in error.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        picked = [errors for errors in branches.values() if not any(e.validator == "const" for e in errors)]
+        if len(picked) != 1:
+            break
+        error = best_match(picked[0]) or error
+    return error
+
+
+def validate_against_openapi(body: Any, method: str, path: str) -> None:
+    """Raise `InputInvalid` naming the field when ``body`` breaks the operation's schema in Kombo's OpenAPI."""
+    errors = sorted(request_body_validator(method, path).iter_errors(body), key=relevance)
+    if not errors:
+        return
+    error = _most_telling(errors[0])
+    where = _json_path(error.absolute_path)
+    message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
+    subject = f"`{where}`" if where else "The request body"
+    raise InputInvalid(f"{subject} does not match Kombo's schema: {message}")
 
 
 def is_uri(value: Any) -> bool:
@@ -71,6 +139,7 @@ def validate_packages(body: Any) -> list[dict[str, str]]:
             )
         seen.add(package["id"])
         cleaned.append({key: package[key] for key in ("id", "type", "name", "description")})
+    validate_against_openapi(body, "PUT", "/assessment/packages")
     return cleaned
 
 
@@ -196,6 +265,7 @@ def validate_result(body: Any) -> list[str]:
         _validate_attachment(index, attachment)
     if "remote_fields" in body and not isinstance(body["remote_fields"], dict):
         raise InputInvalid("`remote_fields` must be an object.")
+    validate_against_openapi(body, "PUT", "/assessment/orders/{assessment_order_id}/result")
     warnings = []
     if body["status"] in ("COMPLETED", "CANCELLED") and "completed_at" not in body:
         warnings.append("`completed_at` should be provided when `status` is COMPLETED or CANCELLED.")

@@ -81,3 +81,43 @@ def test_a_deliberate_failure_is_final_and_names_the_step():
         "failed": 0,
         "retry_later": 0,
     }
+
+
+def test_catalog_tasks_hand_each_shard_its_own_xcom_and_fail_finally(monkeypatch):
+    """The catalog's entry points (`catalog.tasks`): the plan pushes the summary and each shard under its own
+    key and returns what `publish` is mapped over; a publish reads only its shard and labels the mapped task;
+    `finish` without a plan fails without a retry."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from kombo_sync.catalog import tasks
+
+    pushed: dict[str, object] = {}
+    ti = SimpleNamespace(
+        xcom_push=lambda key, value: pushed.__setitem__(key, value),
+        xcom_pull=lambda task_ids, key: pushed.get(key) if task_ids == "plan" else None,
+    )
+    shards = [{"index": 0, "label": "int-a", "items": ["a"]}, {"index": 1, "label": "int-b", "items": ["b"]}]
+    seen: list[object] = []
+    monkeypatch.setattr(
+        tasks,
+        "run_plan",
+        lambda params, run_id: (
+            seen.append((params, run_id)) or {"summary": {"audit_id": 7}, "shards": shards}
+        ),
+    )
+    monkeypatch.setattr(tasks, "run_publish", lambda shard: {"published": shard["items"]})
+
+    mapped = tasks.plan_task({"ti": ti, "run_id": "manual__1", "params": {"force": True}})
+    assert mapped == [{"index": 0, "label": "int-a"}, {"index": 1, "label": "int-b"}]
+    assert seen == [({"force": True}, "manual__1")]
+    assert pushed == {"summary": {"audit_id": 7}, "shard_0": shards[0], "shard_1": shards[1]}
+
+    context: dict[str, object] = {"ti": ti}
+    assert tasks.publish_task(mapped[1], context) == {"published": ["b"]}
+    assert context["shard_label"] == "int-b"
+
+    empty = SimpleNamespace(xcom_pull=lambda task_ids, key: None)
+    with pytest.raises(AirflowFailException, match="the plan task did not finish"):
+        tasks.finish_task([], {"ti": empty})

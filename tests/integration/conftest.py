@@ -142,7 +142,8 @@ def warehouse_engine(
 
 
 @pytest.fixture
-def kombo_client(kombo_sandbox: Any) -> Iterator[KomboClient]:
+def fast_kombo_client(kombo_sandbox: Any) -> Iterator[KomboClient]:
+    """`writeback_helpers.fast_client` on the Kombo sandbox, closed after the test."""
     with fast_client(kombo_sandbox) as client:
         yield client
 

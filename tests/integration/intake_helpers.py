@@ -37,7 +37,8 @@ def make_settings(**intake: Any) -> PipelineSettings:
     return PipelineSettings.model_validate({"intake": values})
 
 
-def kombo_client(sandbox: Any) -> KomboClient:
+def intake_kombo_client(sandbox: Any) -> KomboClient:
+    """A client on the Kombo sandbox with the intake tests' short retries (2, backoff capped at 50 ms)."""
     return KomboClient(
         sandbox.api_url, sandbox.api_key, max_retries=2, backoff_base=0.01, backoff_cap=0.05, timeout=10
     )

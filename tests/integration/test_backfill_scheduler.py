@@ -289,8 +289,8 @@ def test_ui_backfill_of_the_writeback_sends_each_past_result_once(
     hours, started as the UI does; a second backfill of the same range sends nothing."""
     from sandbox import warehouse
     from tests.integration.intake_helpers import (
+        intake_kombo_client,
         inviters,
-        kombo_client,
         make_settings,
         platform_inviter,
         run_cycle,
@@ -300,7 +300,7 @@ def test_ui_backfill_of_the_writeback_sends_each_past_result_once(
     (integration,) = register(state_store, kombo_sandbox)
     order_ids = [new_order(kombo_sandbox, integration)["id"] for _ in range(3)]
     settings = make_settings()
-    run_cycle(state_store, kombo_client(kombo_sandbox), inviters(settings, platform=platform_inviter(platform_standin)),
+    run_cycle(state_store, intake_kombo_client(kombo_sandbox), inviters(settings, platform=platform_inviter(platform_standin)),
               settings)  # fmt: skip
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start, end = hour - timedelta(hours=3), hour - timedelta(hours=1, minutes=1)

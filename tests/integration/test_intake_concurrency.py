@@ -13,9 +13,9 @@ from kombo_sync.intake import STEP_SENT, dispatch_invitations, invite_order_now,
 from kombo_sync.state.orders import OrderRepository
 from tests.integration.intake_helpers import (
     email_inviter,
+    intake_kombo_client,
     invitation_rows,
     inviters,
-    kombo_client,
     make_settings,
     new_order,
     order_states,
@@ -52,7 +52,7 @@ def test_overlapping_intake_runs_invite_each_order_once(
         invite = inviters(
             settings, platform=platform_inviter(platform_standin), email=email_inviter(smtp_server, settings)
         )
-        return run_cycle(store, kombo_client(kombo_sandbox), invite, settings, owner=f"run-{index}")[1]
+        return run_cycle(store, intake_kombo_client(kombo_sandbox), invite, settings, owner=f"run-{index}")[1]
 
     summaries = run_together(4, intake_run)
     assert sum(summary["invited"] for summary in summaries) == len(ids) == 60
@@ -83,7 +83,7 @@ def test_webhook_and_poll_recording_the_same_order_at_once(
                 results.append(invite_order_now(store, platform_inviter(platform_standin), data, settings))
             return results
         invite = inviters(settings, platform=platform_inviter(platform_standin))
-        return run_cycle(store, kombo_client(kombo_sandbox), invite, settings, owner="poll")
+        return run_cycle(store, intake_kombo_client(kombo_sandbox), invite, settings, owner="poll")
 
     inline_results, _ = run_together(2, actor)
     ids = [order["id"] for order in orders]
@@ -128,7 +128,7 @@ def test_a_failed_and_retried_task_sends_no_order_twice(
     settings = make_settings(claim_batch_size=20, send_concurrency=1, lease_seconds=120)
     (integration,) = register(state_store, kombo_sandbox)
     ids = kombo_sandbox.admin.bulk_create_orders(integration, 20)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     invite = inviters(settings, platform=platform_inviter(platform_standin))
     poll_orders(state_store, client, settings, window())
     sent: list[str] = []

@@ -9,7 +9,7 @@ from kombo_sync.intake import poll_orders
 from kombo_sync.intake.window import KIND_INTERVAL, PollWindow
 from kombo_sync.state.coverage import Coverage, PollCoverage, merged
 from tests.integration.intake_helpers import (
-    kombo_client,
+    intake_kombo_client,
     make_settings,
     new_order,
     order_states,
@@ -53,7 +53,7 @@ def _listing_requests(sandbox) -> int:
 def test_a_backfill_reads_a_covered_window_once(state_store, state_clock, kombo_sandbox):
     (integration,) = register(state_store, kombo_sandbox)
     settings = make_settings(overlap_minutes=15)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     now = state_clock.current = datetime.now(UTC)
     day_start = now - timedelta(days=1)
     orders = [
@@ -82,11 +82,15 @@ def test_a_failed_or_dry_poll_covers_nothing(state_store, state_clock, kombo_san
     settings = make_settings()
     now = state_clock.current = datetime.now(UTC)
     window = PollWindow(now - timedelta(hours=3), now - timedelta(hours=2), KIND_INTERVAL)
-    poll_orders(state_store, kombo_client(kombo_sandbox), settings, window, dry_run=True, skip_covered=True)
+    poll_orders(
+        state_store, intake_kombo_client(kombo_sandbox), settings, window, dry_run=True, skip_covered=True
+    )
     assert PollCoverage(state_store).get_many([integration]) == {}
     kombo_sandbox.admin.set_knobs(error_rate=1.0)
     try:
-        failed = poll_orders(state_store, kombo_client(kombo_sandbox), settings, window, skip_covered=True)
+        failed = poll_orders(
+            state_store, intake_kombo_client(kombo_sandbox), settings, window, skip_covered=True
+        )
     finally:
         kombo_sandbox.admin.set_knobs(error_rate=0.0)
     assert integration in failed["integrations_failed"]

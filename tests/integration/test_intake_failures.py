@@ -14,8 +14,8 @@ from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.orders import OrderRepository
 from tests.integration.intake_helpers import (
     email_inviter,
+    intake_kombo_client,
     inviters,
-    kombo_client,
     make_settings,
     new_order,
     order_states,
@@ -32,7 +32,7 @@ def test_platform_down_is_retried_with_backoff_across_runs_then_failed_with_its_
     settings = make_settings(retry_backoff_seconds=60, max_attempts=3)
     (integration,) = register(state_store, kombo_sandbox)
     (order_id,) = kombo_sandbox.admin.bulk_create_orders(integration, 1)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     invite = inviters(settings, platform=platform_inviter(platform_standin))
     poll_orders(state_store, client, settings, window())
     platform_standin.admin.set_knobs(failure_rate=1.0)
@@ -65,7 +65,7 @@ def test_platform_recovering_invites_on_the_next_attempt(
     settings = make_settings(retry_backoff_seconds=30)
     (integration,) = register(state_store, kombo_sandbox)
     ids = kombo_sandbox.admin.bulk_create_orders(integration, 3)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     invite = inviters(settings, platform=platform_inviter(platform_standin))
     poll_orders(state_store, client, settings, window())
     platform_standin.admin.set_knobs(failure_rate=1.0)
@@ -83,7 +83,7 @@ def test_smtp_temporary_failure_and_outage_are_retried_and_sent_once(
     settings = make_settings(retry_backoff_seconds=10)
     (integration,) = register(state_store, kombo_sandbox, channel="email")
     ids = kombo_sandbox.admin.bulk_create_orders(integration, 2)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     poll_orders(state_store, client, settings, window())
     invite = inviters(settings, email=email_inviter(smtp_server, settings))
 
@@ -102,7 +102,7 @@ def test_smtp_back_up_delivers_each_message_once(state_store, state_clock, kombo
     settings = make_settings(retry_backoff_seconds=10)
     (integration,) = register(state_store, kombo_sandbox, channel="email")
     ids = kombo_sandbox.admin.bulk_create_orders(integration, 3)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     poll_orders(state_store, client, settings, window())
     invite = inviters(settings, email=email_inviter(smtp_server, settings))
     smtp_server.fail_next(1)
@@ -126,7 +126,7 @@ def test_a_malformed_candidate_email_fails_that_order_only(
         for integration, address in ((on_platform, "not-an-email"), (by_email, "two@@example.com"))
     ]
     good = [new_order(kombo_sandbox, integration)["id"] for integration in (on_platform, by_email)]
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     poll_orders(state_store, client, settings, window())
     invite = inviters(
         settings, platform=platform_inviter(platform_standin), email=email_inviter(smtp_server, settings)
@@ -158,7 +158,7 @@ def test_a_permanent_channel_error_fails_the_order_at_once(state_store, kombo_sa
     settings = make_settings(max_attempts=5)
     (integration,) = register(state_store, kombo_sandbox)
     (order_id,) = kombo_sandbox.admin.bulk_create_orders(integration, 1)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     poll_orders(state_store, client, settings, window())
     summary = dispatch_invitations(state_store, client, inviters(settings, platform=Refusing()), settings)
     record = OrderRepository(state_store).get(order_id)
@@ -172,7 +172,7 @@ def test_a_dead_workers_claim_expires_and_the_order_is_sent_with_the_same_key(
     settings = make_settings(lease_seconds=60)
     (integration,) = register(state_store, kombo_sandbox)
     ids = kombo_sandbox.admin.bulk_create_orders(integration, 2)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     poll_orders(state_store, client, settings, window())
     repo = OrderRepository(state_store)
     (dead_claim,) = repo.claim_orders_for_invite("worker-that-died", 60, 1)
@@ -202,7 +202,7 @@ def test_a_channel_without_its_connection_holds_back_only_its_orders(
     (by_email,) = register(state_store, kombo_sandbox, channel="email")
     platform_ids = kombo_sandbox.admin.bulk_create_orders(by_platform, 2)
     email_ids = kombo_sandbox.admin.bulk_create_orders(by_email, 2)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     poll_orders(state_store, client, settings, window())
 
     def no_smtp_connection(channel: str, _settings: PipelineSettings) -> Inviter:

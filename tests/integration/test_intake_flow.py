@@ -11,9 +11,9 @@ from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.orders import OrderRepository
 from tests.integration.intake_helpers import (
     email_inviter,
+    intake_kombo_client,
     invitation_rows,
     inviters,
-    kombo_client,
     make_settings,
     new_order,
     order_states,
@@ -31,7 +31,7 @@ def test_open_orders_are_recorded_once_and_invited_through_the_platform(
     settings = make_settings()
     (integration,) = register(state_store, kombo_sandbox)
     ids = kombo_sandbox.admin.bulk_create_orders(integration, 12, package_id="py-basics")
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     invite = inviters(settings, platform=platform_inviter(platform_standin))
 
     polled, dispatched = run_cycle(state_store, client, invite, settings)
@@ -70,7 +70,7 @@ def test_email_channel_sends_one_rendered_multipart_message_per_order(
     order_id = created["id"]
     invite = inviters(settings, email=email_inviter(smtp_server, settings))
 
-    _, dispatched = run_cycle(state_store, kombo_client(kombo_sandbox), invite, settings)
+    _, dispatched = run_cycle(state_store, intake_kombo_client(kombo_sandbox), invite, settings)
     assert dispatched["invited"] == 1
     (entry,) = smtp_server.messages()
     assert entry["rcpt_tos"] == ["ada.lovelace@example.com"]
@@ -92,7 +92,7 @@ def test_package_name_comes_from_kombos_copy_of_the_catalog_when_not_configured(
 ):
     settings = make_settings()
     (integration,) = register(state_store, kombo_sandbox, channel="email")
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     client.set_packages(
         integration,
         [{"id": "sql-core", "type": "SKILLS_TEST", "name": "SQL fundamentals", "description": "d"}],
@@ -113,7 +113,7 @@ def test_orders_outside_the_window_and_not_open_are_not_recorded(
     recent = new_order(kombo_sandbox, integration, "p", created_at=now - timedelta(minutes=30))["id"]
     done = new_order(kombo_sandbox, integration, "p", status="COMPLETED")["id"]
     two_hours = PollWindow(created_after=now - timedelta(hours=2), until=now, kind=KIND_INTERVAL)
-    summary = poll_orders(state_store, kombo_client(kombo_sandbox), settings, two_hours)
+    summary = poll_orders(state_store, intake_kombo_client(kombo_sandbox), settings, two_hours)
     assert summary["orders_new"] == 1
     assert set(order_states(state_store)) == {recent}
     assert old not in order_states(state_store) and done not in order_states(state_store)
@@ -125,7 +125,7 @@ def test_an_order_cancelled_in_the_ats_before_sending_is_not_invited(
     settings = make_settings()
     (integration,) = register(state_store, kombo_sandbox)
     keep, cancel = kombo_sandbox.admin.bulk_create_orders(integration, 2)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     poll_orders(state_store, client, settings, window())
     kombo_sandbox.admin.cancel_order(cancel)  # after the poll recorded it, before the dispatch
 
@@ -166,7 +166,7 @@ def test_duplicate_orders_for_the_same_candidate_and_package_are_not_invited_aga
 
     _, dispatched = run_cycle(
         state_store,
-        kombo_client(kombo_sandbox),
+        intake_kombo_client(kombo_sandbox),
         inviters(settings, platform=platform_inviter(platform_standin)),
         settings,
     )
@@ -188,7 +188,7 @@ def test_two_orders_for_one_candidate_seen_at_once_give_one_invitation(
     pair = [new_order(kombo_sandbox, integration, "py", **same)["id"] for _ in range(2)]
     run_cycle(
         state_store,
-        kombo_client(kombo_sandbox),
+        intake_kombo_client(kombo_sandbox),
         inviters(settings, platform=platform_inviter(platform_standin)),
         settings,
     )
@@ -210,7 +210,7 @@ def test_the_duplicate_rule_can_be_switched_off_per_integration(state_store, kom
             new_order(kombo_sandbox, integration, "py", candidate=candidate, application={"remote_id": "a"})
     run_cycle(
         state_store,
-        kombo_client(kombo_sandbox),
+        intake_kombo_client(kombo_sandbox),
         inviters(settings, platform=platform_inviter(platform_standin)),
         settings,
     )
@@ -223,7 +223,7 @@ def test_the_duplicate_rule_can_be_switched_off_per_integration(state_store, kom
         new_order(kombo_sandbox, lenient, "sql", candidate=candidate, application={"remote_id": "a"})
     run_cycle(
         state_store,
-        kombo_client(kombo_sandbox),
+        intake_kombo_client(kombo_sandbox),
         inviters(strict_everywhere, platform=platform_inviter(platform_standin)),
         strict_everywhere,
     )
@@ -238,7 +238,7 @@ def test_one_integration_failing_does_not_stop_the_others(state_store, kombo_san
         kombo_sandbox.admin.bulk_create_orders(integration, 3)
     polled, dispatched = run_cycle(
         state_store,
-        kombo_client(kombo_sandbox),
+        intake_kombo_client(kombo_sandbox),
         inviters(settings, platform=platform_inviter(platform_standin)),
         settings,
     )
@@ -259,7 +259,7 @@ def test_inactive_integrations_are_neither_polled_nor_invited(state_store, kombo
     registry.set_enabled(disabled, False)
     polled, dispatched = run_cycle(
         state_store,
-        kombo_client(kombo_sandbox),
+        intake_kombo_client(kombo_sandbox),
         inviters(settings, platform=platform_inviter(platform_standin)),
         settings,
     )
@@ -272,7 +272,7 @@ def test_params_limit_the_run_to_chosen_integrations(state_store, kombo_sandbox,
     chosen, other = register(state_store, kombo_sandbox, 2)
     for integration in (chosen, other):
         kombo_sandbox.admin.bulk_create_orders(integration, 2)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     polled = poll_orders(state_store, client, settings, window(), integration_ids=[chosen, "workday:unknown"])
     dispatched = dispatch_invitations(
         state_store, client, inviters(settings, platform=platform_inviter(platform_standin)), settings,
@@ -287,7 +287,7 @@ def test_dry_run_records_and_sends_nothing(state_store, kombo_sandbox, platform_
     settings = make_settings()
     (integration,) = register(state_store, kombo_sandbox)
     kombo_sandbox.admin.bulk_create_orders(integration, 4)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     polled = poll_orders(state_store, client, settings, window(), dry_run=True)
     dispatched = dispatch_invitations(
         state_store,
@@ -309,7 +309,7 @@ def test_a_polled_order_for_a_package_the_customer_was_not_given_is_rejected_not
     (integration,) = register(state_store, kombo_sandbox, settings={"published_package_ids": ["py-basics"]})
     served = new_order(kombo_sandbox, integration, "py-basics")["id"]
     refused = new_order(kombo_sandbox, integration, "bg-check")["id"]
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     polled, dispatched = run_cycle(
         state_store, client, inviters(settings, platform=platform_inviter(platform_standin)), settings
     )

@@ -35,8 +35,8 @@ from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.store import StateStore
 from tests.integration.intake_helpers import (
     email_inviter,
+    intake_kombo_client,
     inviters,
-    kombo_client,
     make_settings,
     order_states,
     platform_creations,
@@ -84,7 +84,7 @@ def _child(config: dict[str, Any], ready_fd: int | None = None) -> None:
 
     dispatch_invitations(
         store,
-        kombo_client(sandbox),
+        intake_kombo_client(sandbox),
         invite,
         settings,
         owner=config.get("owner", "doomed-worker"),
@@ -150,7 +150,7 @@ def test_the_retry_of_a_killed_task_sends_at_once(
     settings = make_settings(lease_seconds=LEASE_SECONDS)
     (integration,) = register(state_store, kombo_sandbox, channel="platform")
     ids = kombo_sandbox.admin.bulk_create_orders(integration, ORDERS)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     poll_orders(state_store, client, settings, window())
     config = child_config(
         state_store, state_clock.current, kombo_sandbox, step, platform_url=platform_standin.url,
@@ -177,7 +177,7 @@ def test_sigkill_at_each_step_then_run_again(
     settings = make_settings(lease_seconds=LEASE_SECONDS)
     (integration,) = register(state_store, kombo_sandbox, channel=channel)
     ids = kombo_sandbox.admin.bulk_create_orders(integration, ORDERS)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     poll_orders(state_store, client, settings, window())
     config = child_config(
         state_store,
@@ -223,7 +223,7 @@ def test_random_sigkill_during_a_large_smtp_dispatch_counts_the_window(
     settings = make_settings(lease_seconds=LEASE_SECONDS)
     (integration,) = register(state_store, kombo_sandbox, channel="email")
     ids = kombo_sandbox.admin.bulk_create_orders(integration, 60)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     poll_orders(state_store, client, settings, window())
     kills = 0
     for delay in (0.05, 0.08, 0.11, 0.14, 0.17, 0.2):

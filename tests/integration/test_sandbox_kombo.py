@@ -161,6 +161,25 @@ def test_integration_details_have_the_full_shape(kombo_sandbox: KomboSandbox) ->
     )
 
 
+def test_delete_integration_checks_a_body_against_kombos_schema(kombo_sandbox: KomboSandbox) -> None:
+    """The body of `DELETE /integrations/{id}` is optional; one that is sent must be what the OpenAPI declares."""
+    first, second = (kombo_sandbox.admin.create_integration(tool="workday")["id"] for _ in range(2))
+    headers = {**kombo_sandbox.headers(), "Content-Type": "application/json"}
+    with httpx.Client(base_url=kombo_sandbox.api_url, headers=headers, timeout=10.0) as client:
+        refused = client.request("DELETE", f"/integrations/{first}", content=b'["not", "an", "object"]')
+        error = assert_error(refused, 400, "PLATFORM.INPUT_INVALID")
+        assert "Kombo's schema" in error["message"]
+        assert client.get(f"/integrations/{first}").status_code == 200  # not deleted
+        assert client.request("DELETE", f"/integrations/{first}", content=b"{}").status_code == 200
+        assert client.delete(f"/integrations/{second}").status_code == 200  # no body at all
+    for deleted in (first, second):
+        assert_error(
+            httpx.get(f"{kombo_sandbox.api_url}/integrations/{deleted}", headers=kombo_sandbox.headers()),
+            404,
+            "PLATFORM.INTEGRATION_NOT_FOUND",
+        )
+
+
 def test_unknown_v1_route_answers_with_the_error_envelope(kombo_sandbox: KomboSandbox) -> None:
     response = httpx.get(f"{kombo_sandbox.api_url}/assessment/nothing-here", headers=kombo_sandbox.headers())
     assert_error(response, 404, None)
@@ -514,6 +533,15 @@ def _attachment(**fields: Any) -> dict[str, Any]:
         ),
         pytest.param({**VALID_RESULT, "attachments": VALID_RESULT["attachments"] * 6}, id="six attachments"),
         pytest.param({**VALID_RESULT, "remote_fields": []}, id="remote_fields list"),
+        # let through by the hand checks, refused by Kombo's OpenAPI schema
+        pytest.param(
+            {**VALID_RESULT, "remote_fields": {"smartrecruiters": "A"}},
+            id="schema: remote_fields ATS not object",
+        ),
+        pytest.param(
+            {**VALID_RESULT, "remote_fields": {"recruitee": {"subtitle": 5}}},
+            id="schema: subtitle not string",
+        ),
     ],
 )
 def test_invalid_results_are_rejected_and_not_applied(

@@ -39,7 +39,7 @@ from tests.integration.writeback_helpers import (
 
 
 def test_every_result_reaches_kombo_once_as_mapped_and_a_rerun_sends_nothing(
-    state_store, warehouse_engine, kombo_sandbox, kombo_client
+    state_store, warehouse_engine, kombo_sandbox, fast_kombo_client
 ):
     integration, ids = new_orders(state_store, kombo_sandbox, 12)
     rows = [result_row(order_id, T0 - timedelta(minutes=index)) for index, order_id in enumerate(ids)]
@@ -49,7 +49,7 @@ def test_every_result_reaches_kombo_once_as_mapped_and_a_rerun_sends_nothing(
     write_rows(warehouse_engine, rows)
     settings = wb_settings()
 
-    first = run_writeback(state_store, warehouse_engine, kombo_client, settings, **window())
+    first = run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())
 
     assert first["read"]["chunks"] == 2  # 12 rows, 7 per chunk
     assert (first["read"]["enqueued"], first["send"]["sent"], first["send"]["dead"]) == (12, 12, 0)
@@ -61,14 +61,14 @@ def test_every_result_reaches_kombo_once_as_mapped_and_a_rerun_sends_nothing(
     assert kombo_sandbox.admin.get_order(ids[1])["status"] == "CANCELLED"
     assert outbox_states(state_store) == {"sent": 12}
 
-    second = run_writeback(state_store, warehouse_engine, kombo_client, settings, **window())
+    second = run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())
 
     assert (second["read"]["unchanged"], second["read"]["enqueued"], second["send"]["claimed"]) == (12, 0, 0)
     assert put_count(kombo_sandbox) == 12
 
 
 def test_reads_the_interval_plus_the_overlap_and_sends_late_rows_once(
-    state_store, warehouse_engine, kombo_sandbox, kombo_client
+    state_store, warehouse_engine, kombo_sandbox, fast_kombo_client
 ):
     _, (late, too_old, inside, next_interval, last_ms) = new_orders(state_store, kombo_sandbox, 5)
     write_rows(
@@ -94,7 +94,7 @@ def test_reads_the_interval_plus_the_overlap_and_sends_late_rows_once(
         read = enqueue_results(
             state_store, warehouse_engine, settings, window_start=start_at, window_end=end_at
         )
-        send_pending(state_store, kombo_client, settings)
+        send_pending(state_store, fast_kombo_client, settings)
         return read
 
     first = run_interval(T0)
@@ -113,7 +113,7 @@ def test_reads_the_interval_plus_the_overlap_and_sends_late_rows_once(
 
 
 def test_bad_rows_are_quarantined_with_their_reason_and_the_batch_goes_on(
-    state_store, warehouse_engine, kombo_sandbox, kombo_client
+    state_store, warehouse_engine, kombo_sandbox, fast_kombo_client
 ):
     _, ids = new_orders(state_store, kombo_sandbox, 7)
     good, over_max, plain_http, bad_json, not_done, big_report, negative = ids
@@ -132,7 +132,7 @@ def test_bad_rows_are_quarantined_with_their_reason_and_the_batch_goes_on(
     )
     settings = wb_settings(max_attachment_bytes=1024)
 
-    summary = run_writeback(state_store, warehouse_engine, kombo_client, settings, **window())
+    summary = run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())
 
     assert (summary["read"]["mapped"], summary["read"]["quarantined"], summary["send"]["sent"]) == (1, 7, 1)
     assert kombo_result(kombo_sandbox, good) is not None
@@ -147,13 +147,13 @@ def test_bad_rows_are_quarantined_with_their_reason_and_the_batch_goes_on(
     assert put_count(kombo_sandbox) == 1
 
     # The overlap reads the same bad rows again: they are not quarantined twice.
-    run_writeback(state_store, warehouse_engine, kombo_client, settings, **window())
+    run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())
     with state_store.transaction(readonly=True) as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar_one() == 7
 
 
 def test_a_change_while_open_is_sent_and_a_change_after_is_not_writable(
-    state_store, warehouse_engine, kombo_sandbox, kombo_client
+    state_store, warehouse_engine, kombo_sandbox, fast_kombo_client
 ):
     _, (queued, delivered, cancelled_in_ats) = new_orders(state_store, kombo_sandbox, 3)
     settings = wb_settings()
@@ -162,7 +162,7 @@ def test_a_change_while_open_is_sent_and_a_change_after_is_not_writable(
     enqueue_results(state_store, warehouse_engine, settings, **window())
     rescored = result_row(queued, T0 + timedelta(minutes=1), score=45.0)
     write_rows(warehouse_engine, [rescored, result_row(delivered, score=70.0)])
-    run_writeback(state_store, warehouse_engine, kombo_client, settings, **window())
+    run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())
     assert applied_bodies(kombo_sandbox, queued) == [expected_payload(rescored)]
     assert {row["state"] for row in outbox_rows(state_store) if row["order_id"] == queued} == {
         "sent",
@@ -174,7 +174,7 @@ def test_a_change_while_open_is_sent_and_a_change_after_is_not_writable(
     write_rows(warehouse_engine, [changed])
     kombo_sandbox.admin.cancel_order(cancelled_in_ats)  # the recruiter cancels before the result comes
     write_rows(warehouse_engine, [result_row(cancelled_in_ats, T0 + timedelta(minutes=2))])
-    summary = run_writeback(state_store, warehouse_engine, kombo_client, settings, **window())
+    summary = run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())
 
     assert summary["read"]["not_writable"] == 1  # known before sending: the order already took a result
     assert summary["send"]["not_writable"] == 2
@@ -189,7 +189,7 @@ def test_a_change_while_open_is_sent_and_a_change_after_is_not_writable(
 
 
 def test_permanent_errors_become_dead_letters_and_replay_by_order_ids_or_all(
-    state_store, warehouse_engine, kombo_sandbox, kombo_client
+    state_store, warehouse_engine, kombo_sandbox, fast_kombo_client
 ):
     integration, ids = new_orders(state_store, kombo_sandbox, 3)
     rows = [result_row(order_id) for order_id in ids]
@@ -197,7 +197,7 @@ def test_permanent_errors_become_dead_letters_and_replay_by_order_ids_or_all(
     settings = wb_settings()
     kombo_sandbox.admin.set_integration_state(integration, status="INACTIVE")
 
-    summary = run_writeback(state_store, warehouse_engine, kombo_client, settings, **window())
+    summary = run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())
 
     assert summary["send"]["dead"] == 3
     letters = outbox_report(state_store)["dead_letters"]
@@ -207,15 +207,16 @@ def test_permanent_errors_become_dead_letters_and_replay_by_order_ids_or_all(
     kombo_sandbox.admin.set_integration_state(integration, status="ACTIVE")
     # A plain re-run reads the same results: nothing new to queue, dead letters stay put until replayed.
     assert (
-        run_writeback(state_store, warehouse_engine, kombo_client, settings, **window())["send"]["sent"] == 0
+        run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())["send"]["sent"]
+        == 0
     )
 
-    replayed = run_writeback(state_store, warehouse_engine, kombo_client, settings, order_ids=[ids[0]])
+    replayed = run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, order_ids=[ids[0]])
     assert (replayed["replay"]["requeued"], replayed["send"]["sent"]) == (1, 1)
     assert kombo_result(kombo_sandbox, ids[0]) == expected_payload(rows[0])
     assert kombo_result(kombo_sandbox, ids[1]) is None
 
-    rest = run_writeback(state_store, warehouse_engine, kombo_client, settings, replay=True, **window())
+    rest = run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, replay=True, **window())
     assert (rest["replay"]["requeued"], rest["send"]["sent"]) == (2, 2)
     assert outbox_states(state_store) == {"sent": 3}
 
@@ -243,13 +244,15 @@ def test_lost_acknowledgements_are_resolved_by_reading_the_order_back(
 
 
 def test_dry_run_prints_payloads_and_diffs_and_changes_nothing(
-    state_store, warehouse_engine, kombo_sandbox, kombo_client
+    state_store, warehouse_engine, kombo_sandbox, fast_kombo_client
 ):
     _, (first, second) = new_orders(state_store, kombo_sandbox, 2)
     write_rows(warehouse_engine, [result_row(first), result_row(second, score=101.0, max_score=100.0)])
     settings = wb_settings()
 
-    preview = run_writeback(state_store, warehouse_engine, kombo_client, settings, dry_run=True, **window())
+    preview = run_writeback(
+        state_store, warehouse_engine, fast_kombo_client, settings, dry_run=True, **window()
+    )
 
     assert [p["action"] for p in preview["read"]["previews"]] == ["send"]
     assert preview["read"]["previews"][0]["payload"]["score"] == expected_payload(result_row(first))["score"]
@@ -259,10 +262,10 @@ def test_dry_run_prints_payloads_and_diffs_and_changes_nothing(
     assert Quarantine(state_store).list_open() == []
     assert put_count(kombo_sandbox) == 0
 
-    run_writeback(state_store, warehouse_engine, kombo_client, settings, **window())
+    run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())
     write_rows(warehouse_engine, [result_row(first, T0 + timedelta(minutes=1), score=12.0)])
     preview = run_writeback(
-        state_store, warehouse_engine, kombo_client, settings, dry_run=True, order_ids=[first]
+        state_store, warehouse_engine, fast_kombo_client, settings, dry_run=True, order_ids=[first]
     )
     (shown,) = preview["read"]["previews"]
     assert shown["action"] == "not_writable"
@@ -271,13 +274,17 @@ def test_dry_run_prints_payloads_and_diffs_and_changes_nothing(
 
 
 def test_chosen_orders_are_read_whatever_their_date(
-    state_store, warehouse_engine, kombo_sandbox, kombo_client
+    state_store, warehouse_engine, kombo_sandbox, fast_kombo_client
 ):
     _, (old, recent) = new_orders(state_store, kombo_sandbox, 2)
     write_rows(warehouse_engine, [result_row(old, T0 - timedelta(days=30)), result_row(recent)])
 
     summary = run_writeback(
-        state_store, warehouse_engine, kombo_client, wb_settings(), order_ids=[old, "not-in-the-warehouse"]
+        state_store,
+        warehouse_engine,
+        fast_kombo_client,
+        wb_settings(),
+        order_ids=[old, "not-in-the-warehouse"],
     )
 
     assert (summary["read"]["rows"], summary["send"]["sent"]) == (1, 1)
@@ -287,7 +294,7 @@ def test_chosen_orders_are_read_whatever_their_date(
 
 
 def test_results_keyed_by_invitation_id_are_joined_through_the_state_store(
-    state_store, warehouse_engine, kombo_sandbox, kombo_client, tmp_path
+    state_store, warehouse_engine, kombo_sandbox, fast_kombo_client, tmp_path
 ):
     _, (order_id,) = new_orders(state_store, kombo_sandbox, 1)
     repository = OrderRepository(state_store)
@@ -305,8 +312,8 @@ def test_results_keyed_by_invitation_id_are_joined_through_the_state_store(
     )
     settings = wb_settings(sql_file=str(sql_file))
 
-    summary = run_writeback(state_store, warehouse_engine, kombo_client, settings, **window())
-    by_ids = run_writeback(state_store, warehouse_engine, kombo_client, settings, order_ids=[order_id])
+    summary = run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())
+    by_ids = run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, order_ids=[order_id])
 
     assert summary["send"]["sent"] == 1
     assert kombo_result(kombo_sandbox, order_id) == expected_payload(row)
@@ -316,7 +323,7 @@ def test_results_keyed_by_invitation_id_are_joined_through_the_state_store(
 
 @pytest.mark.parametrize("missing", ["status", "result_url"])
 def test_a_query_that_breaks_the_column_contract_stops_with_a_clear_message(
-    state_store, warehouse_engine, kombo_client, tmp_path, missing
+    state_store, warehouse_engine, fast_kombo_client, tmp_path, missing
 ):
     columns = ["order_id", "status", "result_url", "updated_at"]
     columns.remove(missing)

@@ -1,5 +1,5 @@
 """Helpers of the write-back integration tests (imported by the test_writeback_* modules); their fixtures
-(`warehouse_engine`, `_pg_warehouse_url`, `kombo_client`) are in tests/integration/conftest.py.
+(`warehouse_engine`, `_pg_warehouse_url`, `fast_kombo_client`) are in tests/integration/conftest.py.
 
 The warehouse runs on the same engine as the test's state store: a SQLite file, or a PostgreSQL database of its
 own (created once per module, emptied before every test), so every test reads the team's SQL on both.

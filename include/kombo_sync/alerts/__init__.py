@@ -8,8 +8,7 @@ Names are imported lazily so that DAG files importing the notifier stay cheap.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from kombo_sync.lazy import lazy_exports
 
 _EXPORTS = {
     "KomboAlertNotifier": "kombo_sync.alerts.notifier",
@@ -25,11 +24,4 @@ _EXPORTS = {
     "deliver": "kombo_sync.alerts.channels",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import httpx
 
 from kombo_sync.alerts.messages import Alert
+from kombo_sync.connections import connection_extras, http_base_url
 from kombo_sync.settings import PROJECT_ROOT, AlertSettings
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class EmailAlertChannel:
         `kombo_smtp` means one thing everywhere; `from_email` overrides its extra."""
         from kombo_sync.invites.email import EmailInviter
 
-        extra = dict(conn.extra_dejson) if hasattr(conn, "extra_dejson") else {}
+        extra = dict(connection_extras(conn))
         if from_email:
             extra["from_email"] = from_email
         view = SimpleNamespace(
@@ -159,19 +160,14 @@ class WebhookAlertChannel:
         """An HTTP connection whose host is the URL (a host without a scheme gets `schema` or https, and the
         port); the password, if any, is sent as a bearer token; extra `headers` are added."""
         webhook = settings.channels.webhook
-        host = (conn.host or "").strip()
-        if not host:
+        url = http_base_url(conn.host, conn.schema, conn.port)
+        if not url:
             raise AlertDeliveryError("the webhook connection has no host (the URL)")
-        if "://" not in host:
-            scheme = conn.schema or "https"
-            port = f":{conn.port}" if conn.port else ""
-            head, _, path = host.partition("/")
-            host = f"{scheme}://{head}{port}" + (f"/{path}" if path else "")
-        extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+        extra = connection_extras(conn)
         raw_headers = extra.get("headers")
         headers: dict[str, Any] = raw_headers if isinstance(raw_headers, dict) else {}
         return cls(
-            url=host,
+            url=url,
             token=conn.password or None,
             headers={str(k): str(v) for k, v in headers.items()},
             text_field=webhook.text_field,

@@ -1,6 +1,6 @@
 """Package catalog sync (job 1): every customer's integrations get exactly the packages it is entitled to.
 
-`job` holds the DAG's steps; `source` reads the catalog (SQL or YAML), `contract` checks it, `plan` decides per
+`job` holds the DAG's steps, `tasks` their Airflow entry points; `source` reads the catalog (SQL or YAML), `contract` checks it, `plan` decides per
 integration, `publish` sends. See docs/catalog.md.
 """
 

@@ -1,7 +1,8 @@
 """The three steps of the `kombo_package_sync` DAG as plain functions: plan, publish a shard, finish.
 
 Each takes its dependencies (store, client, settings, the catalog loader) as arguments and returns a small,
-JSON-serialisable dict, so the DAG only wires them and tests call them directly.
+JSON-serialisable dict, so tests call them directly; `catalog.tasks` builds the dependencies and calls them
+from the DAG's tasks.
 """
 
 from __future__ import annotations
@@ -309,45 +310,3 @@ def finish_catalog_sync(
     message = "\n".join(lines)
     log.error("%s", message)
     raise CatalogSyncFailed(message, summary)
-
-
-def run_plan(
-    params: Mapping[str, Any] | None, run_id: str | None, settings: PipelineSettings | None = None
-) -> dict[str, Any]:
-    """The `plan` task: connections and settings from the Airflow environment (task time only)."""
-    from kombo_sync.runtime import state_store
-    from kombo_sync.settings import load_settings
-
-    settings = settings or load_settings()
-    return plan_catalog_sync(
-        state_store(settings),
-        lambda: load_catalog(settings),
-        settings.catalog,
-        SyncOptions.from_params(params),
-        run_id=run_id,
-    )
-
-
-def run_publish(shard: Mapping[str, Any], settings: PipelineSettings | None = None) -> dict[str, Any]:
-    """The `publish` task: one shard with a Kombo client from `kombo_default`."""
-    from kombo_sync.runtime import kombo_client, state_store
-    from kombo_sync.settings import load_settings
-
-    settings = settings or load_settings()
-    with kombo_client(settings) as client:
-        return publish_catalog_shard(
-            state_store(settings), client, shard, concurrency=settings.catalog.publish_concurrency
-        )
-
-
-def run_finish(
-    plan_summary: Mapping[str, Any] | None,
-    shard_results: Iterable[Mapping[str, Any] | None] | None,
-    settings: PipelineSettings | None = None,
-) -> dict[str, Any]:
-    """The `finish` task (raises `CatalogSyncFailed` when the run must end failed); returns only the counts,
-    the full summary is in the `runs` table."""
-    from kombo_sync.runtime import state_store
-
-    summary = finish_catalog_sync(state_store(settings), plan_summary, list(shard_results or []))
-    return {"counts": summary["counts"], "audit_id": (plan_summary or {}).get("audit_id")}

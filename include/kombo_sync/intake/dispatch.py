@@ -39,8 +39,9 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from kombo_sync.intake.claims import (
-    IntakeOrders,
+from kombo_sync.backoff import exponential_delay
+from kombo_sync.intake.claims import IntakeOrders
+from kombo_sync.intake.duplicates import (
     candidates_sharing_an_order,
     duplicate_keys,
     duplicate_rule_enabled,
@@ -87,8 +88,10 @@ def make_owner(label: str = "intake") -> str:
 
 def retry_delay(intake: IntakeSettings, attempts: int) -> timedelta:
     """Backoff before the next attempt after ``attempts`` failed ones."""
-    seconds = intake.retry_backoff_seconds * (2 ** max(0, attempts - 1))
-    return timedelta(seconds=min(seconds, intake.retry_backoff_max_seconds))
+    seconds = exponential_delay(
+        intake.retry_backoff_seconds, attempts - 1, cap=intake.retry_backoff_max_seconds
+    )
+    return timedelta(seconds=seconds)
 
 
 def email_problem(address: str | None) -> str | None:

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 
+from kombo_sync.connections import connection_extras
 from kombo_sync.invites.base import (
     CHANNEL_EMAIL,
     InvitationOrder,
@@ -138,7 +139,7 @@ class EmailInviter:
     @classmethod
     def from_connection(cls, conn: Any, *, templates_dir: Path | str, url_template: str) -> EmailInviter:
         """Build from an Airflow connection (see the module docstring for the fields)."""
-        extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+        extra = connection_extras(conn)
         port = int(conn.port or 25)
         use_ssl = _flag(extra.get("ssl"), port == 465)
         if "disable_ssl" in extra and "ssl" not in extra:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from kombo_sync.connections import connection_extras, http_base_url
 from kombo_sync.invites.base import (
     CHANNEL_PLATFORM,
     InvitationOrder,
@@ -69,15 +70,9 @@ class PlatformInviter:
     @classmethod
     def from_connection(cls, conn: Any) -> PlatformInviter:
         """Build from an Airflow HTTP connection (host = base URL, password = token, extras timeout/path)."""
-        extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
-        host = (conn.host or "").strip()
-        if host and "://" not in host:
-            scheme = (conn.schema or "").strip().lower()
-            host = f"{scheme if scheme in ('http', 'https') else 'https'}://{host}"
-            if conn.port and host.count(":") < 2:
-                host = f"{host}:{conn.port}"
+        extra = connection_extras(conn)
         return cls(
-            host,
+            http_base_url(conn.host, conn.schema, conn.port),
             conn.password or None,
             timeout=float(extra.get("timeout") or 15.0),
             path=str(extra.get("path") or DEFAULT_PATH),

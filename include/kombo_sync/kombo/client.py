@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from kombo_sync.backoff import exponential_delay, full_jitter
 from kombo_sync.kombo.errors import (
     KomboError,
     KomboInvalidResponseError,
@@ -158,11 +159,8 @@ class KomboClient:
 
     def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Full-jitter delay before retry number ``attempt + 1``, but never less than the server asked."""
-        ceiling = min(self.backoff_cap, self.backoff_base * (2**attempt))
-        delay = self._rng() * ceiling
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return delay
+        ceiling = exponential_delay(self.backoff_base, attempt, cap=self.backoff_cap)
+        return full_jitter(ceiling, at_least=retry_after, rng=self._rng)
 
     def _send_once(
         self,

@@ -13,12 +13,12 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from kombo_sync.connections import connection_extras, http_base_url
 from kombo_sync.kombo.client import DEFAULT_BASE_URL, KomboClient
 
 _FLOAT_EXTRAS = ("timeout", "backoff_base", "backoff_cap", "max_retry_after")
 _INT_EXTRAS = ("max_retries", "max_in_flight_per_integration", "rate_limit_burst")
 _OPTIONAL_EXTRAS = ("rate_limit_per_second", "rate_limit_burst")  # empty / "none" means "not set"
-_URL_SCHEMES = ("http", "https")
 
 
 def _is_unset(value: Any) -> bool:
@@ -50,24 +50,8 @@ def client_options_from_extras(extras: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def base_url_from_connection(host: str | None, schema: str | None = None, port: int | None = None) -> str:
-    """Kombo base URL from the connection: host as given (with its path, e.g. /v1), scheme added if missing."""
-    host = (host or "").strip()
-    if not host:
-        return DEFAULT_BASE_URL
-    if "://" in host:
-        url = host
-    else:
-        scheme = (schema or "").strip().lower()
-        path = ""
-        if scheme and scheme not in _URL_SCHEMES:
-            # The URI form (http://:key@api.kombo.dev/v1) parses "v1" into schema: it is the path.
-            path = "/" + scheme.strip("/")
-            scheme = ""
-        netloc, _, rest = host.partition("/")
-        if port and ":" not in netloc:
-            netloc = f"{netloc}:{port}"
-        url = f"{scheme or 'https'}://{netloc}" + (f"/{rest}" if rest else path)
-    return url.rstrip("/")
+    """Kombo base URL from the connection (`kombo_sync.connections.http_base_url`), Kombo's own without a host."""
+    return (http_base_url(host, schema, port) or DEFAULT_BASE_URL).rstrip("/")
 
 
 class KomboHook(BaseHook):
@@ -94,7 +78,7 @@ class KomboHook(BaseHook):
             "base_url": base_url_from_connection(conn.host, conn.schema, conn.port),
             "api_key": conn.password,
         }
-        config.update(client_options_from_extras(conn.extra_dejson))
+        config.update(client_options_from_extras(connection_extras(conn)))
         config.update(self._client_overrides)
         config.update(overrides)
         return config

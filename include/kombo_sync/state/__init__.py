@@ -5,8 +5,7 @@ Names are imported lazily so that `import kombo_sync.state` stays cheap for DAG 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from kombo_sync.lazy import lazy_exports
 
 _EXPORTS = {
     "StateStore": "kombo_sync.state.store",
@@ -19,11 +18,4 @@ _EXPORTS = {
     "Quarantine": "kombo_sync.state.audit",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

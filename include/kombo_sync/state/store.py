@@ -30,7 +30,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-from kombo_sync.connections import normalize_url, sqlalchemy_url
+from kombo_sync.connections import get_connection, normalize_url, sqlalchemy_url
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +90,13 @@ def _url_from_airflow_connection(conn_id: str) -> str | None:
     if not _running_in_airflow(conn_id):
         return None
     try:
-        from airflow.sdk import BaseHook
-        from airflow.sdk.exceptions import AirflowNotFoundException
-    except ImportError:
-        return None
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        log.debug("Airflow connection %s not defined", conn_id)
-        return None
+        conn = get_connection(conn_id)
     except Exception as exc:
         # No reachable backend (e.g. no metadata DB in this process): fall back, but say so.
         log.warning("could not read Airflow connection %s (%s); falling back", conn_id, type(exc).__name__)
+        return None
+    if conn is None:
+        log.debug("Airflow connection %s not defined (or Airflow not installed)", conn_id)
         return None
     return normalize_url(sqlalchemy_url(conn))
 

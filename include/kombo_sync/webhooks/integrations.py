@@ -12,6 +12,7 @@ from kombo_sync.kombo.models import (
     IntegrationCreatedData,
     IntegrationDeletedData,
     IntegrationStateChangedData,
+    WebhookEndUser,
 )
 from kombo_sync.state.integrations import (
     ACTIVE,
@@ -48,19 +49,38 @@ def _wake_if_newly_served(work: EventWork, before: IntegrationRecord | None, int
     return False
 
 
+def _record_integration(
+    work: EventWork,
+    integration_id: str,
+    category: str | None,
+    tool: str | None,
+    end_user: WebhookEndUser,
+    *,
+    status: str | None = None,
+    setup_status: str | None = None,
+    qa_status: str | None = None,
+) -> bool:
+    """Create or refresh the integration as the event describes it, in the event's transaction (None leaves a
+    stored value alone); True if it was created."""
+    return IntegrationRepository(work.store).upsert(
+        integration_id,
+        source="webhook",
+        category=category,
+        tool=tool,
+        customer_key=end_user.origin_id,
+        organization_name=end_user.organization_name,
+        status=status,
+        setup_status=setup_status,
+        qa_status=qa_status,
+        conn=work.conn,
+    )
+
+
 def integration_created(data: IntegrationCreatedData, work: EventWork) -> WebhookResponse:
     """Register the integration; a new assessment integration gets its packages published at once."""
     repo = IntegrationRepository(work.store)
     before = repo.get(data.id, conn=work.conn)
-    created = repo.upsert(
-        data.id,
-        source="webhook",
-        category=data.category,
-        tool=data.tool,
-        customer_key=data.end_user.origin_id,
-        organization_name=data.end_user.organization_name,
-        conn=work.conn,
-    )
+    created = _record_integration(work, data.id, data.category, data.tool, data.end_user)
     woken = _wake_if_newly_served(work, before, data.id)
     return WebhookResponse(
         200, {"status": "OK", "integration_id": data.id, "created": created, "packages_sync_requested": woken}
@@ -71,16 +91,7 @@ def integration_deleted(data: IntegrationDeletedData, work: EventWork) -> Webhoo
     """Mark the integration deleted and cancel its orders not yet invited: all work for it stops."""
     repo = IntegrationRepository(work.store)
     if repo.get(data.id, conn=work.conn) is None:
-        repo.upsert(
-            data.id,
-            source="webhook",
-            category=data.category,
-            tool=data.tool,
-            customer_key=data.end_user.origin_id,
-            organization_name=data.end_user.organization_name,
-            status=DELETED,
-            conn=work.conn,
-        )
+        _record_integration(work, data.id, data.category, data.tool, data.end_user, status=DELETED)
     else:
         repo.mark_deleted(data.id, data.deleted_at, conn=work.conn)
     cancelled = cancel_open_orders(work.store, data.id, conn=work.conn)
@@ -118,17 +129,15 @@ def integration_state_changed(data: IntegrationStateChangedData, work: EventWork
     known_state = data.state if data.state in INTEGRATION_STATUSES and data.state != DELETED else None
     if known_state is None:
         log.warning("integration %s: unknown state %r kept as it was", data.integration_id, data.state[:32])
-    repo.upsert(
+    _record_integration(
+        work,
         data.integration_id,
-        source="webhook",
-        category=data.integration_category,
-        tool=data.integration_tool,
-        customer_key=data.end_user.origin_id,
-        organization_name=data.end_user.organization_name,
+        data.integration_category,
+        data.integration_tool,
+        data.end_user,
         status=known_state,
         setup_status=data.setup_status,
         qa_status=data.qa_status,
-        conn=work.conn,
     )
     woken = _wake_if_newly_served(work, before, data.integration_id)
     return WebhookResponse(

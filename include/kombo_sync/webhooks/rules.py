@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import Connection
 
-from kombo_sync.intake.claims import duplicate_rule_enabled
+from kombo_sync.intake.duplicates import duplicate_rule_enabled
 from kombo_sync.kombo.models import OrderReceivedData
 from kombo_sync.serving import integration_refusal, package_refusal
 from kombo_sync.settings import PipelineSettings

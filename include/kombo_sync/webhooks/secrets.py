@@ -11,7 +11,6 @@ No secret anywhere means no service: every request is answered 503 and the log s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -20,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombo_sync.connections import get_connection
+from kombo_sync.connections import connection_extras, get_connection
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +57,6 @@ def _dedupe(values: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def _connection_extra(conn: Any) -> dict[str, Any]:
-    extra = getattr(conn, "extra_dejson", None)
-    if isinstance(extra, dict):
-        return extra
-    raw = getattr(conn, "extra", None)
-    if not raw:
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except (TypeError, ValueError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def read_webhook_secrets(
     conn_id: str = "kombo_webhook",
     *,
@@ -89,7 +74,7 @@ def read_webhook_secrets(
         conn = None
     if conn is not None:
         values = _split(getattr(conn, "password", None)) + _split(
-            _connection_extra(conn).get("previous_secrets")
+            connection_extras(conn).get("previous_secrets")
         )
         if values:
             return WebhookSecrets(_dedupe(values), f"Airflow connection {conn_id}")

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from kombo_sync.backoff import exponential_delay
 from kombo_sync.kombo.client import KomboClient
 from kombo_sync.kombo.errors import (
     AUTHENTICATION_INVALID,
@@ -515,7 +516,7 @@ class ResultSender:
         if outcome.kind in (SENT_OK, RESOLVED):
             changed = outbox.mark_sent(item.order_id, item.payload_hash)
         elif outcome.kind == RETRY:
-            delay = self.settings.retry_backoff_seconds * (2 ** min(max(item.attempts - 1, 0), 6))
+            delay = exponential_delay(self.settings.retry_backoff_seconds, item.attempts - 1, max_doublings=6)
             changed = outbox.mark_retry(
                 item.order_id,
                 item.payload_hash,
