@@ -130,6 +130,7 @@ def test_transition_table_is_the_documented_one() -> None:
         ("inviting", "rejected"),  # by the lease holder only
         ("received", "cancelled"),
         ("inviting", "cancelled"),
+        ("invited", "cancelled"),  # cancel_invitation: the reconcile job, after revoking the invitation
     }
 
 
@@ -170,7 +171,13 @@ def test_named_transitions_from_every_state(repo: OrderRepository, target: str) 
     repo.record_order(kombo_order("someone-else"), "webhook")
     for source in ORDER_STATES:
         order_id = _order_in(repo, source, f"{target}-from-{source}")
-        if source == "inviting" and target in ("duplicate", "rejected"):
+        if source == "invited" and target == "cancelled":
+            # Only `cancel_invitation` (the reconcile job, after revoking) closes an invited order.
+            with pytest.raises(InvalidTransition):
+                UNFENCED[target](repo, order_id)
+            assert repo.cancel_invitation(order_id, reason="cancelled in the ATS") is True
+            assert repo.cancel_invitation(order_id, reason="cancelled in the ATS") is False  # repeated
+        elif source == "inviting" and target in ("duplicate", "rejected"):
             assert UNFENCED[target](repo, order_id) is False  # someone else holds the lease
             after = repo.get(order_id)
             assert after is not None and after.state == "inviting"
