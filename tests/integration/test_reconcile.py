@@ -10,10 +10,17 @@ from kombo_sync.reconcile import reconcile_orders
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.orders import OrderRepository
 from kombo_sync.state.outbox import ResultOutbox
-from kombo_sync.writeback.job import send_pending
+from kombo_sync.writeback.job import enqueue_results, run_writeback, send_pending
 from tests.integration.intake_helpers import kombo_client, order_states, platform_creations
 from tests.integration.reconcile_helpers import channels, enqueue_result, invited_orders, reconcile_settings
-from tests.integration.writeback_helpers import applied_bodies, put_count, wb_settings
+from tests.integration.writeback_helpers import (
+    applied_bodies,
+    put_count,
+    result_row,
+    wb_settings,
+    window,
+    write_rows,
+)
 
 
 def revocations(platform) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -187,3 +194,29 @@ def test_unreadable_integrations_and_unreachable_platform_leave_orders_for_the_n
     done = reconcile_orders(state_store, kombo_client(kombo_sandbox), invite, settings)
     assert done["cancelled"] == 1 and order_states(state_store)[order_id] == "cancelled"
     assert revocations(platform_standin) == {order_id: 1}
+
+
+def test_the_write_back_reads_a_cancelled_order_s_result_as_not_writable_and_sends_nothing(
+    state_store, kombo_sandbox, platform_standin, warehouse_engine
+):
+    settings = reconcile_settings()
+    invite = channels(settings, platform=platform_standin)
+    _, (cancelled, open_order) = invited_orders(state_store, kombo_sandbox, settings, invite, 2)
+    kombo_sandbox.admin.cancel_order(cancelled)
+    client = kombo_client(kombo_sandbox)
+    assert reconcile_orders(state_store, client, invite, settings)["cancelled"] == 1
+    write_rows(warehouse_engine, [result_row(cancelled), result_row(open_order)])
+    kombo_sandbox.admin.clear_requests()
+
+    preview = enqueue_results(state_store, warehouse_engine, wb_settings(), dry_run=True, **window())
+    actions = {item["order_id"]: item["action"] for item in preview["previews"]}
+    assert actions == {cancelled: "not_writable", open_order: "send"}
+
+    summary = run_writeback(state_store, warehouse_engine, client, wb_settings(), **window())
+    assert (summary["read"]["not_writable"], summary["send"]["not_writable"], summary["send"]["sent"]) == (
+        1,
+        1,
+        1,
+    )
+    assert put_count(kombo_sandbox) == 1
+    assert applied_bodies(kombo_sandbox, cancelled) == []

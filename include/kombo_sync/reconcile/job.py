@@ -29,9 +29,11 @@ from kombo_sync.invites.base import REVOCATION_STATUSES
 from kombo_sync.kombo.client import KomboClient
 from kombo_sync.kombo.errors import KomboError
 from kombo_sync.reconcile.decide import (
+    ALREADY_WRITTEN,
     CANCEL,
     OUTCOMES,
     RESULT_LANDED,
+    STILL_OPEN,
     Decision,
     decide,
 )
@@ -57,9 +59,8 @@ STEP_RECORDED = "recorded"
 
 # Summary keys besides the decision outcomes: what the cancellations did.
 CANCELLED = "cancelled"  # orders moved to cancelled by this run
-REVOKE_FAILED = (
-    "revoke_failed"  # the channel gave no definite answer: the order stays invited for the next run
-)
+# The channel gave no definite answer: the order stays invited for the next run.
+REVOKE_FAILED = "revoke_failed"
 CHANGED_MEANWHILE = "changed_meanwhile"  # the order left `invited` while this run worked on it
 NOT_CHECKED = "not_checked"  # its integration could not be read from Kombo in this run
 
@@ -126,7 +127,7 @@ def reconcile_orders(
                 )
                 counts[decision.outcome] += 1
                 if dry_run:
-                    if decision.outcome != "still_open":
+                    if decision.outcome != STILL_OPEN:
                         log.info(
                             "dry run: order %s -> %s (%s)", order.order_id, decision.outcome, decision.reason
                         )
@@ -136,7 +137,7 @@ def reconcile_orders(
                 elif decision.outcome == RESULT_LANDED and decision.landed_hash is not None:
                     if outbox.mark_landed(order.order_id, decision.landed_hash):
                         log.info("order %s: Kombo holds our result; recorded as sent", order.order_id)
-                elif decision.outcome not in ("still_open", "already_written"):
+                elif decision.outcome not in (STILL_OPEN, ALREADY_WRITTEN):
                     log.info("reconcile: order %s left as it is (%s)", order.order_id, decision.outcome)
             if monotonic() - last_progress >= config.progress_seconds:
                 last_progress = monotonic()
