@@ -30,7 +30,7 @@ def revocations(platform) -> dict[str, int]:  # type: ignore[no-untyped-def]
 def test_orders_cancelled_or_rejected_in_the_ats_are_revoked_once_and_cancelled(
     state_store, kombo_sandbox, platform_standin, caplog
 ):
-    settings = reconcile_settings()
+    settings = reconcile_settings(progress_seconds=0.001)
     invite = channels(settings, platform=platform_standin)
     integration, ids = invited_orders(state_store, kombo_sandbox, settings, invite, 5)
     cancelled, still_open = ids[:2], ids[2:]
@@ -58,6 +58,7 @@ def test_orders_cancelled_or_rejected_in_the_ats_are_revoked_once_and_cancelled(
     assert revocations(platform_standin) == dict.fromkeys(cancelled, 1)
     reason = OrderRepository(state_store).get(cancelled[0]).last_error  # type: ignore[union-attr]
     assert reason is not None and "cancelled in the ATS" in reason and "revoked" in reason
+    assert "reconcile progress: page 3, 5 order(s) checked so far" in caplog.text
     # Progress and outcome lines name ids and counts, never the candidate.
     order = kombo_sandbox.admin.get_order(cancelled[0])
     for secret in (

@@ -101,7 +101,8 @@ def report_task(summary: Mapping[str, Any] | None) -> dict[str, Any]:
 def _flat(summary: Mapping[str, Any]) -> dict[str, Any]:
     flat = {key: value for key, value in summary.items() if not isinstance(value, list | dict)}
     flat.update({f"revocations_{k}": v for k, v in (summary.get("revocations") or {}).items() if v})
-    flat["integrations_failed"] = len(summary.get("integrations_failed") or {})
+    # Which integrations Kombo would not list, with its error code (ids only, like the intake's poll audit).
+    flat["integrations_failed"] = dict(summary.get("integrations_failed") or {})
     return flat
 
 
