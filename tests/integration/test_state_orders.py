@@ -444,3 +444,25 @@ def test_claim_one_given_order(repo: OrderRepository, state_clock: Any) -> None:
     assert repo.claim_order("o1", "late", 60) is None  # final
     with pytest.raises(OrderNotFound):
         repo.claim_order("missing", "w", 60)
+
+
+def test_only_an_invited_order_has_its_invitation_cancelled(repo: OrderRepository) -> None:
+    """`cancel_invitation` (the reconcile job, after revoking) closes invited orders only; a repeat is a no-op."""
+    repo.record_order(kombo_order("someone-else"), "webhook")
+    for source in ORDER_STATES:
+        order_id = _order_in(repo, source, f"cancel-invitation-from-{source}")
+        if source == "invited":
+            assert repo.cancel_invitation(order_id, reason="cancelled in the ATS") is True
+            after = repo.get(order_id)
+            assert after is not None and (after.state, after.last_error) == (
+                "cancelled",
+                "cancelled in the ATS",
+            )
+            assert after.invitation_id == "inv-1"  # what was sent stays on record
+        elif source == "cancelled":
+            assert repo.cancel_invitation(order_id, reason="again") is False
+        else:
+            with pytest.raises(InvalidTransition):
+                repo.cancel_invitation(order_id, reason="cancelled in the ATS")
+    with pytest.raises(OrderNotFound):
+        repo.cancel_invitation("missing", reason="x")
