@@ -45,11 +45,12 @@ from kombo_sync.backoff import exponential_delay
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DAG_IDS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback")
+DAG_IDS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback", "kombo_reconcile")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TRIAL_USER = "admin"
 TRIAL_CATALOG_SCHEDULE = "*/2 * * * *"
 TRIAL_SCHEDULE = "* * * * *"  # the trial's intake and write-back run every minute unless the environment says
+TRIAL_RECONCILE_SCHEDULE = "*/5 * * * *"  # daily in production; in the trial often enough to see it work
 DEFAULT_FINISH_AFTER = 60.0
 
 CUSTOMERS = [
@@ -810,6 +811,8 @@ def trial_env(home: Path, api_port: int, password_file: Path) -> dict[str, str]:
             # Nightly in production; in the trial every 2 minutes, so its scheduled runs show too (an unchanged
             # catalog costs no call to Kombo).
             "KOMBO_CATALOG_SCHEDULE": os.environ.get("KOMBO_CATALOG_SCHEDULE") or TRIAL_CATALOG_SCHEDULE,
+            "KOMBO_RECONCILE_SCHEDULE": os.environ.get("KOMBO_RECONCILE_SCHEDULE")
+            or TRIAL_RECONCILE_SCHEDULE,
         }
     )
     return env
@@ -819,7 +822,8 @@ def cli_line(env: dict[str, str]) -> str:
     """One line to paste into a shell so that `airflow ...` talks to the trial's metadata DB and DAGs."""
     keys = ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
             "AIRFLOW__CORE__LOAD_EXAMPLES", "KOMBO_SYNC_HOME", "KOMBO_INTAKE_SCHEDULE",
-            "KOMBO_WRITEBACK_SCHEDULE", "KOMBO_CATALOG_SCHEDULE", "PYTHONPATH")  # fmt: skip
+            "KOMBO_WRITEBACK_SCHEDULE", "KOMBO_CATALOG_SCHEDULE", "KOMBO_RECONCILE_SCHEDULE",
+            "PYTHONPATH")  # fmt: skip
     assignments = " ".join(f"{key}={shlex.quote(env[key])}" for key in keys)
     return f'export {assignments} PATH={shlex.quote(str(BIN))}:"$PATH"'
 
@@ -1022,13 +1026,13 @@ The local trial is up ({time.monotonic() - started:.0f} s after the api-server s
   Kombo sandbox http://127.0.0.1:{ports["kombo"]}/v1 (admin API /_sandbox, key {keys.api_key})
   Platform      http://127.0.0.1:{ports["platform"]} (admin API /_platform); SMTP mailbox {home / "mailbox"}
   Webhooks      {base_url}/kombo/webhooks, signed with this run's fresh secret (connection kombo_webhook)
-  Schedules     intake '{env["KOMBO_INTAKE_SCHEDULE"]}', write-back '{env["KOMBO_WRITEBACK_SCHEDULE"]}', catalog '{env["KOMBO_CATALOG_SCHEDULE"]}' (UTC cron)
+  Schedules     intake '{env["KOMBO_INTAKE_SCHEDULE"]}', write-back '{env["KOMBO_WRITEBACK_SCHEDULE"]}', catalog '{env["KOMBO_CATALOG_SCHEDULE"]}', reconcile '{env["KOMBO_RECONCILE_SCHEDULE"]}' (UTC cron)
   Candidates    finish {finish_after:.0f} s after their invitation (platform and e-mail), results flow back
   Processes     api-server, scheduler, dag-processor, triggerer: one that dies is restarted, and said here
   Logs          {home / "logs"}
 
 What to look at next:
-  1. The DAGs: {base_url}/dags (three kombo_* DAGs, unpaused)
+  1. The DAGs: {base_url}/dags (four kombo_* DAGs, unpaused)
   2. The Kombo connections: {base_url}/connections (edit one there: the next task uses the new value)
   3. The runs: {base_url}/dags/kombo_order_intake/runs and {base_url}/dags/kombo_result_writeback/runs;
      results written back: curl -s 'http://127.0.0.1:{ports["kombo"]}/_sandbox/orders' | python -m json.tool

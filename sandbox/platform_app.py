@@ -1,7 +1,9 @@
 """A stand-in for the assessment provider's own platform: an invitation API and a warehouse that fills up.
 
-`POST /api/invitations` invites a candidate (idempotent on the Kombo order id); simulated candidates then
-finish (`POST /_platform/simulate`, or `--finish-after` seconds) and their results land in the warehouse table
+`POST /api/invitations` invites a candidate (idempotent on the Kombo order id);
+`POST /api/invitations/{order_id}/revoke` withdraws it (idempotent: a repeat answers 200 with
+`already_revoked: true`; an unknown order 404 `not_found`; a candidate who already finished 409
+`invitation_finished`, with the invitation's status). Simulated candidates finish (`POST /_platform/simulate`, or `--finish-after` seconds) and their results land in the warehouse table
 `assessment_results` (see `sandbox.warehouse`), where the pipeline's write-back job reads them.
 """
 
@@ -65,8 +67,10 @@ class Invitation:
     base_url: str
     created_at: datetime
     created_monotonic: float
-    status: str = "invited"  # invited | completed | cancelled
+    status: str = "invited"  # invited | completed | cancelled | revoked
     finished_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
 
     def api_view(self) -> dict[str, Any]:
         return {
@@ -85,11 +89,23 @@ class Invitation:
             "job": dict(self.job),
             "status": self.status,
             "finished_at": iso_ms(self.finished_at),
+            "revoked_at": iso_ms(self.revoked_at),
+            "revoke_reason": self.revoke_reason,
+        }
+
+    def revoke_view(self, already: bool) -> dict[str, Any]:
+        return {
+            "invitation_id": self.invitation_id,
+            "order_id": self.order_id,
+            "status": self.status,
+            "revoked_at": iso_ms(self.revoked_at),
+            "already_revoked": already,
         }
 
 
 class PlatformState:
-    """Invitations in memory; thread-safe. `requests` counts POSTs per order id, `creations` new invitations."""
+    """Invitations in memory; thread-safe. `requests` counts POSTs per order id, `creations` new invitations,
+    `revoke_requests` revoke calls per order id, `revocations` the ones that revoked (a repeat does not)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -97,6 +113,8 @@ class PlatformState:
         self.by_order: dict[str, Invitation] = {}
         self.requests: Counter[str] = Counter()
         self.creations: Counter[str] = Counter()
+        self.revoke_requests: Counter[str] = Counter()
+        self.revocations: Counter[str] = Counter()
 
     def invite(self, make: Any, order_id: str, idempotent: bool) -> tuple[Invitation, bool]:
         with self._lock:
@@ -108,6 +126,20 @@ class PlatformState:
             self.invitations.append(invitation)
             self.by_order.setdefault(order_id, invitation)
             self.creations[order_id] += 1
+            return invitation, True
+
+    def revoke(self, order_id: str, reason: str | None) -> tuple[Invitation | None, bool]:
+        """Revoke the order's invitation: (invitation, True) when this call revoked it, (invitation, False) when it
+        was already revoked or the candidate finished, (None, False) when the order has no invitation."""
+        with self._lock:
+            self.revoke_requests[order_id] += 1
+            invitation = self.by_order.get(order_id)
+            if invitation is None or invitation.status != "invited":
+                return invitation, False
+            invitation.status = "revoked"
+            invitation.revoked_at = utc_now()
+            invitation.revoke_reason = reason
+            self.revocations[order_id] += 1
             return invitation, True
 
     def pending(self, order_ids: set[str] | None = None, older_than: float | None = None) -> list[Invitation]:
@@ -134,6 +166,8 @@ class PlatformState:
                 "requests_by_order": dict(self.requests),
                 "creations_by_order": dict(self.creations),
                 "duplicates": sorted(order_id for order_id, count in self.creations.items() if count > 1),
+                "revoke_requests_by_order": dict(self.revoke_requests),
+                "revocations_by_order": dict(self.revocations),
             }
 
 
@@ -241,6 +275,10 @@ class InvitationIn(BaseModel):
     job: JobIn = Field(default_factory=JobIn)
 
 
+class RevokeIn(BaseModel):
+    reason: str | None = Field(default=None, max_length=500)
+
+
 class SimulateIn(BaseModel):
     count: int | None = Field(default=None, ge=0, description="default: every invited candidate")
     order_ids: list[str] | None = None
@@ -265,15 +303,18 @@ def _base_url(request: Request) -> str:
 api = APIRouter()
 
 
+def _unauthorized(request: Request) -> JSONResponse | None:
+    api_key = _runtime(request).settings.api_key
+    if api_key is not None and request.headers.get("authorization", "") != f"Bearer {api_key}":
+        return JSONResponse({"error": "unauthorized", "message": "Bearer token required."}, status_code=401)
+    return None
+
+
 @api.post("/api/invitations")
 async def create_invitation(request: Request) -> JSONResponse:
     runtime = _runtime(request)
-    if runtime.settings.api_key is not None:
-        authorization = request.headers.get("authorization", "")
-        if authorization != f"Bearer {runtime.settings.api_key}":
-            return JSONResponse(
-                {"error": "unauthorized", "message": "Bearer token required."}, status_code=401
-            )
+    if (refused := _unauthorized(request)) is not None:
+        return refused
     try:
         spec = InvitationIn.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -307,6 +348,37 @@ async def create_invitation(request: Request) -> JSONResponse:
 
     invitation, created = runtime.state.invite(make, order_id, runtime.knobs.idempotent)
     return JSONResponse(invitation.api_view(), status_code=201 if created else 200)
+
+
+@api.post("/api/invitations/{order_id}/revoke")
+async def revoke_invitation(request: Request, order_id: str) -> JSONResponse:
+    """Withdraw the candidate's invitation (the order was cancelled in the ATS). Idempotent: a repeat answers 200
+    with `already_revoked: true`, so a caller that lost the first answer can simply call again."""
+    runtime = _runtime(request)
+    if (refused := _unauthorized(request)) is not None:
+        return refused
+    raw = await request.body()
+    try:
+        spec = RevokeIn.model_validate_json(raw) if raw.strip() else RevokeIn()
+    except ValidationError as exc:
+        fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
+        return JSONResponse({"error": "invalid_request", "fields": fields}, status_code=422)
+    invitation, revoked = runtime.state.revoke(order_id, spec.reason)
+    if invitation is None:
+        return JSONResponse(
+            {"error": "not_found", "message": "No invitation for this order."}, status_code=404
+        )
+    if invitation.status not in ("invited", "revoked"):
+        return JSONResponse(
+            {
+                "error": "invitation_finished",
+                "message": "The candidate already finished; nothing to revoke.",
+                "status": invitation.status,
+                "invitation_id": invitation.invitation_id,
+            },
+            status_code=409,
+        )
+    return JSONResponse(invitation.revoke_view(already=not revoked), status_code=200)
 
 
 @api.get("/assessments/{invitation_id}", response_class=HTMLResponse)

@@ -369,7 +369,8 @@ class PlatformAdmin(_AdminClient):
         return bool(self._call("GET", "/_platform/health")["ok"])
 
     def invitations(self) -> dict[str, Any]:
-        """`invitations`, `requests_by_order`, `creations_by_order` and `duplicates` (orders invited twice)."""
+        """`invitations`, `requests_by_order`, `creations_by_order`, `duplicates` (orders invited twice),
+        `revoke_requests_by_order` and `revocations_by_order` (revoke calls that did revoke)."""
         return dict(self._call("GET", "/_platform/invitations"))
 
     def simulate(

@@ -112,6 +112,15 @@ class WritebackSettings(_Section):
     dry_run_preview_rows: int = Field(default=20, ge=0)
 
 
+class ReconcileSettings(_Section):
+    # Invited orders read from the state store and checked with Kombo per page (Kombo is asked 100 ids a call).
+    page_size: int = Field(default=500, ge=1)
+    # Integrations whose orders are read from Kombo at once (each keeps Kombo's in-flight cap).
+    read_concurrency: int = Field(default=8, ge=1)
+    # A progress line at most this often on long runs.
+    progress_seconds: float = Field(default=30.0, gt=0)
+
+
 class WebhookSettings(_Section):
     secret_conn_id: str = "kombo_webhook"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -192,6 +201,7 @@ class PipelineSettings(_Section):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     writeback: WritebackSettings = Field(default_factory=WritebackSettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
 

@@ -4,7 +4,8 @@ with SIGTERM.
 Slow (about 4-5 minutes on 2 cores): the trial migrates its own Airflow metadata DB, starts the api-server,
 scheduler, dag-processor and triggerer, publishes the catalog, creates orders, and then waits for one-minute
 schedules to invite the candidates, for the candidates to finish on their own (`--finish-after`) and for the
-write-back to bring their results to the Kombo sandbox. Then it SIGKILLs the scheduler and waits for the trial
+write-back to bring their results to the Kombo sandbox, and for a scheduled reconcile run (every 5 minutes in
+the trial) to succeed. Then it SIGKILLs the scheduler and waits for the trial
 to restart it and for the next scheduled run to succeed.
 """
 
@@ -157,6 +158,7 @@ def test_make_up_runs_the_pipeline_on_its_own_and_stops_cleanly(tmp_path: Path) 
         intake: list[dict[str, Any]] = []
         writeback: list[dict[str, Any]] = []
         catalog: list[dict[str, Any]] = []
+        reconcile: list[dict[str, Any]] = []
         written: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             started |= _tree(proc.pid)
@@ -164,8 +166,9 @@ def test_make_up_runs_the_pipeline_on_its_own_and_stops_cleanly(tmp_path: Path) 
             intake = scheduled_successes("kombo_order_intake")
             writeback = scheduled_successes("kombo_result_writeback")
             catalog = scheduled_successes("kombo_package_sync")  # every 2 minutes in the trial
+            reconcile = scheduled_successes("kombo_reconcile")  # every 5 minutes in the trial
             written = [order for order in admin.list_orders() if order.get("result")]
-            if intake and writeback and catalog and written:
+            if intake and writeback and catalog and reconcile and written:
                 break
             time.sleep(10)
         with sqlite3.connect(airflow_home / "airflow.db", timeout=30) as db:
@@ -178,6 +181,7 @@ def test_make_up_runs_the_pipeline_on_its_own_and_stops_cleanly(tmp_path: Path) 
         assert intake, f"no scheduled kombo_order_intake run succeeded; {context}"
         assert writeback, f"no scheduled kombo_result_writeback run succeeded; {context}"
         assert catalog, f"no scheduled kombo_package_sync run succeeded; {context}"
+        assert reconcile, f"no scheduled kombo_reconcile run succeeded; {context}"
         assert written, f"no result reached the Kombo sandbox; {context}"
         # Nothing ran before the api-server answered, so no first try failed with `Connection refused`.
         assert not retried, f"tasks needed retries: {retried}; {context}"

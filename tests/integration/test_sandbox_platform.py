@@ -225,3 +225,38 @@ def test_reset_empties_the_warehouse(platform_standin: PlatformStandin) -> None:
     platform_standin.admin.reset()
     assert warehouse.count_results(platform_standin.warehouse_url) == 0
     assert platform_standin.admin.invitations()["invitations"] == []
+
+
+def revoke(platform: PlatformStandin, order_id: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(
+        f"{platform.url}/api/invitations/{order_id}/revoke",
+        json={"reason": "cancelled in the ATS"},
+        headers=headers if headers is not None else platform.headers(),
+        timeout=10,
+    )
+
+
+def test_revoking_is_idempotent_and_every_other_case_is_a_clear_answer(
+    platform_standin: PlatformStandin,
+) -> None:
+    order_ids = invite_many(platform_standin, 2)
+    first = revoke(platform_standin, order_ids[0])
+    assert first.status_code == 200
+    assert first.json()["status"] == "revoked" and first.json()["already_revoked"] is False
+    again = revoke(platform_standin, order_ids[0])
+    assert again.status_code == 200 and again.json()["already_revoked"] is True
+    assert again.json()["invitation_id"] == first.json()["invitation_id"]
+
+    unknown = revoke(platform_standin, "no-such-order")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+    platform_standin.admin.simulate(order_ids=[order_ids[1]], seed=1, cancel_rate=0.0)
+    finished = revoke(platform_standin, order_ids[1])
+    assert finished.status_code == 409
+    assert finished.json()["error"] == "invitation_finished" and finished.json()["status"] == "completed"
+    assert revoke(platform_standin, order_ids[1], headers={}).status_code == 401
+
+    listing = platform_standin.admin.invitations()
+    assert listing["revocations_by_order"] == {order_ids[0]: 1}
+    assert listing["revoke_requests_by_order"] == {order_ids[0]: 2, "no-such-order": 1, order_ids[1]: 1}
+    # A revoked candidate never finishes: no result for them lands in the warehouse.
+    assert platform_standin.admin.simulate()["finished"] == 0

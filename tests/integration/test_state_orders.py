@@ -130,6 +130,7 @@ def test_transition_table_is_the_documented_one() -> None:
         ("inviting", "rejected"),  # by the lease holder only
         ("received", "cancelled"),
         ("inviting", "cancelled"),
+        ("invited", "cancelled"),  # cancel_invitation: the reconcile job, after revoking the invitation
     }
 
 
@@ -170,7 +171,13 @@ def test_named_transitions_from_every_state(repo: OrderRepository, target: str) 
     repo.record_order(kombo_order("someone-else"), "webhook")
     for source in ORDER_STATES:
         order_id = _order_in(repo, source, f"{target}-from-{source}")
-        if source == "inviting" and target in ("duplicate", "rejected"):
+        if source == "invited" and target == "cancelled":
+            # Only `cancel_invitation` (the reconcile job, after revoking) closes an invited order.
+            with pytest.raises(InvalidTransition):
+                UNFENCED[target](repo, order_id)
+            assert repo.cancel_invitation(order_id, reason="cancelled in the ATS") is True
+            assert repo.cancel_invitation(order_id, reason="cancelled in the ATS") is False  # repeated
+        elif source == "inviting" and target in ("duplicate", "rejected"):
             assert UNFENCED[target](repo, order_id) is False  # someone else holds the lease
             after = repo.get(order_id)
             assert after is not None and after.state == "inviting"
@@ -437,3 +444,25 @@ def test_claim_one_given_order(repo: OrderRepository, state_clock: Any) -> None:
     assert repo.claim_order("o1", "late", 60) is None  # final
     with pytest.raises(OrderNotFound):
         repo.claim_order("missing", "w", 60)
+
+
+def test_only_an_invited_order_has_its_invitation_cancelled(repo: OrderRepository) -> None:
+    """`cancel_invitation` (the reconcile job, after revoking) closes invited orders only; a repeat is a no-op."""
+    repo.record_order(kombo_order("someone-else"), "webhook")
+    for source in ORDER_STATES:
+        order_id = _order_in(repo, source, f"cancel-invitation-from-{source}")
+        if source == "invited":
+            assert repo.cancel_invitation(order_id, reason="cancelled in the ATS") is True
+            after = repo.get(order_id)
+            assert after is not None and (after.state, after.last_error) == (
+                "cancelled",
+                "cancelled in the ATS",
+            )
+            assert after.invitation_id == "inv-1"  # what was sent stays on record
+        elif source == "cancelled":
+            assert repo.cancel_invitation(order_id, reason="again") is False
+        else:
+            with pytest.raises(InvalidTransition):
+                repo.cancel_invitation(order_id, reason="cancelled in the ATS")
+    with pytest.raises(OrderNotFound):
+        repo.cancel_invitation("missing", reason="x")

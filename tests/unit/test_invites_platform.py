@@ -185,3 +185,55 @@ def test_a_claimed_order_from_the_state_store_can_be_sent_as_is() -> None:
     )
     assert inviter.send(claim, claim.order_id).external_id == "inv_9"
     assert json.loads(seen[0].content)["candidate"]["email"] == "c@example.com"
+
+
+def test_revoke_posts_to_the_order_and_reads_the_platform_s_answer() -> None:
+    answers = iter(
+        [
+            httpx.Response(
+                200, json={"invitation_id": "inv_1", "status": "revoked", "already_revoked": False}
+            ),
+            httpx.Response(
+                200, json={"invitation_id": "inv_1", "status": "revoked", "already_revoked": True}
+            ),
+            httpx.Response(404, json={"error": "not_found"}),
+            httpx.Response(
+                409, json={"error": "invitation_finished", "status": "completed", "invitation_id": "i"}
+            ),
+        ]
+    )
+    inviter, seen = inviter_answering(lambda request: next(answers))
+    statuses = [inviter.revoke("ord/1", "cancelled in the ATS").status for _ in range(4)]
+    assert statuses == ["revoked", "already_revoked", "not_found", "finished"]
+    request = seen[0]
+    assert request.method == "POST" and request.url.raw_path == b"/api/invitations/ord%2F1/revoke"
+    assert request.headers["authorization"] == "Bearer tok-123"
+    assert json.loads(request.content) == {"reason": "cancelled in the ATS"}
+
+
+@pytest.mark.parametrize("status", [409, 429, 500, 503])
+def test_revoke_without_a_definite_answer_is_retriable(status: int) -> None:
+    inviter, _ = inviter_answering(lambda request: httpx.Response(status, json={"error": "busy"}))
+    with pytest.raises(RetriableInvitationError):
+        inviter.revoke("ord-1", "cancelled")
+
+
+def test_revoke_refused_by_the_platform_is_permanent_and_timeouts_are_retriable() -> None:
+    inviter, _ = inviter_answering(lambda request: httpx.Response(422, json={"error": "invalid_request"}))
+    with pytest.raises(PermanentInvitationError):
+        inviter.revoke("ord-1", "cancelled")
+
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    inviter, _ = inviter_answering(timeout)
+    with pytest.raises(RetriableInvitationError):
+        inviter.revoke("ord-1", "cancelled")
+
+
+def test_the_email_channel_answers_not_revocable_without_a_connection() -> None:
+    inviters = Inviters(PipelineSettings(), factory=lambda channel, settings: pytest.fail("nothing to build"))
+    answer = inviters.revoker("email").revoke("ord-1", "cancelled in the ATS")
+    assert (answer.status, answer.channel) == ("not_revocable", "email")
+    with pytest.raises(InviterConfigurationError):
+        inviters.revoker(None)

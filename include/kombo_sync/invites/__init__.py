@@ -2,7 +2,8 @@
 
 ``Inviters`` builds each channel once per task from its Airflow connection (``kombo_platform``,
 ``kombo_smtp``) and hands out the one configured for an integration (per-integration override in
-``pipeline.yaml``, then the registry's ``invitation_channel``, then ``intake.channel``).
+``pipeline.yaml``, then the registry's ``invitation_channel``, then ``intake.channel``). ``Inviters.revoker``
+hands out the channel that withdraws an invitation (the e-mail one needs no connection: it cannot).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from kombo_sync.invites.base import (
     Inviter,
     PermanentInvitationError,
     RetriableInvitationError,
+    RevocationResult,
+    Revoker,
 )
 from kombo_sync.settings import PipelineSettings
 
@@ -37,6 +40,8 @@ __all__ = [
     "Inviters",
     "PermanentInvitationError",
     "RetriableInvitationError",
+    "RevocationResult",
+    "Revoker",
     "build_inviter",
 ]
 
@@ -104,6 +109,24 @@ class Inviters:
             if inviter is None:
                 inviter = self._inviters[channel] = self._factory(channel, self.settings)
             return inviter
+
+    def revoker(self, channel: str | None) -> Revoker:
+        """The channel that withdraws an invitation sent through ``channel`` (raises InviterConfigurationError
+        when its connection is missing). E-mail is answered without a connection: it cannot take a message back."""
+        if channel == CHANNEL_EMAIL:
+            with self._lock:
+                prebuilt = self._inviters.get(CHANNEL_EMAIL)
+            if isinstance(prebuilt, Revoker):
+                return prebuilt
+            from kombo_sync.invites.email import EMAIL_REVOKER
+
+            return EMAIL_REVOKER
+        if channel not in CHANNELS:
+            raise InviterConfigurationError(f"unknown invitation channel {channel!r}; use one of {CHANNELS}")
+        inviter = self.get(channel)
+        if not isinstance(inviter, Revoker):
+            raise InviterConfigurationError(f"channel {channel!r} ({type(inviter).__name__}) cannot revoke")
+        return inviter
 
     def channel_for(self, integration_id: str, registry_channel: str | None = None) -> str:
         return self.settings.intake.channel_for(integration_id, registry_channel)

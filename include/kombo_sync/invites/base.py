@@ -6,6 +6,10 @@ key, a channel that cannot (SMTP) derives what it can from it (the ``Message-ID`
 the dispatcher needs them: ``RetriableInvitationError`` (try again later, with backoff) and
 ``PermanentInvitationError`` (this order cannot be invited; retrying will not help). Neither ever carries the
 candidate's e-mail, name or phone, so both are safe to log and to store as the order's reason.
+
+A channel also answers ``revoke(order_id, reason)`` (``Revoker``) when an order leaves OPEN in the ATS: the
+platform withdraws the invitation (idempotent: revoking twice is a clear answer, not an error); e-mail cannot
+take a message back and answers ``not_revocable``. Transport failures raise the same two errors.
 """
 
 from __future__ import annotations
@@ -28,8 +32,27 @@ class InvitationResult:
     channel: str
 
 
+# What a revocation found (``RevocationResult.status``).
+REVOKED = "revoked"  # this call withdrew the invitation
+ALREADY_REVOKED = "already_revoked"  # an earlier call did (e.g. a run killed before it recorded the answer)
+NOT_FOUND = "not_found"  # the channel holds no invitation for the order
+FINISHED = "finished"  # the candidate already finished (completed or cancelled on the platform)
+NOT_REVOCABLE = "not_revocable"  # the channel cannot take an invitation back (e-mail)
+REVOCATION_STATUSES = (REVOKED, ALREADY_REVOKED, NOT_FOUND, FINISHED, NOT_REVOCABLE)
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    """A channel's definite answer to a revocation; ``detail`` is short and free of candidate data."""
+
+    status: str
+    channel: str
+    external_id: str | None = None
+    detail: str | None = None
+
+
 class InvitationError(Exception):
-    """An invitation could not be sent; ``retriable`` says whether the same call may succeed later."""
+    """An invitation call failed; ``retriable`` says whether the same call may succeed later."""
 
     retriable: bool = False
 
@@ -156,4 +179,16 @@ class Inviter(Protocol):
 
     def send(self, order: InvitationOrder, idempotency_key: str) -> InvitationResult:
         """Create the candidate's invitation; raise Retriable/PermanentInvitationError when it cannot."""
+        ...
+
+
+@runtime_checkable
+class Revoker(Protocol):
+    """A channel that can be asked to withdraw an order's invitation (idempotent, thread-safe)."""
+
+    channel: str
+
+    def revoke(self, order_id: str, reason: str) -> RevocationResult:
+        """Withdraw the invitation created for ``order_id``; raise Retriable/PermanentInvitationError when the
+        channel gives no definite answer."""
         ...

@@ -5,6 +5,9 @@ derived from the Kombo order id (``<kombo-invitation.<order id>@<sender domain>>
 crash between the server's "250 accepted" and the state store's commit carries the same ``Message-ID`` and can
 be recognised (and is, by many mail systems, folded into one). See docs/intake.md, "the SMTP window".
 
+A sent e-mail cannot be taken back: ``revoke`` (``EmailRevoker``, which needs no connection) answers
+``not_revocable``; the reconcile job then only marks the order cancelled, so no reminder goes out for it.
+
 Connection ``kombo_smtp`` (Airflow SMTP or generic type): host, port, login / password (optional), extras
 ``from_email`` (required), ``from_name``, ``reply_to``, ``timeout`` (s, default 30), ``ssl`` (SMTPS, default
 only on port 465), ``starttls`` (true: required) or ``disable_tls`` (true: never; default: when offered).
@@ -31,10 +34,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 from kombo_sync.connections import connection_extras
 from kombo_sync.invites.base import (
     CHANNEL_EMAIL,
+    NOT_REVOCABLE,
     InvitationOrder,
     InvitationResult,
     PermanentInvitationError,
     RetriableInvitationError,
+    RevocationResult,
 )
 
 log = logging.getLogger(__name__)
@@ -231,6 +236,10 @@ class EmailInviter:
         log.info("invitation e-mail for order %s accepted by %s:%s", idempotency_key, self.host, self.port)
         return InvitationResult(external_id=message_id, url=link, channel=CHANNEL_EMAIL)
 
+    def revoke(self, order_id: str, reason: str) -> RevocationResult:
+        """An e-mail cannot be taken back (see ``EmailRevoker``)."""
+        return EMAIL_REVOKER.revoke(order_id, reason)
+
     def _connect(self) -> smtplib.SMTP:
         smtp: smtplib.SMTP
         if self.use_ssl:
@@ -257,6 +266,20 @@ class EmailInviter:
             smtp.close()
             raise
         return smtp
+
+
+class EmailRevoker:
+    """The e-mail channel's answer to a revocation, without an SMTP connection: nothing can be taken back."""
+
+    channel = CHANNEL_EMAIL
+
+    def revoke(self, order_id: str, reason: str) -> RevocationResult:
+        return RevocationResult(
+            NOT_REVOCABLE, CHANNEL_EMAIL, detail="an e-mail cannot be taken back; no reminder will follow"
+        )
+
+
+EMAIL_REVOKER = EmailRevoker()
 
 
 def _quit_quietly(smtp: smtplib.SMTP) -> None:

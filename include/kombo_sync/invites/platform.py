@@ -5,6 +5,11 @@ the body's ``order_id``): the platform creates at most one invitation per order 
 same invitation, which is what makes a re-send after a crash harmless. The answer carries the platform's
 invitation id and the candidate's link.
 
+``POST {base}/api/invitations/{order_id}/revoke`` withdraws it when the order left OPEN in the ATS. It is
+idempotent: a repeat answers 200 with ``already_revoked``, an unknown order 404, a candidate who already finished
+409 ``invitation_finished``; each is a definite answer (``RevocationResult``), so a run killed after revoking
+and before recording converges on the next run by simply revoking again.
+
 Connection ``kombo_platform`` (HTTP): host = base URL, password = bearer token, extras ``timeout`` (s, default
 15) and ``path`` (default ``/api/invitations``).
 """
@@ -14,16 +19,22 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from kombo_sync.connections import connection_extras, http_base_url
 from kombo_sync.invites.base import (
+    ALREADY_REVOKED,
     CHANNEL_PLATFORM,
+    FINISHED,
+    NOT_FOUND,
+    REVOKED,
     InvitationOrder,
     InvitationResult,
     PermanentInvitationError,
     RetriableInvitationError,
+    RevocationResult,
 )
 
 log = logging.getLogger(__name__)
@@ -160,6 +171,64 @@ class PlatformInviter:
             )
         log.info("platform invitation %s for order %s (HTTP %s)", invitation_id, idempotency_key, status)
         return InvitationResult(external_id=str(invitation_id), url=str(url), channel=self.channel)
+
+    def revoke(self, order_id: str, reason: str) -> RevocationResult:
+        """Withdraw the order's invitation (idempotent); raises RetriableInvitationError when there is no
+        definite answer and PermanentInvitationError when the platform refuses the call itself."""
+        path = f"{self.path}/{quote(order_id, safe='')}/revoke"
+        try:
+            response = self._client().post(path, json={"reason": reason[:500]})
+        except httpx.TimeoutException as exc:
+            raise RetriableInvitationError(
+                f"platform timed out after {self.timeout:g} s", channel=self.channel, code="TIMEOUT"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise RetriableInvitationError(
+                f"platform unreachable ({type(exc).__name__})", channel=self.channel, code="UNAVAILABLE"
+            ) from exc
+        status = response.status_code
+        body = _json_object(response)
+        if status == 404:
+            return RevocationResult(NOT_FOUND, self.channel, detail="the platform has no invitation for it")
+        if status == 409 and body.get("error") == "invitation_finished":
+            finished = str(body.get("status") or "finished")[:32]
+            return RevocationResult(
+                FINISHED,
+                self.channel,
+                external_id=_text(body.get("invitation_id")),
+                detail=f"the candidate already finished ({finished})",
+            )
+        if status >= 500 or status in _RETRIABLE_STATUSES:
+            raise RetriableInvitationError(
+                f"platform answered HTTP {status}{_detail(response)}", channel=self.channel, code=str(status)
+            )
+        if status >= 400:
+            raise PermanentInvitationError(
+                f"platform refused the revocation: HTTP {status}{_detail(response)}",
+                channel=self.channel,
+                code=str(status),
+            )
+        if body.get("status") != "revoked":
+            raise RetriableInvitationError(
+                f"platform answered HTTP {status} without a revoked invitation",
+                channel=self.channel,
+                code="BAD_RESPONSE",
+            )
+        result = ALREADY_REVOKED if body.get("already_revoked") else REVOKED
+        log.info("platform invitation of order %s: %s (HTTP %s)", order_id, result, status)
+        return RevocationResult(result, self.channel, external_id=_text(body.get("invitation_id")))
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)[:255]
 
 
 def _detail(response: httpx.Response) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from kombo_sync.state._util import clip, expire_leases_of_earlier_tries, from_row, to_jsonable
+from kombo_sync.state._util import chunked, clip, expire_leases_of_earlier_tries, from_row, to_jsonable
 from kombo_sync.state.schema import INVITATION_CHANNELS, ORDER_SEEN_VIA, ORDER_STATES, invitations, orders
 from kombo_sync.state.store import StateStore
 
@@ -53,6 +53,8 @@ TRANSITIONS: dict[str, Transition] = {
         Transition("mark_duplicate", frozenset({RECEIVED, INVITING}), DUPLICATE),
         Transition("mark_rejected", frozenset({RECEIVED, INVITING}), REJECTED),
         Transition("mark_cancelled", frozenset({RECEIVED, INVITING}), CANCELLED),
+        # After the invitation: only the reconcile job, once the channel has revoked it (or cannot).
+        Transition("cancel_invitation", frozenset({INVITED}), CANCELLED),
     )
 }
 
@@ -463,6 +465,20 @@ class OrderRepository:
         invited."""
         values = {"last_error": clip(reason)} if reason else {}
         return self._transition(order_id, "mark_cancelled", values, conn=conn)
+
+    def cancel_invitation(self, order_id: str, *, reason: str, conn: Connection | None = None) -> bool:
+        """invited -> cancelled: the order left OPEN in the ATS after its invitation went out. The caller revokes
+        the invitation first (idempotently), so a crash in between is repaired by doing both again."""
+        return self._transition(order_id, "cancel_invitation", {"last_error": clip(reason)}, conn=conn)
+
+    def states_of(self, order_ids: Iterable[str]) -> dict[str, str]:
+        """order id -> state for those of these orders the store knows."""
+        found: dict[str, str] = {}
+        with self.store.transaction(readonly=True) as conn:
+            for batch in chunked(sorted(set(order_ids))):
+                query = sa.select(orders.c.id, orders.c.state).where(orders.c.id.in_(batch))
+                found.update((str(order_id), str(state)) for order_id, state in conn.execute(query))
+        return found
 
     def _transition(
         self,

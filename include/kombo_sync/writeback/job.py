@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from kombo_sync.kombo.client import KomboClient
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.audit import Quarantine, RunAudit
+from kombo_sync.state.orders import CANCELLED, OrderRepository
 from kombo_sync.state.outbox import DEAD, SENT, OutboxEntry, ResultOutbox
 from kombo_sync.state.schema import quarantine, result_outbox
 from kombo_sync.state.store import StateStore
@@ -102,14 +103,24 @@ def _known_versions(store: StateStore, order_ids: Sequence[str]) -> dict[str, li
 
 
 def _classify(store: StateStore, mapped: pd.DataFrame) -> list[tuple[str, Any]]:
-    """For each mapped result: new, changed, unchanged or not_writable (changed after a final result was sent)."""
-    versions = _known_versions(store, [str(value) for value in mapped["order_id"]])
+    """For each mapped result: new, changed, unchanged or not_writable (changed after a final result was sent, or
+    its order cancelled: the sender records it so without sending)."""
+    order_ids = [str(value) for value in mapped["order_id"]]
+    versions = _known_versions(store, order_ids)
+    cancelled = {
+        order_id
+        for order_id, state in OrderRepository(store).states_of(order_ids).items()
+        if state == CANCELLED
+    }
     classes: list[tuple[str, Any]] = []
     for order_id, payload_hash in zip(mapped["order_id"], mapped["payload_hash"], strict=True):
         known = versions.get(order_id, [])
         same = next((row for row in known if row.payload_hash == payload_hash), None)
         if same is not None:
             classes.append(("unchanged", same))
+            continue
+        if order_id in cancelled:
+            classes.append(("not_writable", known[0] if known else None))
             continue
         sent_final = next(
             (
@@ -270,7 +281,7 @@ def enqueue_results(
                     "payload": _short(record["payload"]),
                 }
                 if kind == "changed" or kind == "not_writable":
-                    preview["diff"] = _diff(known.payload_json, record["payload"])
+                    preview["diff"] = _diff(None if known is None else known.payload_json, record["payload"])
                 previews.append(preview)
                 log.info(
                     "dry run: order %s -> %s\n%s",

@@ -15,6 +15,9 @@ retries what Kombo calls transient. What happens to each result:
   or several (cannot tell which): ``not_writable``. Still OPEN: nothing of ours is there; a refusal is a dead
   letter (Kombo's code, message and log_url), a transient failure is retried later, and after ``max_attempts``
   becomes a dead letter.
+- Before sending, a result whose order the state store holds as ``cancelled`` (closed in the ATS before or after
+  its invitation, its integration deleted: found by the intake, the webhook or the reconcile job) is not sent
+  (``not_writable``, code ``ORDER_CANCELLED``): Kombo no longer accepts a result for it.
 - Before sending, a result whose order already took a COMPLETED / CANCELLED result from us is not sent
   (``not_writable``): Kombo accepts a result only while the order is OPEN, and a second, different payload for
   one order is what the pipeline must never write. When another version may have been applied, the order is read
@@ -45,6 +48,7 @@ from kombo_sync.kombo.errors import (
 )
 from kombo_sync.kombo.models import ORDER_STATUS_OPEN, Order
 from kombo_sync.settings import WritebackSettings
+from kombo_sync.state.orders import CANCELLED, OrderRepository
 from kombo_sync.state.outbox import SENT, OutboxItem, OutboxVersion, ResultOutbox
 from kombo_sync.state.store import StateStore
 
@@ -66,6 +70,7 @@ RECORD_INTERVAL = 0.25
 ORDER_NOT_OPEN = "ORDER_NOT_OPEN"
 ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
 READBACK_FAILED = "READBACK_FAILED"
+ORDER_CANCELLED = "ORDER_CANCELLED"
 UNEXPECTED_ERROR = "UNEXPECTED_ERROR"
 
 _TERMINAL = ("COMPLETED", "CANCELLED")
@@ -274,10 +279,21 @@ class ResultSender:
     def _screen(self, batch: Sequence[OutboxItem]) -> list[OutboxItem]:
         """Drop (and record) results that must not be sent; read back orders an earlier version may have reached."""
         siblings = self._siblings(batch)
+        states = OrderRepository(self.store).states_of(item.order_id for item in batch)
         to_send: list[OutboxItem] = []
         uncertain: list[OutboxItem] = []
         for item in batch:
-            if item.order_id in siblings.terminal_sent:
+            if states.get(item.order_id) == CANCELLED and item.order_id not in siblings.terminal_sent:
+                self._record(
+                    item,
+                    Outcome(
+                        NOT_WRITABLE,
+                        ORDER_CANCELLED,
+                        "the order was cancelled (closed in the ATS or its integration deleted) before this "
+                        "result; Kombo accepts a result only while the order is OPEN, so it was not sent",
+                    ),
+                )
+            elif item.order_id in siblings.terminal_sent:
                 status, sent_at = siblings.terminal_sent[item.order_id]
                 when = sent_at.isoformat() if sent_at is not None else "earlier"
                 self._record(
