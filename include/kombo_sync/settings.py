@@ -11,15 +11,26 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kombo_sync.storable import read_yaml_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "config" / "pipeline.yaml"
 
 
+# Durations longer than this are typos, and would overflow the dates computed from them.
+TEN_YEARS_SECONDS = 10 * 366 * 24 * 3600
+TEN_YEARS_MINUTES = TEN_YEARS_SECONDS // 60
+TEN_YEARS_HOURS = TEN_YEARS_MINUTES // 60
+
+
+class SettingsError(ValueError):
+    """The settings file cannot be used; the message names the file, the key and the problem."""
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CatalogSettings(_Section):
@@ -51,20 +62,20 @@ class IntakeSettings(_Section):
     assessment_url_template: str = "https://assessments.provider.example/start/{order_id}"
     templates_dir: str = "include/templates"
     # Orders created this long before the data interval are polled again, so late-listed orders are seen.
-    overlap_minutes: int = Field(default=15, ge=0)
+    overlap_minutes: int = Field(default=15, ge=0, le=TEN_YEARS_MINUTES)
     # Runs without a data interval (manual without a logical date, woken by the webhook) poll this far back.
-    lookback_minutes: int = Field(default=60, ge=1)
+    lookback_minutes: int = Field(default=60, ge=1, le=TEN_YEARS_MINUTES)
     # A scheduled run after missed runs polls back to the last successful run's interval, at most this far.
-    max_gap_hours: int = Field(default=72, ge=1)
+    max_gap_hours: int = Field(default=72, ge=1, le=TEN_YEARS_HOURS)
     page_size: int = Field(default=250, ge=1, le=250)
     # A claim is a lease: a worker that dies holding it gives the order back after this long.
-    lease_seconds: int = Field(default=300, ge=10)
+    lease_seconds: int = Field(default=300, ge=10, le=TEN_YEARS_SECONDS)
     # Orders claimed at once; each batch is re-checked with Kombo (GET ?ids=) right before sending.
     claim_batch_size: int = Field(default=500, ge=1)
     max_attempts: int = Field(default=5, ge=1)
     # Delay before retry n is retry_backoff_seconds * 2**(n-1), at most retry_backoff_max_seconds.
-    retry_backoff_seconds: int = Field(default=60, ge=0)
-    retry_backoff_max_seconds: int = Field(default=3600, ge=0)
+    retry_backoff_seconds: int = Field(default=60, ge=0, le=TEN_YEARS_SECONDS)
+    retry_backoff_max_seconds: int = Field(default=3600, ge=0, le=TEN_YEARS_SECONDS)
     duplicate_rule: bool = True
     # Concurrent integrations polled per task (each keeps Kombo's in-flight cap).
     poll_concurrency: int = Field(default=32, ge=1)
@@ -84,27 +95,27 @@ class WritebackSettings(_Section):
     # The team's completed-results query (column contract in docs/writeback.md), run on the warehouse.
     sql_file: str = "include/sql/results.sql"
     # Rows updated this long before the data interval are read again, so late-committed rows are not skipped.
-    overlap_minutes: int = Field(default=60, ge=0)
+    overlap_minutes: int = Field(default=60, ge=0, le=TEN_YEARS_MINUTES)
     # A scheduled run after missed or failed runs reads back to the last successful one, at most this far.
-    max_gap_hours: float = Field(default=168, gt=0)
+    max_gap_hours: float = Field(default=168, gt=0, le=TEN_YEARS_HOURS)
     # What a manual run without dates or order ids reads: the last this many hours, up to now.
-    manual_lookback_hours: float = Field(default=24, gt=0)
+    manual_lookback_hours: float = Field(default=24, gt=0, le=TEN_YEARS_HOURS)
     # Warehouse rows read, mapped and enqueued at a time: memory grows with this, never with the backlog.
     chunk_rows: int = Field(default=5000, ge=1)
     # Worker threads sending PUTs; the client still caps each integration at Kombo's 30 in flight.
     max_concurrency: int = Field(default=64, ge=1)
     # Outbox rows claimed per batch by the sender (and lease length, after which a dead worker's rows return).
     claim_batch_rows: int = Field(default=500, ge=1)
-    lease_seconds: int = Field(default=300, ge=10)
+    lease_seconds: int = Field(default=300, ge=10, le=TEN_YEARS_SECONDS)
     # Transient failures (after the client's own retries) before a result becomes a dead letter.
     max_attempts: int = Field(default=8, ge=1)
-    retry_backoff_seconds: int = Field(default=60, ge=0)
+    retry_backoff_seconds: int = Field(default=60, ge=0, le=TEN_YEARS_SECONDS)
     # Reports larger than this are sent as a link (data_url) or, without one, quarantined.
     max_attachment_bytes: int = Field(default=5_000_000, ge=1)
     # Fetch non-HTTPS report URLs (e.g. an internal file server) and send their bytes instead of a link.
     fetch_report_urls: bool = False
     # Stop claiming new results after this many seconds (None: drain the outbox); the rest waits for the next run.
-    max_send_seconds: float | None = Field(default=None, gt=0)
+    max_send_seconds: float | None = Field(default=None, gt=0, le=TEN_YEARS_SECONDS)
     # Hosts whose plain http:// result and report URLs are accepted (a local platform stand-in); everything else
     # must be https://, since recruiters open these links and Kombo downloads reports without credentials.
     insecure_url_hosts: list[str] = Field(default_factory=list)
@@ -161,7 +172,7 @@ class AlertChannels(_Section):
 
 class AlertThresholds(_Section):
     # An order still received/inviting this long after it was recorded.
-    order_not_invited_minutes: int = Field(default=30, ge=1)
+    order_not_invited_minutes: int = Field(default=30, ge=1, le=TEN_YEARS_MINUTES)
     # An integration whose poll (intake) or package publish (catalog) failed in this many runs in a row.
     integration_failing_runs: int = Field(default=3, ge=1)
 
@@ -182,7 +193,7 @@ class AlertSettings(_Section):
     thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
     kinds: AlertKinds = Field(default_factory=AlertKinds)
     # A condition that still holds is sent again after this long (0: once, until it clears and comes back).
-    repeat_minutes: int = Field(default=1440, ge=0)
+    repeat_minutes: int = Field(default=1440, ge=0, le=TEN_YEARS_MINUTES)
     # Ids listed per alert; the rest are counted ("and 40 more").
     max_ids_per_alert: int = Field(default=20, ge=1, le=500)
     # Base of the links to runs in failed-run alerts (default: Airflow's [api] base_url).
@@ -217,8 +228,28 @@ def config_path() -> Path:
 
 @lru_cache(maxsize=8)
 def _load(path: str, mtime: float) -> PipelineSettings:
-    raw: Any = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else None
-    return PipelineSettings.model_validate(raw or {})
+    file = Path(path)
+    try:
+        raw: Any = read_yaml_file(file) if file.exists() else None
+    except ValueError as exc:
+        raise SettingsError(f"settings file {file}: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SettingsError(
+            f"settings file {file}: the top level must be a mapping of sections "
+            f"(catalog, intake, writeback, webhook, alerts), not {type(raw).__name__}"
+        )
+    try:
+        return PipelineSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()[:10]
+        ]
+        more = exc.error_count() - len(problems)
+        suffix = f" (and {more} more)" if more > 0 else ""
+        raise SettingsError(f"settings file {file}: " + "; ".join(problems) + suffix) from None
 
 
 def load_settings(path: Path | None = None) -> PipelineSettings:

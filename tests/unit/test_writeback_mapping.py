@@ -218,7 +218,12 @@ def test_the_hash_is_canonical():
 
 
 scores = st.one_of(st.none(), st.floats(min_value=0, max_value=100, allow_nan=False))
-texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
+# NUL is excluded: no database of ours can hold it, so a row with one is quarantined (tests/unit/test_fuzz_*).
+texts = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
+    min_size=1,
+    max_size=20,
+)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import numbers
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,10 +22,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from kombo_sync.catalog.source import CONTRACT_COLUMNS, CatalogSourceError
 from kombo_sync.kombo.models import PACKAGE_TYPES
+from kombo_sync.storable import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +52,39 @@ def package_list_hash(packages: Iterable[PackageDef]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+# Longer numbers are no key anyone writes: left as they are, the contract rejects them (and turning 1E+999999
+# into digits would take minutes).
+_MAX_NUMERIC_KEY = 10**30
+
+
 def _key_text(value: Any) -> Any:
     # Warehouses hand numeric keys back as int, Decimal, or float when the column has NULLs (36123.0).
     if isinstance(value, bool):
         return value
     if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, float | Decimal) and value == value and value not in (float("inf"), float("-inf")):
+        return str(int(value)) if abs(int(value)) < _MAX_NUMERIC_KEY else value
+    finite = (
+        value.is_finite() if isinstance(value, Decimal) else isinstance(value, float) and math.isfinite(value)
+    )
+    if finite and abs(value) < _MAX_NUMERIC_KEY:
         return str(int(value)) if value == int(value) else str(value)
     return value
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """A value quoted in a problem: its repr, cut short (a bad cell may be megabytes or nested absurdly)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class _Opaque:
     """A list or mapping found in a cell: hashable for grouping, still rejected by the contract."""
 
     def __init__(self, value: Any) -> None:
-        self.text = repr(value)
+        self.text = _shown(value, 1000)
 
     def __hash__(self) -> int:
         return hash(self.text)
@@ -78,7 +97,18 @@ class _Opaque:
 
 
 def _hashable(value: Any) -> Any:
-    return _Opaque(value) if isinstance(value, list | dict | set) else value
+    try:
+        hash(value)
+    except TypeError:
+        return _Opaque(value)
+    return value
+
+
+def _storable(value: str, info: ValidationInfo) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(f"{info.field_name} {problem}")
+    return value
 
 
 class PackageRow(BaseModel):
@@ -97,6 +127,11 @@ class PackageRow(BaseModel):
     def _numbers_as_text(cls, value: Any) -> Any:
         return _key_text(value)
 
+    @field_validator("package_id", "name", "description")
+    @classmethod
+    def _storable_text(cls, value: str, info: ValidationInfo) -> str:
+        return _storable(value, info)
+
     @field_validator("type", mode="before")
     @classmethod
     def _known_type(cls, value: Any) -> Any:
@@ -104,7 +139,9 @@ class PackageRow(BaseModel):
             return value
         normalised = value.strip().upper()
         if normalised not in PACKAGE_TYPES:
-            raise ValueError(f"type {value!r} is not one of Kombo's types {', '.join(SORTED_PACKAGE_TYPES)}")
+            raise ValueError(
+                f"type {_shown(value)} is not one of Kombo's types {', '.join(SORTED_PACKAGE_TYPES)}"
+            )
         return normalised
 
     def package(self) -> PackageDef:
@@ -122,6 +159,11 @@ class CustomerRow(BaseModel):
     @classmethod
     def _numbers_as_text(cls, value: Any) -> Any:
         return _key_text(value)
+
+    @field_validator("customer_key")
+    @classmethod
+    def _storable_text(cls, value: str, info: ValidationInfo) -> str:
+        return _storable(value, info)
 
 
 @dataclass(frozen=True)
@@ -180,7 +222,7 @@ def _contract_columns(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.where(frame.notna(), None).reset_index(drop=True)
     for column in CONTRACT_COLUMNS:
         values = frame[column]
-        nested = values.map(lambda value: isinstance(value, list | dict | set))
+        nested = values.map(lambda value: _hashable(value) is not value)
         if nested.any():
             frame[column] = values.map(_hashable)
     return frame
@@ -195,10 +237,10 @@ def _describe(error: Mapping[str, Any]) -> str:
     if kind == "string_too_short":
         return f"{name} is empty"
     if kind.startswith("bool"):
-        return f"{name} must be true or false, not {value!r}"
+        return f"{name} must be true or false, not {_shown(value)}"
     if kind == "value_error":
         return str(error.get("msg", "")).removeprefix("Value error, ")
-    return f"{name} {error.get('msg', 'is invalid')} (got {value!r})"
+    return f"{name} {error.get('msg', 'is invalid')} (got {_shown(value)})"
 
 
 def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from sqlalchemy.engine import Engine
+
+from kombo_sync.storable import read_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,12 @@ def read_catalog_sql(engine: Engine, sql_file: Path) -> pd.DataFrame:
     """Run the team's catalog query on the warehouse; the result keeps the query's own columns."""
     if not sql_file.exists():
         raise CatalogSourceError(f"catalog SQL file {sql_file} does not exist")
-    query = sql_file.read_text().strip().rstrip(";").strip()
+    try:
+        query = sql_file.read_text(encoding="utf-8").strip().rstrip(";").strip()
+    except UnicodeDecodeError as exc:
+        raise CatalogSourceError(
+            f"catalog SQL file {sql_file} is not UTF-8 text (byte {exc.start})"
+        ) from None
     if not query:
         raise CatalogSourceError(f"catalog SQL file {sql_file} is empty")
     with engine.connect() as conn:
@@ -54,9 +60,9 @@ def read_catalog_yaml(yaml_file: Path) -> pd.DataFrame:
     if not yaml_file.exists():
         raise CatalogSourceError(f"catalog YAML file {yaml_file} does not exist")
     try:
-        document = yaml.safe_load(yaml_file.read_text())
-    except yaml.YAMLError as exc:
-        raise CatalogSourceError(f"catalog YAML file {yaml_file} is not valid YAML: {exc}") from exc
+        document = read_yaml_file(yaml_file)
+    except ValueError as exc:
+        raise CatalogSourceError(f"catalog YAML file {yaml_file}: {exc}") from None
     frame = catalog_frame_from_mapping(document or {}, where=str(yaml_file))
     log.info("catalog file %s yields %s entitlement rows", yaml_file.name, len(frame))
     return frame

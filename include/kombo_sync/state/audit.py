@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from kombo_sync.state._util import clip, from_row, to_jsonable
 from kombo_sync.state.schema import quarantine, runs
 from kombo_sync.state.store import StateStore
+from kombo_sync.storable import storable_text
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,9 @@ class Quarantine:
                 sa.insert(quarantine)
                 .values(
                     job=job,
-                    source_key=source_key,
-                    reason=clip(reason),
+                    # The key and reason may quote a hostile value (NUL, lone surrogates): stored spelled out.
+                    source_key=None if source_key is None else storable_text(source_key),
+                    reason=clip(storable_text(reason)),
                     row_json=to_jsonable(row),
                     run_id=run_id,
                     created_at=self.store.now(),

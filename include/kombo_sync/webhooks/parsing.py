@@ -19,9 +19,9 @@ from kombo_sync.kombo.models import (
     WebhookEnvelope,
     parse_webhook_data,
 )
+from kombo_sync.storable import json_problem
 from kombo_sync.webhooks.responses import WebhookResponse, error_response
 
-MAX_JSON_DEPTH = 64
 MAX_FIELD_ERRORS = 10
 
 # Widths of the state store columns the event's values land in; longer values are a 400, not a DB error.
@@ -67,7 +67,7 @@ def parse_event(raw_body: bytes) -> tuple[WebhookEnvelope, KomboModel | None] | 
         return error_response(400, "INVALID_JSON", f"Invalid JSON: {reason}.")
     if not isinstance(payload, dict):
         return error_response(400, "INVALID_EVENT", "The body must be a JSON object.", fields=["$"])
-    problem = _unstorable_value(payload)
+    problem = json_problem(payload)
     if problem is not None:
         path, reason = problem
         return error_response(400, "INVALID_EVENT", f"{path or '$'}: {reason}", fields=[path or "$"])
@@ -118,38 +118,4 @@ def _too_long(
             return error_response(
                 400, "INVALID_EVENT", f"{name}: longer than {limit} characters", fields=[name]
             )
-    return None
-
-
-def _unstorable_value(payload: Any) -> tuple[str, str] | None:
-    """The first value no database could store (NUL, lone surrogates, absurd nesting), as (path, reason)."""
-    stack: list[tuple[Any, str, int]] = [(payload, "", 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            return path, f"nested deeper than {MAX_JSON_DEPTH} levels"
-        if isinstance(value, str):
-            reason = _bad_text(value)
-            if reason:
-                return path, reason
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                reason = _bad_text(key)
-                child = f"{path}.{key}" if path else str(key)
-                if reason:
-                    return (path or "$"), f"a key {reason}"
-                stack.append((item, child, depth + 1))
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                stack.append((item, f"{path}.{index}" if path else str(index), depth + 1))
-    return None
-
-
-def _bad_text(text: str) -> str | None:
-    if "\x00" in text:
-        return "contains a NUL character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains an unpaired surrogate"
     return None

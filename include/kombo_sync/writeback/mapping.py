@@ -31,6 +31,7 @@ from kombo_sync.kombo.models import (
     RESULT_STATUS_COMPLETED,
     ResultPayload,
 )
+from kombo_sync.storable import cell_problem, load_json_text, storable_text
 
 # The columns the results query must return (one of the two id columns) and the optional ones.
 ID_COLUMNS = ("order_id", "invitation_id")
@@ -186,9 +187,9 @@ def _parse_json(value: Any) -> Any:
         return None
     if isinstance(value, str):
         text = value.strip()
-        return None if not text else json.loads(text)
+        return None if not text else load_json_text(text)
     if isinstance(value, bytes | bytearray | memoryview):
-        return json.loads(bytes(value).decode("utf-8"))
+        return load_json_text(bytes(value))
     return value
 
 
@@ -366,6 +367,40 @@ def _secure_urls(urls: pd.Series, insecure_hosts: Sequence[str]) -> pd.Series:
     return secure
 
 
+def _unreadable_cells(frame: pd.DataFrame, reasons: _Reasons) -> pd.DataFrame:
+    """Reject rows with a cell no database or JSON body can hold (undecodable bytes, NUL, lone surrogates,
+    absurd nesting), naming the column; those cells become storable text so nothing later trips over them."""
+    cleaned: dict[str, pd.Series] = {}
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
+            continue  # numbers and timestamps hold no text
+        bad: dict[Any, str] = {}
+        replaced: dict[Any, Any] = {}
+        for index, value in values.items():
+            if isinstance(value, bytes | bytearray | memoryview):
+                if column == "report_bytes":
+                    continue  # binary by contract
+                try:
+                    replaced[index] = bytes(value).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad[index] = f"{column} is not UTF-8 text (byte {exc.start})"
+                    replaced[index] = bytes(value).decode("utf-8", "backslashreplace")
+                    continue
+                value = replaced[index]
+            problem = cell_problem(value)
+            if problem is not None:
+                bad[index] = f"{column} {problem}"
+                replaced[index] = storable_text(value) if isinstance(value, str) else f"<{problem}>"
+        if replaced:
+            reasons.flag_rows(bad)
+            values = values.copy()
+            for index, value in replaced.items():
+                values.at[index] = value
+            cleaned[column] = values
+    return frame.assign(**cleaned) if cleaned else frame
+
+
 def _per_row(values: pd.Series, convert: Callable[[Any], Any], column: str, reasons: _Reasons) -> pd.Series:
     """Apply ``convert`` to each value of rows still valid; a ValueError becomes that row's reason."""
     out: dict[Any, Any] = {}
@@ -421,6 +456,7 @@ def map_results(
     check_columns(frame.columns)
     frame = frame.reset_index(drop=True)
     reasons = _Reasons(frame.index)
+    frame = _unreadable_cells(frame, reasons)
 
     order_id = _text(_column(frame, "order_id"))
     integration_id = _text(_column(frame, "integration_id"))
@@ -438,7 +474,9 @@ def map_results(
     reasons.flag(_blank(result_url), "result_url is missing (Kombo requires it)")
     reasons.flag(~_secure_urls(result_url, insecure_url_hosts), "result_url must be an https:// URL")
 
-    updated_at = _timestamps(_column(frame, "updated_at"))
+    updated_raw = _column(frame, "updated_at")
+    updated_at = _timestamps(updated_raw)
+    reasons.flag(updated_raw.notna() & updated_at.isna(), "updated_at is not a timestamp")
     completed_raw = _column(frame, "completed_at")
     completed_at = _timestamps(completed_raw)
     reasons.flag(completed_raw.notna() & completed_at.isna(), "completed_at is not a timestamp")

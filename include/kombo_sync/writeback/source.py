@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from kombo_sync.state.schema import invitations, orders
 from kombo_sync.state.store import StateStore
+from kombo_sync.storable import text_problem
 from kombo_sync.writeback.mapping import check_columns
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,29 @@ def read_result_chunks(
             yield from _read_chunks(conn, _statement(sql, id_filter), params, chunk_rows)
 
 
+def _id_text(series: pd.Series) -> pd.Series:
+    """Ids as trimmed text. Cells no query can carry (undecodable bytes, NUL, lone surrogates) become NA, so no
+    lookup sees them; the mapping rejects their rows naming the column."""
+
+    def text(value: Any) -> str | None:
+        if (
+            value is None
+            or value is pd.NA
+            or value is pd.NaT
+            or (isinstance(value, float) and value != value)
+        ):
+            return None
+        if isinstance(value, bytes | bytearray | memoryview):
+            try:
+                value = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        value = str(value).strip()
+        return None if text_problem(value) else value
+
+    return series.map(text).astype("string")
+
+
 def resolve_orders(store: StateStore, frame: pd.DataFrame) -> pd.DataFrame:
     """Fill ``order_id`` (from ``invitation_id``) and ``integration_id`` from the state store's orders.
 
@@ -139,22 +163,26 @@ def resolve_orders(store: StateStore, frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     if "order_id" not in frame.columns:
         frame["order_id"] = None
-    order_ids = frame["order_id"].astype("string").str.strip()
+    raw_order_ids = frame["order_id"]
+    order_ids = _id_text(raw_order_ids)
+    unreadable = raw_order_ids.notna() & order_ids.isna()
     if "invitation_id" in frame.columns:
-        missing = order_ids.isna() | (order_ids == "")
-        wanted = [str(value) for value in frame.loc[missing, "invitation_id"].dropna().unique()]
+        missing = (order_ids.isna() | (order_ids == "")).fillna(True) & ~unreadable
+        invitation_ids = _id_text(frame["invitation_id"])
+        wanted = [str(value) for value in invitation_ids[missing].dropna().unique()]
         if wanted:
             by_invitation = invitation_to_order(store, wanted)
-            mapped = frame.loc[missing, "invitation_id"].map(
+            mapped = invitation_ids[missing].map(
                 lambda value: by_invitation.get(str(value)) if pd.notna(value) else None
             )
             order_ids = order_ids.where(~missing, mapped.astype("string"))
-    frame["order_id"] = order_ids
     known = [str(value) for value in order_ids.dropna().unique() if str(value)]
     integration_by_order = order_integrations(store, known)
     from_store = order_ids.map(lambda value: integration_by_order.get(value) if pd.notna(value) else None)
+    # An id no query could carry stays as it was, for the mapping to name it.
+    frame["order_id"] = order_ids.astype(object).where(~unreadable, raw_order_ids)
     if "integration_id" in frame.columns:
-        given = frame["integration_id"].astype("string").str.strip().replace("", pd.NA)
+        given = _id_text(frame["integration_id"]).replace("", pd.NA)
         # The state store knows which integration an order came from; a query value only fills gaps.
         frame["integration_id"] = from_store.astype("string").fillna(given)
     else:
