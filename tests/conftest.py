@@ -182,3 +182,15 @@ def make_state_store(state_store: StateStore, state_clock: StateClock) -> Iterat
 
 
 # End of the state store fixtures.
+
+
+# Hostile-input fuzz tests: the number of cases each one tried, printed at the end of the session.
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.support.fuzz import COUNTS
+
+    if COUNTS:
+        terminalreporter.write_sep("-", f"hostile input: {sum(COUNTS.values())} cases tried")
+        for name, count in sorted(COUNTS.items()):
+            terminalreporter.write_line(f"{count:6d}  {name}")

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from kombo_sync.storable import text_problem
+
 if TYPE_CHECKING:
     from kombo_sync.state.store import StateStore
 
@@ -145,12 +147,76 @@ def run_info(context: Mapping[str, Any]) -> RunInfo:
     )
 
 
-def string_list(value: Any) -> list[str]:
-    """A list param as typed into the trigger form (a list, or "a, b" / one per line): unique, trimmed."""
+class ParamError(_FinalFailure):
+    """A DAG param that cannot be used, named in the message; final, since a retry would read it the same way."""
+
+
+# Ids longer than this are no id (the state store's id columns hold 255 characters).
+MAX_ID_CHARS = 255
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0", ""})
+
+
+def string_list(value: Any, name: str = "param") -> list[str]:
+    """A list param as typed into the trigger form (a list, or "a, b" / one per line): unique, trimmed.
+
+    Raises `ParamError` naming the param for anything else (a number, a mapping, nested lists, an id with a
+    NUL character or a lone surrogate, an id longer than 255 characters)."""
     if value is None:
         return []
-    items = value.replace("\n", ",").split(",") if isinstance(value, str) else list(value)
-    return list(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+    if isinstance(value, str):
+        items: list[Any] = value.replace("\n", ",").split(",")
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ParamError(f"{name} must be a list of ids or comma-separated text, not {type(value).__name__}")
+    result: dict[str, None] = {}
+    for position, item in enumerate(items):
+        if item is None:
+            continue
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ParamError(f"{name}[{position}] must be text, not {type(item).__name__}")
+        text = str(item).strip()
+        problem = text_problem(text)
+        if problem:
+            raise ParamError(f"{name}[{position}] {problem}")
+        if len(text) > MAX_ID_CHARS:
+            raise ParamError(f"{name}[{position}] is longer than {MAX_ID_CHARS} characters")
+        if text:
+            result[text] = None
+    return list(result)
+
+
+def flag(value: Any, name: str = "param") -> bool:
+    """A boolean param: true/false (or null: false); the text a JSON conf may carry ("false", "1") is read as
+    meant, never as a non-empty string being true. Anything else raises `ParamError` naming the param."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    shown = (
+        repr(value)
+        if isinstance(value, str | int | float) and len(repr(value)) < 40
+        else type(value).__name__
+    )
+    raise ParamError(f"{name} must be true or false, not {shown}")
+
+
+def param_time(value: Any, name: str, *, end_of_day: bool = False) -> datetime | None:
+    """A date/time param (``YYYY-MM-DD`` or ISO time; blank: None) as UTC, or `ParamError` naming the param."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str | date):
+        raise ParamError(f"{name} must be a date (YYYY-MM-DD) or an ISO time, not {type(value).__name__}")
+    try:
+        return as_utc(value, end_of_day=end_of_day)
+    except (ValueError, OverflowError):
+        shown = value if isinstance(value, date) else repr(value[:40])
+        raise ParamError(
+            f"{name} must be a date (YYYY-MM-DD) or an ISO time (2026-01-05T08:00:00Z), not {shown}"
+        ) from None
 
 
 class Audited:

@@ -48,14 +48,14 @@ class SyncOptions:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> SyncOptions:
-        from kombo_sync.runs import string_list
+        from kombo_sync.runs import flag, string_list
 
         params = params or {}
         return cls(
-            integration_ids=tuple(string_list(params.get("integration_ids"))),
-            force=bool(params.get("force", False)),
-            dry_run=bool(params.get("dry_run", False)),
-            allow_shrink=bool(params.get("allow_shrink", False)),
+            integration_ids=tuple(string_list(params.get("integration_ids"), "integration_ids")),
+            force=flag(params.get("force"), "force"),
+            dry_run=flag(params.get("dry_run"), "dry_run"),
+            allow_shrink=flag(params.get("allow_shrink"), "allow_shrink"),
         )
 
 

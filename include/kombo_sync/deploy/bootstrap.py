@@ -92,8 +92,14 @@ def write_passwords(
     user = user or admin_user()
     path.parent.mkdir(parents=True, exist_ok=True)
     current: dict[str, str] = {}
-    if path.exists() and path.read_text().strip():
-        current = json.loads(path.read_text())
+    if path.exists():
+        try:
+            text = path.read_bytes().decode("utf-8")
+            current = json.loads(text) if text.strip() else {}
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            current = None  # type: ignore[assignment]
+        if not isinstance(current, dict):
+            raise ValueError(f"{path} must hold a JSON object of user: password; fix or remove it")
     current[user] = password
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -136,7 +142,11 @@ def init_env(example: str | Path, target: str | Path, *, force: bool = False) ->
         raise FileExistsError(f"{target} exists; pass --force to overwrite it")
     generated: list[str] = []
     lines = []
-    for line in Path(example).read_text().splitlines():
+    try:
+        text = Path(example).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{example} is not UTF-8 text (byte {exc.start})") from None
+    for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep and not line.lstrip().startswith("#") and value.strip() == GENERATE_PLACEHOLDER:
             lines.append(f"{key}={_new_secret(key.strip())}")

@@ -16,7 +16,7 @@ from kombo_sync.intake.dispatch import dispatch_invitations
 from kombo_sync.intake.poll import poll_orders
 from kombo_sync.intake.window import poll_window
 from kombo_sync.invites import Inviters
-from kombo_sync.runs import RunInfo, StepFailed, audited, run_info, string_list
+from kombo_sync.runs import RunInfo, StepFailed, audited, flag, run_info, string_list
 from kombo_sync.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,10 @@ class IntakeRunFailed(StepFailed):
 
 
 def _params(info: RunInfo) -> tuple[list[str] | None, bool]:
-    return (string_list(info.params.get("integration_ids")) or None), bool(info.params.get("dry_run", False))
+    params = info.params
+    return (string_list(params.get("integration_ids"), "integration_ids") or None), flag(
+        params.get("dry_run"), "dry_run"
+    )
 
 
 def poll_task(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,7 +62,7 @@ def poll_task(context: Mapping[str, Any]) -> dict[str, Any]:
             dry_run=dry_run,
             run_id=info.run_id,
             # Backfills: each window is read once per backfill, not once per run (docs/intake.md).
-            skip_covered=info.is_backfill and not info.params.get("repoll"),
+            skip_covered=info.is_backfill and not flag(info.params.get("repoll"), "repoll"),
         )
         outcome.summary = summary
         outcome.status = "failed" if summary["integrations_failed"] else "success"

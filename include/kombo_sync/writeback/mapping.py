@@ -59,6 +59,7 @@ _HTTPS_URL = r"^https://[^\s/?#@]+(?:[/?#][^\s]*)?$"
 _HTTP_HOST = r"^http://([^\s/?#@:]+)(?::\d+)?(?:[/?#][^\s]*)?$"
 _CONTENT_TYPE = re.compile(r"^[\w.-]+/[\w.-]+$")
 _DEFAULT_REPORT_NAME = "assessment-report"
+_EARLIEST_TIME = pd.Timestamp("1900-01-01", tz="UTC")
 
 ReportFetcher = Callable[[str, int], tuple[bytes, str | None]]
 """Fetch a report URL (at most ``limit`` bytes): returns the bytes and the Content-Type, raises on failure."""
@@ -127,7 +128,8 @@ def _timestamps(series: pd.Series) -> pd.Series:
         parsed = pd.to_datetime(series, utc=True)
     else:
         parsed = pd.to_datetime(series.astype("string"), utc=True, errors="coerce", format="ISO8601")
-    return parsed
+    # Kombo's date-times have four-digit years; a year 999 or 0001 is a broken value, not a date.
+    return parsed.where(parsed >= _EARLIEST_TIME)
 
 
 def _kombo_timestamps(series: pd.Series) -> pd.Series:
@@ -476,10 +478,15 @@ def map_results(
 
     updated_raw = _column(frame, "updated_at")
     updated_at = _timestamps(updated_raw)
-    reasons.flag(updated_raw.notna() & updated_at.isna(), "updated_at is not a timestamp")
+    reasons.flag(
+        updated_raw.notna() & updated_at.isna(), "updated_at is not a timestamp (ISO 8601, from year 1900)"
+    )
     completed_raw = _column(frame, "completed_at")
     completed_at = _timestamps(completed_raw)
-    reasons.flag(completed_raw.notna() & completed_at.isna(), "completed_at is not a timestamp")
+    reasons.flag(
+        completed_raw.notna() & completed_at.isna(),
+        "completed_at is not a timestamp (ISO 8601, from year 1900)",
+    )
     # Kombo asks for completed_at with every COMPLETED or CANCELLED result; the row's update time stands in.
     completed_at = completed_at.fillna(updated_at)
     reasons.flag(completed_at.isna(), "completed_at is missing and updated_at cannot stand in for it")

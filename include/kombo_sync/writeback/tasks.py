@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kombo_sync.runs import RunInfo, StepFailed, audited, run_info, string_list
+from kombo_sync.runs import RunInfo, StepFailed, audited, flag, param_time, run_info, string_list
 from kombo_sync.state.outbox import ResultOutbox
 from kombo_sync.writeback.job import (
     JOB,
@@ -30,11 +30,11 @@ log = logging.getLogger(__name__)
 def _params(info: RunInfo) -> dict[str, Any]:
     params = info.params
     return {
-        "order_ids": string_list(params.get("order_ids")),
-        "dry_run": bool(params.get("dry_run", False)),
-        "replay_dead_letters": bool(params.get("replay_dead_letters", False)),
-        "date_from": params.get("date_from") or None,
-        "date_to": params.get("date_to") or None,
+        "order_ids": string_list(params.get("order_ids"), "order_ids"),
+        "dry_run": flag(params.get("dry_run"), "dry_run"),
+        "replay_dead_letters": flag(params.get("replay_dead_letters"), "replay_dead_letters"),
+        "date_from": param_time(params.get("date_from"), "date_from"),
+        "date_to": param_time(params.get("date_to"), "date_to", end_of_day=True),
     }
 
 
