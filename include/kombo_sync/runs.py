@@ -212,8 +212,8 @@ def param_time(value: Any, name: str, *, end_of_day: bool = False) -> datetime |
         raise ParamError(f"{name} must be a date (YYYY-MM-DD) or an ISO time, not {type(value).__name__}")
     try:
         return as_utc(value, end_of_day=end_of_day)
-    except (ValueError, OverflowError):
-        shown = value if isinstance(value, date) else repr(value[:40])
+    except (ValueError, OverflowError, TypeError):  # TypeError: a NaT, whose fields are NaN
+        shown = str(value)[:40] if isinstance(value, date) else repr(value[:40])
         raise ParamError(
             f"{name} must be a date (YYYY-MM-DD) or an ISO time (2026-01-05T08:00:00Z), not {shown}"
         ) from None

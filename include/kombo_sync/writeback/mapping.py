@@ -59,6 +59,7 @@ _HTTPS_URL = r"^https://[^\s/?#@]+(?:[/?#][^\s]*)?$"
 _HTTP_HOST = r"^http://([^\s/?#@:]+)(?::\d+)?(?:[/?#][^\s]*)?$"
 _CONTENT_TYPE = re.compile(r"^[\w.-]+/[\w.-]+$")
 _DEFAULT_REPORT_NAME = "assessment-report"
+MAX_ID_CHARS = 255
 _EARLIEST_TIME = pd.Timestamp("1900-01-01", tz="UTC")
 
 ReportFetcher = Callable[[str, int], tuple[bytes, str | None]]
@@ -464,6 +465,11 @@ def map_results(
     integration_id = _text(_column(frame, "integration_id"))
     reasons.flag(_blank(order_id), "order_id is missing (no Kombo order for this result)")
     reasons.flag(_blank(integration_id), "integration_id is unknown: the order is not in the state store")
+    # The outbox's id columns hold 255 characters (PostgreSQL refused the whole chunk's insert).
+    reasons.flag(order_id.str.len() > MAX_ID_CHARS, f"order_id is longer than {MAX_ID_CHARS} characters")
+    reasons.flag(
+        integration_id.str.len() > MAX_ID_CHARS, f"integration_id is longer than {MAX_ID_CHARS} characters"
+    )
 
     raw_status = _text(frame["status"]).str.upper()
     status = raw_status.map(_STATUS_ALIASES)
