@@ -19,6 +19,7 @@ from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.store import StateStore
 from kombo_sync.webhooks.handlers import WebhookDeps, handle_webhook
+from tests.support.fuzz import tried
 from tests.support.webhooks import KOMBO_EXAMPLES, encode, integration_event, order_event
 
 SECRET = "whsec_fuzz"
@@ -74,6 +75,7 @@ def signed_headers(body: bytes) -> dict[str, str]:
 @FUZZ
 @given(body=st.binary(max_size=400))
 def test_arbitrary_bytes(deps, body):
+    tried("webhook: arbitrary signed bytes")
     check(deps, body, signed_headers(body))
 
 
@@ -85,6 +87,7 @@ def test_arbitrary_bytes(deps, body):
     signature=st.none() | st.text(max_size=60) | st.just("valid"),
 )
 def test_arbitrary_headers(deps, body, content_type, signature):
+    tried("webhook: arbitrary headers")
     headers = {"Content-Type": content_type}
     if signature is not None:
         headers[SIGNATURE_HEADER] = sign(body, SECRET) if signature == "valid" else signature
@@ -94,6 +97,7 @@ def test_arbitrary_headers(deps, body, content_type, signature):
 @FUZZ
 @given(event_id=json_values | st.text(max_size=30), event_type=event_types | json_values, data=json_values)
 def test_arbitrary_envelopes(deps, event_id, event_type, data):
+    tried("webhook: arbitrary envelopes")
     body = encode({"id": event_id, "type": event_type, "data": data})
     check(deps, body, signed_headers(body))
 
@@ -123,6 +127,7 @@ def _valid_events() -> list[dict[str, Any]]:
 @FUZZ
 @given(data=st.data())
 def test_valid_events_with_one_part_broken(deps, data):
+    tried("webhook: Kombo's events with one part broken")
     event = copy.deepcopy(data.draw(st.sampled_from(_valid_events())))
     event["id"] = data.draw(st.text(min_size=1, max_size=30))  # a fresh event, not a redelivery
     path = data.draw(st.sampled_from(_paths(event)))
