@@ -124,6 +124,15 @@ def _valid_events() -> list[dict[str, Any]]:
     ]
 
 
+def test_an_order_with_an_empty_id_is_a_400(deps):
+    # Found by the test below: "order ? lacks id" escaped as a 500.
+    event = order_event()
+    event["data"]["id"] = ""
+    body = encode(event)
+    response = handle_webhook(body, signed_headers(body), deps)
+    assert response.status_code == 400 and "data.id" in response.body["message"]
+
+
 @FUZZ
 @given(data=st.data())
 def test_valid_events_with_one_part_broken(deps, data):

@@ -42,6 +42,16 @@ _FIELD_LIMITS: dict[str, tuple[tuple[str, int], ...]] = {
 }
 
 
+# The ids each event is keyed by in the state store.
+_KEYS: dict[str, tuple[str, ...]] = {
+    WEBHOOK_ASSESSMENT_ORDER_RECEIVED: ("id", "integration_id", "package_id"),
+    WEBHOOK_INLINE_ASSESSMENT_ORDER_RECEIVED: ("id", "integration_id", "package_id"),
+    WEBHOOK_INTEGRATION_CREATED: ("id",),
+    WEBHOOK_INTEGRATION_DELETED: ("id",),
+    WEBHOOK_INTEGRATION_STATE_CHANGED: ("integration_id",),
+}
+
+
 class _BadJson(ValueError):
     pass
 
@@ -87,6 +97,13 @@ def parse_event(raw_body: bytes) -> tuple[WebhookEnvelope, KomboModel | None] | 
     too_long = _too_long(envelope.data, _FIELD_LIMITS.get(envelope.type, ()), prefix="data.")
     if too_long is not None:
         return too_long
+    for name in _KEYS.get(envelope.type, ()):
+        value = envelope.data.get(name) if isinstance(envelope.data, Mapping) else None
+        if isinstance(value, str) and not value.strip():
+            # An empty id keys nothing: the order could not be recorded (it failed the request with a 500).
+            return error_response(
+                400, "INVALID_EVENT", f"data.{name}: must not be empty", fields=[f"data.{name}"]
+            )
     return envelope, data
 
 
