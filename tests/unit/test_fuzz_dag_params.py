@@ -1,4 +1,4 @@
-"""The three DAGs' params as a trigger form or a JSON conf may hand them: read as meant, or a `ParamError` naming
+"""The four DAGs' params as a trigger form or a JSON conf may hand them: read as meant, or a `ParamError` naming
 the param (final: a retry would read the same conf), never a TypeError, OverflowError or a bare ValueError."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from kombo_sync.catalog.plan import SyncOptions
 from kombo_sync.intake import tasks as intake_tasks
+from kombo_sync.reconcile import tasks as reconcile_tasks
 from kombo_sync.runs import ParamError, RunInfo
 from kombo_sync.storable import text_problem
 from kombo_sync.writeback import tasks as writeback_tasks
@@ -21,7 +22,7 @@ from tests.support.fuzz import COUNTS, fuzz_settings, hostile_values, tried
 pytestmark = pytest.mark.filterwarnings(
     "ignore::hypothesis.errors.HypothesisWarning"
 )  # long reprs, on purpose
-NAME = "DAG params: every param of the three DAGs"
+NAME = "DAG params: every param of the four DAGs"
 PARAMS = ("integration_ids", "order_ids", "dry_run", "repoll", "force", "allow_shrink", "replay_dead_letters",
           "date_from", "date_to")  # fmt: skip
 form_values = st.one_of(
@@ -49,6 +50,7 @@ def test_params_are_read_as_meant_or_refused_by_name(params):
     tried(NAME)
     for read in (
         lambda: intake_tasks._params(_info(params)),
+        lambda: reconcile_tasks._params(_info(params)),
         lambda: writeback_tasks._params(_info(params)),
         lambda: SyncOptions.from_params(params),
     ):

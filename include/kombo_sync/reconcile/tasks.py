@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kombo_sync.reconcile.job import JOB, reconcile_orders
-from kombo_sync.runs import RunInfo, StepFailed, audited, run_info, string_list
+from kombo_sync.runs import RunInfo, StepFailed, audited, flag, run_info, string_list
 from kombo_sync.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,10 @@ REPORT_KEYS = (
 
 
 def _params(info: RunInfo) -> tuple[list[str] | None, bool]:
-    return (string_list(info.params.get("integration_ids")) or None), bool(info.params.get("dry_run", False))
+    params = info.params
+    return (string_list(params.get("integration_ids"), "integration_ids") or None), flag(
+        params.get("dry_run"), "dry_run"
+    )
 
 
 def reconcile_task(context: Mapping[str, Any]) -> dict[str, Any]:
