@@ -16,6 +16,7 @@ from kombo_sync.runs import RunInfo, StepFailed, audited, run_info, string_list
 from kombo_sync.state.outbox import ResultOutbox
 from kombo_sync.writeback.job import (
     JOB,
+    discard_dead_letters,
     enqueue_results,
     flat_summary,
     outbox_report,
@@ -35,11 +36,15 @@ def _params(info: RunInfo) -> dict[str, Any]:
         "replay_dead_letters": bool(params.get("replay_dead_letters", False)),
         "date_from": params.get("date_from") or None,
         "date_to": params.get("date_to") or None,
+        "discard_order_ids": string_list(params.get("discard_order_ids")),
+        "discard_quarantine_ids": [int(value) for value in string_list(params.get("discard_quarantine_ids"))],
+        "discard_reason": str(params.get("discard_reason") or "").strip() or None,
     }
 
 
 def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Task ``read_results``: replay dead letters when asked, then read, map and enqueue the run's results."""
+    """Task ``read_results``: discard and replay dead letters when asked, then read, map and enqueue the run's
+    results."""
     from kombo_sync.runtime import state_store, warehouse_engine
     from kombo_sync.settings import load_settings
 
@@ -65,6 +70,14 @@ def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
         log.info("reading the results of %s chosen order(s)", len(params["order_ids"]))
     store = state_store(settings)
     with audited(None if params["dry_run"] else store, f"{JOB}.read", info.run_id) as outcome:
+        # Before the replay: an order both discarded and replayed stays discarded (a discard is deliberate).
+        discard = discard_dead_letters(
+            store,
+            order_ids=params["discard_order_ids"],
+            quarantine_ids=params["discard_quarantine_ids"],
+            reason=params["discard_reason"],
+            dry_run=params["dry_run"],
+        )
         replay = replay_dead_letters(
             store,
             order_ids=params["order_ids"],
@@ -82,6 +95,7 @@ def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
             run_id=info.run_id,
         )
         summary["replay"] = replay
+        summary["discard"] = discard
         outcome.summary = flat_summary(summary)
     return summary
 
