@@ -193,6 +193,14 @@ def test_an_admin_replays_and_discards_through_writeback_runs(
         "discard_quarantine_ids": [state.quarantine_id],
         "discard_reason": "candidate withdrew",
     }, confs
+    audit = httpx.get(
+        f"{live.url}/api/v2/eventLogs",
+        headers={"Authorization": f"Bearer {tokens['admin']}"},
+        params={"dag_id": WRITEBACK, "event": "trigger_dag_run"},
+        timeout=30.0,
+    ).json()["event_logs"]
+    assert {entry["run_id"] for entry in audit} >= {replayed["dag_run_id"], discarded["dag_run_id"]}
+    assert {entry["owner"] for entry in audit} == {"admin"}
 
 
 # What the pages show --------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Airflow's run history with the user who asked for it and a note.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -63,6 +64,7 @@ def trigger_writeback(conf: dict[str, Any], *, user: Any, request: Any, note: st
     from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
     from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
     from airflow.models.dagbag import DBDagBag
+    from airflow.models.log import Log
     from airflow.utils.session import create_session
 
     body = TriggerDAGRunPostBody(logical_date=None, conf=conf, note=note)
@@ -72,6 +74,16 @@ def trigger_writeback(conf: dict[str, Any], *, user: Any, request: Any, note: st
         )
         # Annotated as the response model, it returns the ORM DagRun.
         run_id = str(getattr(run, "run_id"))  # noqa: B009
+        # Airflow's audit log, as the REST route's action_logging writes it (Browse > Audit Log).
+        session.add(
+            Log(
+                event="trigger_dag_run",
+                owner=user.get_name(),
+                extra=json.dumps({"source": "kombo_console", "method": "POST", "note": note}),
+                dag_id=WRITEBACK_DAG_ID,
+                run_id=run_id,
+            )
+        )
     log.info(
         "console: %s triggered %s run %s (%s)",
         user.get_name(),
