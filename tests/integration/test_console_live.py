@@ -350,6 +350,24 @@ def test_overview_in_a_browser_renders_its_table_and_its_script_filters_it(
     assert chromium.evaluate("document.querySelectorAll('#letters tbody tr').length") == 2
 
 
+def test_the_airflow_ui_shows_kombo_in_its_navigation_and_embeds_the_console(
+    live: LiveAirflow, tokens: dict[str, str], chromium: HeadlessChromium
+) -> None:
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+
+    chromium.set_cookie(COOKIE_NAME_JWT_TOKEN, tokens["viewer"], live.url)
+    embedded = "(() => { const f = document.querySelector('iframe'); return f && f.contentDocument }) ()"
+    rows = "document.querySelector('iframe').contentDocument.querySelectorAll('#overview[data-ready=true] tbody tr')"
+    assert chromium.open(f"{live.url}/plugin/kombo", ready=f"!!{embedded} && {rows}.length > 0") == 200
+    navigation = chromium.evaluate(
+        "Array.from(document.querySelectorAll('a, button')).map(e => e.textContent)"
+    )
+    assert "Kombo" in [item.strip() for item in navigation]
+    # The UI resolved the plugin's relative href against its base URL.
+    assert chromium.evaluate("document.querySelector('iframe').src") == f"{live.url}{CONSOLE}/"
+    assert chromium.evaluate(f"{rows}.length") == 3
+
+
 def test_the_api_server_log_holds_no_candidate_data(live: LiveAirflow, tokens: dict[str, str]) -> None:
     with client(live, tokens["editor"]) as http:
         assert CANDIDATE_EMAIL in http.get("/orders", params={"q": "ord-invited-1"}).text
