@@ -176,6 +176,11 @@ def test_an_admin_replays_and_discards_through_writeback_runs(
             },
         )
         assert discard.status_code == 303 and "queued+as+run" in discard.headers["location"]
+        one = http.post("/actions/replay", data={"csrf_token": csrf, "order_id": state.dead_orders[1]})
+        jailed = http.post(
+            "/actions/replay", data={"csrf_token": csrf, "quarantine_id": str(state.quarantine_id)}
+        )
+        assert one.status_code == jailed.status_code == 303
         no_reason = http.post("/actions/discard", data={"csrf_token": csrf, "order_id": state.dead_orders[0]})
         assert no_reason.status_code == 303 and "error=" in no_reason.headers["location"]
         shown = http.get(no_reason.headers["location"])
@@ -183,8 +188,12 @@ def test_an_admin_replays_and_discards_through_writeback_runs(
 
     runs = writeback_runs(live, tokens["admin"])
     confs = {json.dumps(run["conf"], sort_keys=True): run for run in runs}
-    replayed = next(run for run in runs if run["conf"].get("order_ids"))
-    assert sorted(replayed["conf"]["order_ids"]) == sorted(state.dead_orders)
+    replays = [sorted(run["conf"]["order_ids"]) for run in runs if run["conf"].get("order_ids")]
+    # All of an integration, one selected dead letter, a quarantined write-back row (its order is read again).
+    assert sorted(replays) == sorted(
+        [sorted(state.dead_orders), [state.dead_orders[1]], [state.failed_order]]
+    )
+    replayed = next(run for run in runs if len(run["conf"].get("order_ids") or []) == 2)
     assert replayed["run_type"] == "manual" and replayed["triggering_user_name"] == "admin"
     assert replayed["note"] == "Replay from the Kombo console"
     discarded = next(run for run in runs if run["conf"].get("discard_order_ids"))

@@ -87,3 +87,24 @@ def test_templates_escape_what_the_state_store_holds() -> None:
     )
     assert hostile not in html and "&lt;script&gt;" in html
     assert 'href="javascript:' not in html and "<td>javascript:alert(1)</td>" in html  # text, not a link
+
+
+def test_every_console_route_requires_an_airflow_login() -> None:
+    from fastapi.routing import APIRoute
+
+    from kombo_sync.console.app import create_console_app
+    from kombo_sync.console.security import read_access, run_access
+
+    def calls(dependant) -> set:  # type: ignore[no-untyped-def]
+        found = {dependant.call}
+        for sub in dependant.dependencies:
+            found |= calls(sub)
+        return found
+
+    routes = [route for route in create_console_app().routes if isinstance(route, APIRoute)]
+    assert len(routes) >= 7
+    for route in routes:
+        needed = run_access if route.methods & {"POST", "PUT", "PATCH", "DELETE"} else read_access
+        assert needed in calls(route.dependant), route.path
+        if needed is run_access:
+            assert route.methods == {"POST"}, route.path
