@@ -261,6 +261,9 @@ def test_webhook_log_shows_answers(live: LiveAirflow, tokens: dict[str, str], se
     with client(live, tokens["viewer"]) as http:
         html = http.get("/webhooks", params={"answer": 422}).text
     assert state.rejected_event in html and "ORDER_REJECTED" in html and "evt-accepted-1" not in html
+    with client(live, tokens["viewer"]) as http:
+        everything = http.get("/webhooks", params={"answer": ""})  # the form's "all"
+    assert everything.status_code == 200 and "evt-accepted-1" in everything.text
 
 
 def test_csv_exports(live: LiveAirflow, tokens: dict[str, str], seeded: Any) -> None:

@@ -199,13 +199,13 @@ def create_console_app(queries_factory: Callable[[], Any] | None = None) -> Fast
 
     @app.get("/webhooks", response_class=HTMLResponse)
     async def webhook_log(
-        request: Request,
-        answer: int | None = Query(None, ge=100, le=599),
-        user: Any = Depends(read_access),
+        request: Request, answer: str = Query("", max_length=3), user: Any = Depends(read_access)
     ) -> HTMLResponse:
         from kombo_sync.console.queries import COLUMNS
 
-        events = await read(lambda: queries().webhook_log(status=answer))
+        # The form's "all" sends `answer=` (empty): that is no filter, not an error.
+        status_filter = int(answer) if answer.isdigit() else None
+        events = await read(lambda: queries().webhook_log(status=status_filter))
         return render(
             request,
             "webhooks.html",

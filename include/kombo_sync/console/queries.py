@@ -41,25 +41,26 @@ _EMAIL = re.compile(r"[^\s@'\"<>(),;:]+@[^\s@'\"<>(),;:]+")
 
 # The columns of each table, in order: (key, label). The pages and the CSV export both use them.
 COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    # What needs attention first; the rest to the right (the table scrolls sideways on narrow screens).
     "overview": (
         ("health", "Health"),
         ("problems", "Problems"),
-        ("integration_id", "Integration"),
         ("customer", "Customer"),
+        ("integration_id", "Integration"),
         ("tool", "ATS"),
         ("status", "Status"),
         ("enabled", "Enabled"),
-        ("packages", "Packages published"),
-        ("packages_published_at", "Published at"),
-        ("last_poll_at", "Last poll"),
-        *((f"today_{state}", f"Today {state}") for state in ORDER_STATE_COLUMNS),
-        *((f"week_{state}", f"7 d {state}") for state in ORDER_STATE_COLUMNS),
-        ("results_written_7d", "Results written (7 d)"),
         ("dead_letters", "Dead letters"),
         ("quarantined", "Quarantined"),
         ("last_error", "Last error"),
-        ("last_error_at", "Last error at"),
         ("last_error_log_url", "Kombo log"),
+        ("last_error_at", "Last error at"),
+        *((f"today_{state}", f"Today {state}") for state in ORDER_STATE_COLUMNS),
+        *((f"week_{state}", f"7 d {state}") for state in ORDER_STATE_COLUMNS),
+        ("results_written_7d", "Results written (7 d)"),
+        ("last_poll_at", "Last poll"),
+        ("packages", "Packages published"),
+        ("packages_published_at", "Published at"),
     ),
     "dead_letters": (
         ("order_id", "Order"),
