@@ -152,15 +152,20 @@ def _answer(body: Any) -> str:
     return " · ".join(parts)
 
 
+def _not_by_index(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The same text value as `column`, but one no index can order or filter by (`column || ''`): keeps SQLite's
+    planner on the reception time range instead of walking another index over every order ever."""
+    return column.op("||")(sa.literal_column("''"))
+
+
 def recent_order_counts(today: datetime, since: datetime) -> sa.Select[Any]:
     """Orders received since `since` (and since `today`) per integration and state, in one GROUP BY that reads
     only the range of the (received_at, integration_id, state) index.
 
-    The grouping keys are `column || ''` (the same values) on purpose: grouping by the bare columns makes
-    SQLite's planner walk the whole (integration_id, state) index in group order, every order ever, instead of
-    the recent range."""
-    integration = orders.c.integration_id.op("||")(sa.literal_column("''"))
-    state = orders.c.state.op("||")(sa.literal_column("''"))
+    Grouping by the bare columns would make SQLite walk the whole (integration_id, state) index in group order
+    instead (`_not_by_index`)."""
+    integration = _not_by_index(orders.c.integration_id)
+    state = _not_by_index(orders.c.state)
     return (
         sa.select(
             integration.label("integration_id"),
@@ -196,20 +201,21 @@ class ConsoleQueries:
     def overview(self) -> list[dict[str, Any]]:
         """One row per integration (deleted ones last), unhealthy first: identity, packages, last poll,
         orders today and in the last 7 days by state, results written, dead letters, quarantined rows,
-        the newest error."""
+        the newest error (a dead letter, or a failed invitation of the last 7 days)."""
         now = self._clock()
         today = now.replace(hour=0, minute=0, second=0, microsecond=0)
         week_ago = now - timedelta(days=7)
         order_counts = recent_order_counts(today, week_ago)
-        outbox_counts = (
-            sa.select(result_outbox.c.integration_id, result_outbox.c.state, sa.func.count().label("count"))
-            .where(
-                sa.or_(
-                    result_outbox.c.state.in_(DEAD_LETTER_STATES),
-                    sa.and_(result_outbox.c.state == SENT, result_outbox.c.sent_at >= week_ago),
-                )
-            )
-            .group_by(result_outbox.c.integration_id, result_outbox.c.state)
+        dead_counts = (
+            sa.select(result_outbox.c.integration_id, sa.func.count().label("count"))
+            .where(result_outbox.c.state.in_(DEAD_LETTER_STATES))
+            .group_by(result_outbox.c.integration_id)
+        )
+        # Only sent rows have a sent_at: a range of the (sent_at, integration_id, state) index.
+        sent_counts = (
+            sa.select(result_outbox.c.integration_id, sa.func.count().label("count"))
+            .where(result_outbox.c.sent_at >= week_ago, result_outbox.c.state == SENT)
+            .group_by(result_outbox.c.integration_id)
         )
         newest_dead = (
             sa.select(
@@ -225,16 +231,20 @@ class ConsoleQueries:
             .where(result_outbox.c.state.in_(DEAD_LETTER_STATES))
             .subquery()
         )
+        # Failed invitations of the last 7 days only (failed orders pile up forever), read from the recent range
+        # of the reception time index (measured at 1M orders on SQLite: 17 ms, against 500 ms by integration).
         newest_failed = (
             sa.select(
                 orders.c.integration_id,
                 orders.c.last_error,
                 orders.c.updated_at,
                 sa.func.row_number()
-                .over(partition_by=orders.c.integration_id, order_by=orders.c.updated_at.desc())
+                .over(
+                    partition_by=_not_by_index(orders.c.integration_id), order_by=orders.c.updated_at.desc()
+                )
                 .label("rank"),
             )
-            .where(orders.c.state == "failed")
+            .where(orders.c.received_at >= week_ago, _not_by_index(orders.c.state) == "failed")
             .subquery()
         )
         open_quarantine = (
@@ -260,7 +270,8 @@ class ConsoleQueries:
                 )
             ).all()
             counts = conn.execute(order_counts).all()
-            outbox = conn.execute(outbox_counts).all()
+            dead_letters = conn.execute(dead_counts).all()
+            sent = conn.execute(sent_counts).all()
             dead = conn.execute(sa.select(newest_dead).where(newest_dead.c.rank == 1)).all()
             failed = conn.execute(sa.select(newest_failed).where(newest_failed.c.rank == 1)).all()
             jailed = conn.execute(open_quarantine).all()
@@ -317,10 +328,11 @@ class ConsoleQueries:
             if row is not None and column in ORDER_STATE_COLUMNS:
                 row[f"week_{column}"] += int(week)
                 row[f"today_{column}"] += int(today_count or 0)
-        for integration_id, state, count in outbox:
-            row = row_for(integration_id)
-            if row is not None:
-                row["results_written_7d" if state == SENT else "dead_letters"] += int(count)
+        for column, found in (("dead_letters", dead_letters), ("results_written_7d", sent)):
+            for integration_id, count in found:
+                row = row_for(integration_id)
+                if row is not None:
+                    row[column] += int(count)
         for item in failed:
             row = row_for(item.integration_id)
             if row is not None and item.last_error:

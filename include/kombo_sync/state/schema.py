@@ -183,6 +183,8 @@ result_outbox = sa.Table(
     sa.Column("discard_reason", sa.Text(), nullable=True),  # why the team discarded it (migration 0008)
     _states_check("state", OUTBOX_STATES, "state"),
     sa.Index("ix_result_outbox_state_next_attempt_at", "state", "next_attempt_at"),
+    # The console's results written per integration this week (migration 0008).
+    sa.Index("ix_result_outbox_sent_at_integration_id", "sent_at", "integration_id", "state"),
 )
 
 webhook_events = sa.Table(

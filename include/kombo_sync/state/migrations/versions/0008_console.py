@@ -4,7 +4,7 @@
   `discard_reason`; `quarantine.resolution` keeps why a quarantined row was resolved.
 * Indexes: orders by reception time (the overview's per-integration counts of the last 7 days, covering
   `integration_id` and `state`), by ATS application and by invitation id (the order lookup), webhook events by
-  order (the order's history).
+  order (the order's history), results by the time they were sent (the overview's results written this week).
 
 Revision ID: 0008_console
 Revises: 0007_poll_coverage
@@ -45,9 +45,13 @@ def upgrade() -> None:
     op.create_index("ix_orders_application_remote_id", "orders", ["application_remote_id"])
     op.create_index("ix_orders_invitation_id", "orders", ["invitation_id"])
     op.create_index("ix_webhook_events_order_id", "webhook_events", ["order_id"])
+    op.create_index(
+        "ix_result_outbox_sent_at_integration_id", "result_outbox", ["sent_at", "integration_id", "state"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_result_outbox_sent_at_integration_id", table_name="result_outbox")
     op.drop_index("ix_webhook_events_order_id", table_name="webhook_events")
     op.drop_index("ix_orders_invitation_id", table_name="orders")
     op.drop_index("ix_orders_application_remote_id", table_name="orders")
