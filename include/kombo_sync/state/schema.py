@@ -156,6 +156,7 @@ invitations = sa.Table(
     sa.Column("attempt", sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(["order_id"], ["orders.id"], ondelete="CASCADE"),
     _states_check("channel", INVITATION_CHANNELS, "channel"),
+    sa.Index("ix_invitations_external_id", "external_id"),  # the console's order lookup (migration 0008)
 )
 
 result_outbox = sa.Table(

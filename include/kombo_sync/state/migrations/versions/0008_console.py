@@ -3,7 +3,7 @@
 * `result_outbox.state` may be `discarded` (a dead letter the team decided not to send), with the reason in
   `discard_reason`; `quarantine.resolution` keeps why a quarantined row was resolved.
 * Indexes: orders by reception time (the overview's per-integration counts of the last 7 days, covering
-  `integration_id` and `state`), by ATS application and by invitation id (the order lookup), webhook events by
+  `integration_id` and `state`), by ATS application and by invitation id, invitations by the channel's id (the order lookup), webhook events by
   order (the order's history), results by the time they were sent (the overview's results written this week).
 
 Revision ID: 0008_console
@@ -45,6 +45,7 @@ def upgrade() -> None:
     op.create_index("ix_orders_application_remote_id", "orders", ["application_remote_id"])
     op.create_index("ix_orders_invitation_id", "orders", ["invitation_id"])
     op.create_index("ix_webhook_events_order_id", "webhook_events", ["order_id"])
+    op.create_index("ix_invitations_external_id", "invitations", ["external_id"])
     op.create_index(
         "ix_result_outbox_sent_at_integration_id", "result_outbox", ["sent_at", "integration_id", "state"]
     )
@@ -52,6 +53,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_result_outbox_sent_at_integration_id", table_name="result_outbox")
+    op.drop_index("ix_invitations_external_id", table_name="invitations")
     op.drop_index("ix_webhook_events_order_id", table_name="webhook_events")
     op.drop_index("ix_orders_invitation_id", table_name="orders")
     op.drop_index("ix_orders_application_remote_id", table_name="orders")
