@@ -149,7 +149,7 @@ def test_actions_refuse_cross_site_requests(live: LiveAirflow, tokens: dict[str,
         cross = http.post(
             "/actions/replay",
             data={"order_id": "ord-dead-1", "csrf_token": csrf},
-            headers={"Origin": "https://evil.example"},
+            headers={"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
         )
         assert cross.status_code == 403
         assert http.get("/actions/replay").status_code == 405  # POST only
