@@ -14,7 +14,8 @@ Runs every 10 minutes (`KOMBO_WRITEBACK_SCHEDULE`), one run at a time.
 
 Params (manual runs): `order_ids` (replay or preview those results, dead letters included), `dry_run` (show the
 mapped payloads and their diff, send nothing), `date_from` / `date_to` (re-read that range),
-`replay_dead_letters` (requeue every dead letter). See docs/writeback.md.
+`replay_dead_letters` (requeue every dead letter), `discard_order_ids` / `discard_quarantine_ids` with
+`discard_reason` (give up on those dead letters / quarantined rows, keeping the reason). See docs/writeback.md.
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ default_args = {
         "date_to": Param(None, type=["null", "string"], description="until, exclusive (default: now)"),
         "replay_dead_letters": Param(
             False, type=["boolean", "null"], description="requeue every dead letter"
+        ),
+        "discard_order_ids": Param(
+            [], type=["array", "null"], items={"type": "string"}, description="discard these dead letters"
+        ),
+        "discard_quarantine_ids": Param(
+            [], type=["array", "null"], items={"type": "integer"}, description="discard these quarantine rows"
+        ),
+        "discard_reason": Param(
+            None, type=["null", "string"], description="why (required with the two discard params)"
         ),
     },
 )

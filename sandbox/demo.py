@@ -1036,6 +1036,8 @@ What to look at next:
   2. The Kombo connections: {base_url}/connections (edit one there: the next task uses the new value)
   3. The runs: {base_url}/dags/kombo_order_intake/runs and {base_url}/dags/kombo_result_writeback/runs;
      results written back: curl -s 'http://127.0.0.1:{ports["kombo"]}/_sandbox/orders' | python -m json.tool
+  4. The Kombo console: {base_url}/plugin/kombo ("Kombo" in the navigation): health per customer, dead letters
+     (replay, discard), order lookup, webhook log
 
 Ctrl-C stops everything.
 ================================================================================================

@@ -182,6 +182,7 @@ def test_dead_letters_not_writable_and_requeue(outbox: ResultOutbox) -> None:
         "dead": 1,
         "not_writable": 1,
         "superseded": 0,
+        "discarded": 0,
     }
     assert outbox.requeue(["o1", "o2", "o3", "unknown"]) == 2
     assert outbox.dead_letters() == []

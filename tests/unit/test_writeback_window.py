@@ -88,7 +88,26 @@ def test_params_of_a_manual_run():
         "replay_dead_letters": False,
         "date_from": None,
         "date_to": None,
+        "discard_order_ids": [],
+        "discard_quarantine_ids": [],
+        "discard_reason": None,
     }
+    discard = _params(
+        run_info(
+            {
+                "params": {
+                    "discard_order_ids": ["o1"],
+                    "discard_quarantine_ids": ["7", 8],
+                    "discard_reason": " x ",
+                }
+            }
+        )
+    )
+    assert (discard["discard_order_ids"], discard["discard_quarantine_ids"], discard["discard_reason"]) == (
+        ["o1"],
+        [7, 8],
+        "x",
+    )
 
 
 def test_the_shipped_query_loads_and_comments_cannot_inject_parameters(tmp_path):

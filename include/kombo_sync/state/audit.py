@@ -46,6 +46,7 @@ class QuarantinedRow:
     run_id: str | None
     created_at: datetime
     resolved_at: datetime | None
+    resolution: str | None = None
 
 
 class RunAudit:
@@ -129,8 +130,9 @@ class Quarantine:
         with self.store.transaction(readonly=True) as conn:
             return [from_row(QuarantinedRow, row) for row in conn.execute(query).mappings()]
 
-    def resolve(self, ids: Iterable[int]) -> int:
-        """Mark rows resolved (fixed at the source, or accepted); returns how many."""
+    def resolve(self, ids: Iterable[int], resolution: str | None = None) -> int:
+        """Mark rows resolved (fixed at the source, or accepted, or discarded: `resolution` says why);
+        returns how many."""
         wanted = sorted(set(ids))
         if not wanted:
             return 0
@@ -138,5 +140,5 @@ class Quarantine:
             return conn.execute(
                 sa.update(quarantine)
                 .where(quarantine.c.id.in_(wanted), quarantine.c.resolved_at.is_(None))
-                .values(resolved_at=self.store.now())
+                .values(resolved_at=self.store.now(), resolution=clip(resolution))
             ).rowcount

@@ -33,6 +33,7 @@ SENT = "sent"
 DEAD = "dead"
 NOT_WRITABLE = "not_writable"
 SUPERSEDED = "superseded"
+DISCARDED = "discarded"
 
 DEAD_LETTER_STATES = (DEAD, NOT_WRITABLE)
 
@@ -66,6 +67,7 @@ class OutboxItem:
     updated_at: datetime
     sent_at: datetime | None
     maybe_applied: bool = False
+    discard_reason: str | None = None
 
 
 class OutboxVersion(NamedTuple):
@@ -639,6 +641,24 @@ class ResultOutbox:
                 ).rowcount
         log.info("result outbox: %d dead letter(s) requeued", requeued)
         return requeued
+
+    def discard(self, order_ids: Iterable[str], reason: str) -> int:
+        """The team gives up on these dead letters: every dead / not_writable version of the orders becomes
+        `discarded` with `reason` (kept, never sent, never replayed). Returns how many rows changed."""
+        reason = (reason or "").strip()
+        if not reason:
+            raise ValueError("a discard needs a reason")
+        now = self.store.now()
+        discarded = 0
+        with self.store.transaction() as conn:
+            for batch in chunked(sorted(set(order_ids))):
+                discarded += conn.execute(
+                    sa.update(result_outbox)
+                    .where(_row.order_id.in_(batch), _row.state.in_(DEAD_LETTER_STATES))
+                    .values(state=DISCARDED, discard_reason=clip(reason), updated_at=now)
+                ).rowcount
+        log.info("result outbox: %d dead letter(s) discarded", discarded)
+        return discarded
 
     def dead_letters(
         self, *, integration_id: str | None = None, limit: int | None = None

@@ -62,7 +62,8 @@ INTEGRATION_SOURCES = ("webhook", "bootstrap", "admin", "api")
 ORDER_STATES = ("received", "inviting", "invited", "rejected", "duplicate", "cancelled", "failed")
 ORDER_SEEN_VIA = ("webhook", "poll")
 INVITATION_CHANNELS = ("platform", "email")
-OUTBOX_STATES = ("pending", "sending", "sent", "dead", "not_writable", "superseded")
+# `discarded` (migration 0008): a dead letter the team chose not to send, with its `discard_reason`.
+OUTBOX_STATES = ("pending", "sending", "sent", "dead", "not_writable", "superseded", "discarded")
 # Known values only: other jobs may quarantine rows too, so the column is not constrained.
 QUARANTINE_JOBS = ("catalog", "writeback", "intake")
 
@@ -132,6 +133,10 @@ orders = sa.Table(
     # The duplicate rule looks up the same candidate by application or by e-mail (case-insensitive, below).
     sa.Index("ix_orders_duplicate_application", "integration_id", "package_id", "application_remote_id"),
     sa.Index("ix_orders_state_next_attempt_at", "state", "next_attempt_at"),
+    # The console (migration 0008): counts of recent orders per integration and state, and the order lookup.
+    sa.Index("ix_orders_received_at_integration_id", "received_at", "integration_id", "state"),
+    sa.Index("ix_orders_application_remote_id", "application_remote_id"),
+    sa.Index("ix_orders_invitation_id", "invitation_id"),
 )
 sa.Index(
     "ix_orders_duplicate_email",
@@ -151,6 +156,7 @@ invitations = sa.Table(
     sa.Column("attempt", sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(["order_id"], ["orders.id"], ondelete="CASCADE"),
     _states_check("channel", INVITATION_CHANNELS, "channel"),
+    sa.Index("ix_invitations_external_id", "external_id"),  # the console's order lookup (migration 0008)
 )
 
 result_outbox = sa.Table(
@@ -175,8 +181,11 @@ result_outbox = sa.Table(
     # Kombo may hold this version (migration 0005): an attempt got no answer (a lost reply, a timeout, a dropped
     # connection) or the version was delivered. A definite error answer on every attempt leaves it false.
     sa.Column("maybe_applied", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("discard_reason", sa.Text(), nullable=True),  # why the team discarded it (migration 0008)
     _states_check("state", OUTBOX_STATES, "state"),
     sa.Index("ix_result_outbox_state_next_attempt_at", "state", "next_attempt_at"),
+    # The console's results written per integration this week (migration 0008).
+    sa.Index("ix_result_outbox_sent_at_integration_id", "sent_at", "integration_id", "state"),
 )
 
 webhook_events = sa.Table(
@@ -190,6 +199,7 @@ webhook_events = sa.Table(
     sa.Column("response_status", sa.Integer(), nullable=True),
     sa.Column("response_body", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_webhook_events_received_at", "received_at"),
+    sa.Index("ix_webhook_events_order_id", "order_id"),  # an order's history in the console (0008)
 )
 
 quarantine = sa.Table(
@@ -203,6 +213,7 @@ quarantine = sa.Table(
     sa.Column("run_id", sa.String(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("resolved_at", UTCDateTime(), nullable=True),
+    sa.Column("resolution", sa.Text(), nullable=True),  # why it was resolved, e.g. discarded (migration 0008)
     sa.Index("ix_quarantine_job_resolved_at", "job", "resolved_at"),
 )
 

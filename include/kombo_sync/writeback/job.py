@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from kombo_sync.kombo.client import KomboClient
+from kombo_sync.runs import StepFailed
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.audit import Quarantine, RunAudit
 from kombo_sync.state.orders import CANCELLED, OrderRepository
@@ -356,6 +357,42 @@ def replay_dead_letters(
     requeued = outbox.requeue(sorted(wanted))
     log.info("replaying %s dead letter(s) of %s order(s)", requeued, len(wanted))
     return {"requested": len(wanted), "requeued": requeued, "dry_run": False}
+
+
+def discard_dead_letters(
+    store: StateStore,
+    *,
+    order_ids: Sequence[str] | None = None,
+    quarantine_ids: Sequence[int] | None = None,
+    reason: str | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Give up on dead letters (by order id: they become `discarded`) and quarantined rows (by id: resolved),
+    both with the team's ``reason``, which is required. Nothing is sent or deleted; the rows keep the reason."""
+    orders = list(dict.fromkeys(order_ids or []))
+    rows = sorted({int(row_id) for row_id in quarantine_ids or []})
+    if not orders and not rows:
+        return {"requested": 0, "discarded": 0, "quarantine_resolved": 0, "dry_run": dry_run}
+    text = (reason or "").strip()
+    if not text:
+        raise StepFailed(
+            "read_results",
+            "a discard needs a reason (param discard_reason)",
+            "Trigger the run again with discard_reason set; nothing was discarded.",
+        )
+    summary: dict[str, Any] = {"requested": len(orders) + len(rows), "dry_run": dry_run}
+    if dry_run:
+        letters = [item for item in ResultOutbox(store).dead_letters() if item.order_id in set(orders)]
+        return summary | {"discarded": 0, "quarantine_resolved": 0, "would_discard": len(letters)}
+    summary["discarded"] = ResultOutbox(store).discard(orders, text) if orders else 0
+    summary["quarantine_resolved"] = Quarantine(store).resolve(rows, f"discarded: {text}") if rows else 0
+    log.info(
+        "discarded %s dead letter(s) of %s order(s) and %s quarantined row(s)",
+        summary["discarded"],
+        len(orders),
+        summary["quarantine_resolved"],
+    )
+    return summary
 
 
 def send_pending(

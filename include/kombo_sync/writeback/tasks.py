@@ -12,10 +12,21 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kombo_sync.runs import RunInfo, StepFailed, audited, flag, param_time, run_info, string_list
+from kombo_sync.runs import (
+    ParamError,
+    RunInfo,
+    StepFailed,
+    audited,
+    flag,
+    param_time,
+    run_info,
+    string_list,
+)
 from kombo_sync.state.outbox import ResultOutbox
+from kombo_sync.storable import text_problem
 from kombo_sync.writeback.job import (
     JOB,
+    discard_dead_letters,
     enqueue_results,
     flat_summary,
     outbox_report,
@@ -35,11 +46,38 @@ def _params(info: RunInfo) -> dict[str, Any]:
         "replay_dead_letters": flag(params.get("replay_dead_letters"), "replay_dead_letters"),
         "date_from": param_time(params.get("date_from"), "date_from"),
         "date_to": param_time(params.get("date_to"), "date_to", end_of_day=True),
+        "discard_order_ids": string_list(params.get("discard_order_ids"), "discard_order_ids"),
+        "discard_quarantine_ids": _quarantine_ids(params.get("discard_quarantine_ids")),
+        "discard_reason": _reason(params.get("discard_reason")),
     }
 
 
+def _reason(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ParamError(f"discard_reason must be text, not {type(value).__name__}")
+    problem = text_problem(value)
+    if problem:
+        raise ParamError(f"discard_reason {problem}")
+    return value.strip() or None
+
+
+def _quarantine_ids(value: Any) -> list[int]:
+    """Quarantine row ids (numbers, as a list or comma-separated text); `ParamError` naming the param else."""
+    ids = []
+    for position, item in enumerate(string_list(value, "discard_quarantine_ids")):
+        if not item.isdigit():
+            raise ParamError(
+                f"discard_quarantine_ids[{position}] must be a quarantine row number, not {item!r}"
+            )
+        ids.append(int(item))
+    return ids
+
+
 def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Task ``read_results``: replay dead letters when asked, then read, map and enqueue the run's results."""
+    """Task ``read_results``: discard and replay dead letters when asked, then read, map and enqueue the run's
+    results."""
     from kombo_sync.runtime import state_store, warehouse_engine
     from kombo_sync.settings import load_settings
 
@@ -65,6 +103,14 @@ def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
         log.info("reading the results of %s chosen order(s)", len(params["order_ids"]))
     store = state_store(settings)
     with audited(None if params["dry_run"] else store, f"{JOB}.read", info.run_id) as outcome:
+        # Before the replay: an order both discarded and replayed stays discarded (a discard is deliberate).
+        discard = discard_dead_letters(
+            store,
+            order_ids=params["discard_order_ids"],
+            quarantine_ids=params["discard_quarantine_ids"],
+            reason=params["discard_reason"],
+            dry_run=params["dry_run"],
+        )
         replay = replay_dead_letters(
             store,
             order_ids=params["order_ids"],
@@ -82,6 +128,7 @@ def read_task(context: Mapping[str, Any]) -> dict[str, Any]:
             run_id=info.run_id,
         )
         summary["replay"] = replay
+        summary["discard"] = discard
         outcome.summary = flat_summary(summary)
     return summary
 

@@ -1,0 +1,555 @@
+"""The console's reads of the state store: one home for what every page (and its CSV export) shows.
+
+Read-only: every query runs in `StateStore.transaction(readonly=True)` (SQLite: a deferred transaction, so a
+page never takes the write lock the pipeline's writers queue on). Each page is a fixed, small number of
+queries that aggregate in the database (GROUP BY), through the indexes of migration 0008 where orders are
+counted or looked up. Rows come back as plain dicts whose keys are the columns of `COLUMNS[view]`.
+
+Candidate data (e-mail, names) is only selected when the caller says the user may see it; otherwise it never
+leaves the database, and e-mail addresses quoted in quarantine reasons are masked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from kombo_sync.state.outbox import DEAD_LETTER_STATES, SENT
+from kombo_sync.state.schema import (
+    integrations,
+    invitations,
+    orders,
+    poll_coverage,
+    quarantine,
+    result_outbox,
+    webhook_events,
+)
+from kombo_sync.state.store import StateStore
+
+# Order states shown per integration in the overview, in the order of the funnel.
+ORDER_STATE_COLUMNS = ("received", "invited", "duplicate", "rejected", "failed")
+# A served integration whose last finished poll is older than this is flagged.
+STALE_POLL = timedelta(hours=1)
+MAX_ROWS = 1000
+
+_EMAIL = re.compile(r"[^\s@'\"<>(),;:]+@[^\s@'\"<>(),;:]+")
+
+# The columns of each table, in order: (key, label). The pages and the CSV export both use them.
+COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    # What needs attention first; the rest to the right (the table scrolls sideways on narrow screens).
+    "overview": (
+        ("health", "Health"),
+        ("problems", "Problems"),
+        ("customer", "Customer"),
+        ("integration_id", "Integration"),
+        ("tool", "ATS"),
+        ("status", "Status"),
+        ("enabled", "Enabled"),
+        ("dead_letters", "Dead letters"),
+        ("quarantined", "Quarantined"),
+        ("last_error", "Last error"),
+        ("last_error_log_url", "Kombo log"),
+        ("last_error_at", "Last error at"),
+        *((f"today_{state}", f"Today {state}") for state in ORDER_STATE_COLUMNS),
+        *((f"week_{state}", f"7 d {state}") for state in ORDER_STATE_COLUMNS),
+        ("results_written_7d", "Results written (7 d)"),
+        ("last_poll_at", "Last poll"),
+        ("packages", "Packages published"),
+        ("packages_published_at", "Published at"),
+    ),
+    "dead_letters": (
+        ("order_id", "Order"),
+        ("payload_hash", "Version"),
+        ("integration_id", "Integration"),
+        ("state", "State"),
+        ("code", "Code"),
+        ("message", "Message"),
+        ("log_url", "Kombo log"),
+        ("attempts", "Attempts"),
+        ("first_attempt_at", "First queued"),
+        ("last_attempt_at", "Last attempt"),
+    ),
+    "quarantine": (
+        ("id", "Id"),
+        ("job", "Job"),
+        ("source_key", "Key"),
+        ("integration_id", "Integration"),
+        ("reason", "Reason"),
+        ("run_id", "Run"),
+        ("created_at", "Quarantined at"),
+    ),
+    "webhooks": (
+        ("received_at", "Received"),
+        ("id", "Event"),
+        ("type", "Type"),
+        ("integration_id", "Integration"),
+        ("order_id", "Order"),
+        ("response_status", "Answer"),
+        ("answer", "Answer body"),
+    ),
+    "orders": (
+        ("id", "Order"),
+        ("integration_id", "Integration"),
+        ("package_id", "Package"),
+        ("state", "State"),
+        ("kombo_status", "Kombo status"),
+        ("first_seen_via", "First seen via"),
+        ("application_remote_id", "ATS application"),
+        ("job_name", "Job"),
+        ("candidate_email", "Candidate e-mail"),
+        ("candidate_name", "Candidate name"),
+        ("attempts", "Invitation attempts"),
+        ("last_error", "Last error"),
+        ("invitation_id", "Invitation"),
+        ("channel", "Channel"),
+        ("received_at", "Received"),
+        ("invited_at", "Invited"),
+        ("updated_at", "Updated"),
+    ),
+    "invitations": (
+        ("order_id", "Order"),
+        ("channel", "Channel"),
+        ("external_id", "Invitation id"),
+        ("sent_at", "Sent"),
+        ("attempt", "Attempt"),
+    ),
+    "versions": (
+        ("order_id", "Order"),
+        ("payload_hash", "Version"),
+        ("state", "State"),
+        ("result_status", "Result status"),
+        ("score", "Score"),
+        ("attempts", "Attempts"),
+        ("code", "Kombo code"),
+        ("message", "Kombo message"),
+        ("log_url", "Kombo log"),
+        ("discard_reason", "Discard reason"),
+        ("created_at", "Queued"),
+        ("updated_at", "Last change"),
+        ("sent_at", "Sent"),
+    ),
+}
+CANDIDATE_COLUMNS = frozenset({"candidate_email", "candidate_name"})
+
+
+def mask_emails(text: str | None) -> str | None:
+    """The text with every e-mail address replaced (quarantine reasons may quote a bad address)."""
+    return None if text is None else _EMAIL.sub("[e-mail hidden]", text)
+
+
+def _answer(body: Any) -> str:
+    """A short answer line from a stored webhook response body; its fields never hold candidate data."""
+    if not isinstance(body, Mapping):
+        return ""
+    parts = [str(body[key]) for key in ("status", "error", "message", "order_id") if body.get(key)]
+    if body.get("already_known"):
+        parts.append("already known")
+    return " · ".join(parts)
+
+
+def _not_by_index(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The same text value as `column`, but one no index can order or filter by (`column || ''`): keeps SQLite's
+    planner on the reception time range instead of walking another index over every order ever."""
+    return column.op("||")(sa.literal_column("''"))
+
+
+def recent_order_counts(today: datetime, since: datetime) -> sa.Select[Any]:
+    """Orders received since `since` (and since `today`) per integration and state, in one GROUP BY that reads
+    only the range of the (received_at, integration_id, state) index.
+
+    Grouping by the bare columns would make SQLite walk the whole (integration_id, state) index in group order
+    instead (`_not_by_index`)."""
+    integration = _not_by_index(orders.c.integration_id)
+    state = _not_by_index(orders.c.state)
+    return (
+        sa.select(
+            integration.label("integration_id"),
+            state.label("state"),
+            sa.func.count().label("week"),
+            sa.func.sum(sa.case((orders.c.received_at >= today, 1), else_=0)).label("today"),
+        )
+        .where(orders.c.received_at >= since)
+        .group_by(integration, state)
+    )
+
+
+@dataclass
+class OrderHistory:
+    """Everything the state store knows about the orders a lookup found."""
+
+    term: str
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    invitations: list[dict[str, Any]] = field(default_factory=list)
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ConsoleQueries:
+    """Read-only queries behind the console's pages; `clock` gives "now" (the store's clock by default)."""
+
+    def __init__(self, store: StateStore, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.store = store
+        self._clock = clock or store.now
+
+    # Overview ------------------------------------------------------------------------------------------
+
+    def overview(self) -> list[dict[str, Any]]:
+        """One row per integration (deleted ones last), unhealthy first: identity, packages, last poll,
+        orders today and in the last 7 days by state, results written, dead letters, quarantined rows,
+        the newest error (a dead letter, or a failed invitation of the last 7 days)."""
+        now = self._clock()
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        week_ago = now - timedelta(days=7)
+        order_counts = recent_order_counts(today, week_ago)
+        dead_counts = (
+            sa.select(result_outbox.c.integration_id, sa.func.count().label("count"))
+            .where(result_outbox.c.state.in_(DEAD_LETTER_STATES))
+            .group_by(result_outbox.c.integration_id)
+        )
+        # Only sent rows have a sent_at: a range of the (sent_at, integration_id, state) index.
+        sent_counts = (
+            sa.select(result_outbox.c.integration_id, sa.func.count().label("count"))
+            .where(result_outbox.c.sent_at >= week_ago, result_outbox.c.state == SENT)
+            .group_by(result_outbox.c.integration_id)
+        )
+        newest_dead = (
+            sa.select(
+                result_outbox.c.integration_id,
+                result_outbox.c.last_error_code,
+                result_outbox.c.last_error_message,
+                result_outbox.c.log_url,
+                result_outbox.c.updated_at,
+                sa.func.row_number()
+                .over(partition_by=result_outbox.c.integration_id, order_by=result_outbox.c.updated_at.desc())
+                .label("rank"),
+            )
+            .where(result_outbox.c.state.in_(DEAD_LETTER_STATES))
+            .subquery()
+        )
+        # Failed invitations of the last 7 days only (failed orders pile up forever), read from the recent range
+        # of the reception time index (measured at 1M orders on SQLite: 17 ms, against 500 ms by integration).
+        newest_failed = (
+            sa.select(
+                orders.c.integration_id,
+                orders.c.last_error,
+                orders.c.updated_at,
+                sa.func.row_number()
+                .over(
+                    partition_by=_not_by_index(orders.c.integration_id), order_by=orders.c.updated_at.desc()
+                )
+                .label("rank"),
+            )
+            .where(orders.c.received_at >= week_ago, _not_by_index(orders.c.state) == "failed")
+            .subquery()
+        )
+        open_quarantine = (
+            sa.select(quarantine.c.job, quarantine.c.source_key, orders.c.integration_id, sa.func.count())
+            .select_from(quarantine.outerjoin(orders, orders.c.id == quarantine.c.source_key))
+            .where(quarantine.c.resolved_at.is_(None))
+            .group_by(quarantine.c.job, quarantine.c.source_key, orders.c.integration_id)
+        )
+        with self.store.transaction(readonly=True) as conn:
+            registry = conn.execute(
+                sa.select(
+                    integrations.c.id,
+                    integrations.c.tool,
+                    integrations.c.customer_key,
+                    integrations.c.organization_name,
+                    integrations.c.status,
+                    integrations.c.enabled,
+                    integrations.c.published_package_ids,
+                    integrations.c.packages_published_at,
+                    poll_coverage.c.updated_at.label("last_poll_at"),
+                ).select_from(
+                    integrations.outerjoin(poll_coverage, poll_coverage.c.integration_id == integrations.c.id)
+                )
+            ).all()
+            counts = conn.execute(order_counts).all()
+            dead_letters = conn.execute(dead_counts).all()
+            sent = conn.execute(sent_counts).all()
+            dead = conn.execute(sa.select(newest_dead).where(newest_dead.c.rank == 1)).all()
+            failed = conn.execute(sa.select(newest_failed).where(newest_failed.c.rank == 1)).all()
+            jailed = conn.execute(open_quarantine).all()
+
+        rows: dict[str, dict[str, Any]] = {}
+        by_customer: dict[str, list[str]] = {}
+        for item in registry:
+            package_ids = item.published_package_ids
+            rows[item.id] = {
+                "integration_id": item.id,
+                "customer": item.organization_name or item.customer_key or "",
+                "customer_key": item.customer_key,
+                "tool": item.tool,
+                "status": item.status,
+                "enabled": bool(item.enabled),
+                "packages": len(package_ids) if isinstance(package_ids, list) else None,
+                "packages_published_at": item.packages_published_at,
+                "last_poll_at": item.last_poll_at,
+                **{f"today_{state}": 0 for state in ORDER_STATE_COLUMNS},
+                **{f"week_{state}": 0 for state in ORDER_STATE_COLUMNS},
+                "results_written_7d": 0,
+                "dead_letters": 0,
+                "quarantined": 0,
+                "last_error": None,
+                "last_error_at": None,
+                "last_error_log_url": None,
+            }
+            if item.customer_key:
+                by_customer.setdefault(item.customer_key, []).append(item.id)
+
+        def row_for(integration_id: str | None) -> dict[str, Any] | None:
+            # Orders of an integration the registry does not know still show (as unknown), never vanish.
+            if integration_id is None:
+                return None
+            if integration_id not in rows:
+                rows[integration_id] = {
+                    **{key: None for key, _label in COLUMNS["overview"]},
+                    **{f"today_{state}": 0 for state in ORDER_STATE_COLUMNS},
+                    **{f"week_{state}": 0 for state in ORDER_STATE_COLUMNS},
+                    "integration_id": integration_id,
+                    "customer": "",
+                    "status": "UNKNOWN",
+                    "enabled": False,
+                    "results_written_7d": 0,
+                    "dead_letters": 0,
+                    "quarantined": 0,
+                }
+            return rows[integration_id]
+
+        for integration_id, state, week, today_count in counts:
+            row = row_for(integration_id)
+            # inviting is on its way to invited; cancelled is counted with rejected (both closed unserved).
+            column = {"inviting": "received", "cancelled": "rejected"}.get(state, state)
+            if row is not None and column in ORDER_STATE_COLUMNS:
+                row[f"week_{column}"] += int(week)
+                row[f"today_{column}"] += int(today_count or 0)
+        for column, found in (("dead_letters", dead_letters), ("results_written_7d", sent)):
+            for integration_id, count in found:
+                row = row_for(integration_id)
+                if row is not None:
+                    row[column] += int(count)
+        for item in failed:
+            row = row_for(item.integration_id)
+            if row is not None and item.last_error:
+                row.update(last_error=f"invitation: {item.last_error}", last_error_at=item.updated_at)
+        for item in dead:
+            row = row_for(item.integration_id)
+            if row is not None and (row["last_error_at"] is None or item.updated_at >= row["last_error_at"]):
+                text = ": ".join(part for part in (item.last_error_code, item.last_error_message) if part)
+                row.update(
+                    last_error=f"result: {text}",
+                    last_error_at=item.updated_at,
+                    last_error_log_url=item.log_url,
+                )
+        for job, source_key, integration_id, count in jailed:
+            targets = [integration_id] if integration_id else []
+            if not targets and job == "catalog" and source_key:
+                targets = by_customer.get(source_key.split("/", 1)[0], [])
+            for target in targets:
+                row = row_for(target)
+                if row is not None:
+                    row["quarantined"] += int(count)
+
+        for row in rows.values():
+            row["problems"] = "; ".join(self._problems(row, now))
+            row["health"] = "unhealthy" if row["problems"] else "ok"
+        return sorted(
+            rows.values(),
+            key=lambda row: (
+                row["status"] == "DELETED",
+                row["health"] == "ok",
+                str(row["customer"] or "").lower(),
+                row["integration_id"],
+            ),
+        )
+
+    @staticmethod
+    def _problems(row: Mapping[str, Any], now: datetime) -> list[str]:
+        problems: list[str] = []
+        served = row["status"] == "ACTIVE" and row["enabled"]
+        if row["status"] == "UNKNOWN":
+            problems.append("not in the registry")
+        elif row["status"] != "DELETED" and not served:
+            problems.append("not served" if row["status"] == "ACTIVE" else f"status {row['status']}")
+        if served and (row["last_poll_at"] is None or now - row["last_poll_at"] > STALE_POLL):
+            problems.append("no recent poll")
+        if row["dead_letters"]:
+            problems.append(f"{row['dead_letters']} dead letter(s)")
+        if row["week_failed"]:
+            problems.append(f"{row['week_failed']} failed invitation(s)")
+        if row["quarantined"]:
+            problems.append(f"{row['quarantined']} quarantined row(s)")
+        return problems
+
+    # Dead letters and quarantine -------------------------------------------------------------------------
+
+    def dead_letters(
+        self, *, integration_id: str | None = None, limit: int = MAX_ROWS
+    ) -> list[dict[str, Any]]:
+        """Dead and not-writable results, newest first (walks the state index)."""
+        query = (
+            sa.select(
+                result_outbox.c.order_id,
+                result_outbox.c.payload_hash,
+                result_outbox.c.integration_id,
+                result_outbox.c.state,
+                result_outbox.c.last_error_code.label("code"),
+                result_outbox.c.last_error_message.label("message"),
+                result_outbox.c.log_url,
+                result_outbox.c.attempts,
+                result_outbox.c.created_at.label("first_attempt_at"),
+                result_outbox.c.updated_at.label("last_attempt_at"),
+            )
+            .where(result_outbox.c.state.in_(DEAD_LETTER_STATES))
+            .order_by(result_outbox.c.updated_at.desc(), result_outbox.c.order_id)
+            .limit(limit)
+        )
+        if integration_id:
+            query = query.where(result_outbox.c.integration_id == integration_id)
+        with self.store.transaction(readonly=True) as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def quarantine(self, *, with_candidates: bool = False, limit: int = MAX_ROWS) -> list[dict[str, Any]]:
+        """Unresolved quarantined rows, newest first, with the integration of their order when known; the
+        quarantined row itself (which may hold candidate data) is never read."""
+        query = (
+            sa.select(
+                quarantine.c.id,
+                quarantine.c.job,
+                quarantine.c.source_key,
+                orders.c.integration_id,
+                quarantine.c.reason,
+                quarantine.c.run_id,
+                quarantine.c.created_at,
+            )
+            .select_from(quarantine.outerjoin(orders, orders.c.id == quarantine.c.source_key))
+            .where(quarantine.c.resolved_at.is_(None))
+            .order_by(quarantine.c.id.desc())
+            .limit(limit)
+        )
+        with self.store.transaction(readonly=True) as conn:
+            found = [dict(row) for row in conn.execute(query).mappings()]
+        if not with_candidates:
+            for row in found:
+                row["reason"] = mask_emails(row["reason"])
+        return found
+
+    # Webhook log ------------------------------------------------------------------------------------------
+
+    def webhook_log(self, *, status: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest webhook events with the answer each got (the table holds no candidate data)."""
+        query = (
+            sa.select(webhook_events)
+            .order_by(webhook_events.c.received_at.desc(), webhook_events.c.id)
+            .limit(min(limit, MAX_ROWS))
+        )
+        if status is not None:
+            query = query.where(webhook_events.c.response_status == status)
+        with self.store.transaction(readonly=True) as conn:
+            found = [dict(row) for row in conn.execute(query).mappings()]
+        for row in found:
+            row["answer"] = _answer(row.pop("response_body"))
+        return found
+
+    # Order lookup --------------------------------------------------------------------------------------------
+
+    def order_history(self, term: str, *, with_candidates: bool = False) -> OrderHistory:
+        """The orders whose Kombo order id, invitation id or ATS application id is `term` (each an index
+        lookup), with their invitations, webhook events and result versions (Kombo's answers included)."""
+        term = term.strip()
+        history = OrderHistory(term)
+        if not term:
+            return history
+        columns = [
+            orders.c.id,
+            orders.c.integration_id,
+            orders.c.package_id,
+            orders.c.state,
+            orders.c.kombo_status,
+            orders.c.first_seen_via,
+            orders.c.application_remote_id,
+            orders.c.job_name,
+            orders.c.attempts,
+            orders.c.last_error,
+            orders.c.invitation_id,
+            orders.c.channel,
+            orders.c.received_at,
+            orders.c.invited_at,
+            orders.c.updated_at,
+        ]
+        if with_candidates:
+            columns += [orders.c.candidate_email, orders.c.candidate_first_name, orders.c.candidate_last_name]
+        by_invitation = sa.select(invitations.c.order_id).where(invitations.c.external_id == term)
+        with self.store.transaction(readonly=True) as conn:
+            order_ids: list[str] = []
+            for query in (
+                sa.select(orders.c.id).where(orders.c.id == term),
+                sa.select(orders.c.id).where(orders.c.invitation_id == term),
+                sa.select(orders.c.id).where(orders.c.application_remote_id == term).limit(100),
+                by_invitation,
+            ):
+                order_ids.extend(value for value in conn.execute(query).scalars() if value not in order_ids)
+            if not order_ids:
+                # A webhook event may name an order the state store never recorded (e.g. a 401 or 400).
+                order_ids = [term]
+            for row in conn.execute(
+                sa.select(*columns).where(orders.c.id.in_(order_ids)).order_by(orders.c.received_at)
+            ).mappings():
+                found = dict(row)
+                if with_candidates:
+                    first = found.pop("candidate_first_name") or ""
+                    last = found.pop("candidate_last_name") or ""
+                    found["candidate_name"] = f"{first} {last}".strip()
+                history.orders.append(found)
+            history.invitations = [
+                dict(row)
+                for row in conn.execute(
+                    sa.select(
+                        invitations.c.order_id,
+                        invitations.c.channel,
+                        invitations.c.external_id,
+                        invitations.c.sent_at,
+                        invitations.c.attempt,
+                    ).where(invitations.c.order_id.in_(order_ids))
+                ).mappings()
+            ]
+            events = conn.execute(
+                sa.select(webhook_events)
+                .where(webhook_events.c.order_id.in_(order_ids))
+                .order_by(webhook_events.c.received_at)
+            ).mappings()
+            for event in events:
+                found_event = dict(event)
+                found_event["answer"] = _answer(found_event.pop("response_body"))
+                history.webhooks.append(found_event)
+            for version in conn.execute(
+                sa.select(result_outbox)
+                .where(result_outbox.c.order_id.in_(order_ids))
+                .order_by(result_outbox.c.order_id, result_outbox.c.created_at)
+            ).mappings():
+                payload = version["payload_json"] if isinstance(version["payload_json"], Mapping) else {}
+                history.versions.append(
+                    {
+                        "order_id": version["order_id"],
+                        "payload_hash": version["payload_hash"],
+                        "state": version["state"],
+                        "result_status": payload.get("status"),
+                        "score": payload.get("score"),
+                        "attempts": version["attempts"],
+                        "code": version["last_error_code"],
+                        "message": version["last_error_message"],
+                        "log_url": version["log_url"],
+                        "discard_reason": version["discard_reason"],
+                        "created_at": version["created_at"],
+                        "updated_at": version["updated_at"],
+                        "sent_at": version["sent_at"],
+                    }
+                )
+        if not history.orders and not history.webhooks and not history.versions:
+            return OrderHistory(term)
+        return history

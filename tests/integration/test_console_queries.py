@@ -1,0 +1,104 @@
+"""The console's queries over a seeded state store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from kombo_sync.console.queries import ConsoleQueries, recent_order_counts
+from kombo_sync.state.store import StateStore
+from tests.support.console import (
+    CANDIDATE_EMAIL,
+    DISABLED,
+    HEALTHY,
+    LOG_URL,
+    UNHEALTHY,
+    seed_console_state,
+)
+
+
+def test_overview_counts_each_integration_and_puts_the_unhealthy_first(state_store: StateStore) -> None:
+    seed_console_state(state_store, state_store.now())
+    rows = ConsoleQueries(state_store).overview()
+    assert [row["integration_id"] for row in rows] == [DISABLED, UNHEALTHY, HEALTHY]
+    by_id = {row["integration_id"]: row for row in rows}
+
+    healthy = by_id[HEALTHY]
+    assert healthy["health"] == "ok" and healthy["problems"] == ""
+    assert (healthy["customer"], healthy["tool"], healthy["status"], healthy["enabled"]) == (
+        "Healthy GmbH",
+        "greenhouse",
+        "ACTIVE",
+        True,
+    )
+    assert healthy["packages"] == 2 and healthy["packages_published_at"] is not None
+    assert healthy["last_poll_at"] is not None
+    # today: the invited order and the one just received; this week also the one from 3 days ago.
+    assert (healthy["week_invited"], healthy["week_received"]) == (1, 2)
+    assert healthy["results_written_7d"] == 1 and healthy["dead_letters"] == 0
+
+    troubled = by_id[UNHEALTHY]
+    assert troubled["health"] == "unhealthy"
+    assert (troubled["week_failed"], troubled["week_rejected"], troubled["dead_letters"]) == (1, 1, 2)
+    assert troubled["quarantined"] == 1
+    assert troubled["last_error"].startswith("result: INTEGRATION.INACTIVE")
+    assert troubled["last_error_log_url"] == LOG_URL
+    assert "2 dead letter(s)" in troubled["problems"] and "1 quarantined row(s)" in troubled["problems"]
+
+    assert "not served" in by_id[DISABLED]["problems"]
+
+
+def test_overview_counts_recent_orders_from_the_reception_time_index(state_store: StateStore) -> None:
+    now = state_store.now()
+    query = recent_order_counts(now, now - timedelta(days=7))
+    explain = "EXPLAIN QUERY PLAN " if state_store.dialect == "sqlite" else "EXPLAIN "
+    with state_store.transaction(readonly=True) as conn:
+        if state_store.dialect == "postgresql":
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # an empty table: ask whether it *can*
+        compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(explain + str(compiled)))
+    assert "ix_orders_received_at_integration_id" in plan, plan
+
+
+def test_dead_letters_and_quarantine_hide_candidate_data_unless_allowed(state_store: StateStore) -> None:
+    seeded = seed_console_state(state_store, state_store.now())
+    queries = ConsoleQueries(state_store)
+    letters = queries.dead_letters()
+    assert sorted(letter["order_id"] for letter in letters) == sorted(seeded.dead_orders)
+    assert {letter["code"] for letter in letters} == {"INTEGRATION.INACTIVE"}
+    assert {letter["log_url"] for letter in letters} == {LOG_URL}
+    assert all(letter["first_attempt_at"] and letter["last_attempt_at"] for letter in letters)
+    assert queries.dead_letters(integration_id=HEALTHY) == []
+
+    [row] = queries.quarantine()
+    assert row["id"] == seeded.quarantine_id and row["integration_id"] == UNHEALTHY
+    assert CANDIDATE_EMAIL not in row["reason"] and "[e-mail hidden]" in row["reason"]
+    assert "row_json" not in row
+    assert CANDIDATE_EMAIL in queries.quarantine(with_candidates=True)[0]["reason"]
+
+
+def test_order_lookup_by_order_invitation_or_application_id(state_store: StateStore) -> None:
+    seeded = seed_console_state(state_store, state_store.now())
+    queries = ConsoleQueries(state_store)
+    for term in (seeded.invited_order, seeded.invitation_id, seeded.application_id):
+        history = queries.order_history(term)
+        assert [order["id"] for order in history.orders] == [seeded.invited_order], term
+        assert [invitation["external_id"] for invitation in history.invitations] == [seeded.invitation_id]
+        assert [event["response_status"] for event in history.webhooks] == [200]
+        assert [version["state"] for version in history.versions] == ["sent"]
+        assert "candidate_email" not in history.orders[0]
+    shown = queries.order_history(seeded.invited_order, with_candidates=True).orders[0]
+    assert (shown["candidate_email"], shown["candidate_name"]) == (CANDIDATE_EMAIL, "Ada Lovelace")
+
+    dead = queries.order_history(seeded.dead_orders[0])
+    assert dead.versions[0]["code"] == "INTEGRATION.INACTIVE" and dead.versions[0]["log_url"] == LOG_URL
+    assert queries.order_history("nothing-like-this").orders == []
+
+
+def test_webhook_log_shows_answers_without_candidate_data(state_store: StateStore) -> None:
+    seeded = seed_console_state(state_store, state_store.now())
+    queries = ConsoleQueries(state_store)
+    events = queries.webhook_log()
+    assert [event["id"] for event in events] == [seeded.rejected_event, "evt-accepted-1"]
+    assert events[0]["response_status"] == 422 and "ORDER_REJECTED" in events[0]["answer"]
+    assert [event["id"] for event in queries.webhook_log(status=422)] == [seeded.rejected_event]
+    assert CANDIDATE_EMAIL not in repr(events)
