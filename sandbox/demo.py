@@ -45,7 +45,13 @@ from kombo_sync.backoff import exponential_delay
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DAG_IDS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback", "kombo_reconcile")
+DAG_IDS = (
+    "kombo_package_sync",
+    "kombo_order_intake",
+    "kombo_result_writeback",
+    "kombo_reconcile",
+    "kombo_housekeeping",
+)
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TRIAL_USER = "admin"
 TRIAL_CATALOG_SCHEDULE = "*/2 * * * *"
@@ -761,6 +767,8 @@ def demo(home: Path) -> int:
                 f"cancelled on the platform, {emailed} invited by e-mail completed"
             )
             run_dag(env, home, "kombo_result_writeback")
+            # Retention: nothing is old enough yet, so this erases nothing; it shows the DAG works.
+            run_dag(env, home, "kombo_housekeeping")
             ok = summarize(home, ports, integrations, created)
     say("stopped the sandbox, the platform stand-in and the SMTP server")
     return 0 if ok else 1

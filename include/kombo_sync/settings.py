@@ -205,6 +205,19 @@ class AlertSettings(_Section):
         return bool(self.channels.email.to) or bool(self.channels.webhook.conn_id)
 
 
+class RetentionSettings(_Section):
+    # Candidate e-mail, names and phone are erased this long after the order ended (closed without an invitation,
+    # or its result written back); ids and the salted e-mail hash stay. 0: erased at the next housekeeping run.
+    candidate_data_days: int = Field(default=90, ge=0)
+    # A deleted integration's candidate data is erased this long after Kombo's integration-deleted webhook,
+    # whatever its orders' state.
+    integration_deleted_days: int = Field(default=30, ge=0)
+    # Airflow connection whose password is the secret salt of the e-mail hashes (else KOMBO_ERASURE_SALT).
+    salt_conn_id: str = "kombo_erasure_salt"
+    # Orders erased per transaction (and per `erasures` record).
+    batch_size: int = Field(default=500, ge=1, le=5000)
+
+
 class PipelineSettings(_Section):
     kombo_conn_id: str = "kombo_default"
     state_conn_id: str = "kombo_state"
@@ -215,6 +228,7 @@ class PipelineSettings(_Section):
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     def resolve_path(self, relative: str) -> Path:
         """Paths in the file are relative to the project root unless absolute."""

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
-EXPECTED_DAGS = {"kombo_package_sync", "kombo_order_intake", "kombo_result_writeback", "kombo_reconcile"}
+EXPECTED_DAGS = {
+    "kombo_package_sync",
+    "kombo_order_intake",
+    "kombo_result_writeback",
+    "kombo_reconcile",
+    "kombo_housekeeping",
+}
 
 
 @pytest.fixture(scope="module")

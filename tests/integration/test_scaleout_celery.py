@@ -51,7 +51,7 @@ from tests.support.local_deployment import (
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
-DAG_IDS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback")
+DAG_IDS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback", "kombo_housekeeping")
 CONCURRENT_DAG_ID = "scaleout_concurrent_dispatch"
 CONCURRENT_ORDERS = 120
 REDIS_DB = 13

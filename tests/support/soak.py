@@ -47,7 +47,7 @@ from tests.support.webhooks import LiveAirflow, free_port  # noqa: E402
 
 log = logging.getLogger("soak")
 
-DAGS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback")
+DAGS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback", "kombo_housekeeping")
 PACKAGES = [
     ("py-basics", "SKILLS_TEST", "Python basics", "45-minute Python coding test"),
     ("sql-core", "SKILLS_TEST", "SQL fundamentals", "Joins, aggregates and window functions"),

@@ -40,6 +40,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from kombo_sync.backoff import exponential_delay
+from kombo_sync.candidate_hash import CandidateHasher, candidate_hasher, normalize_email
 from kombo_sync.intake.claims import IntakeOrders
 from kombo_sync.intake.duplicates import (
     candidates_sharing_an_order,
@@ -141,6 +142,13 @@ class _PackageNames:
         return names.get(package_id)
 
 
+class _Unset:
+    """No hasher given: read the configured one on first use."""
+
+
+_UNSET = _Unset()
+
+
 class Dispatcher:
     """One dispatch run: claims, re-checks, sends and commits, with counters for the summary."""
 
@@ -155,8 +163,11 @@ class Dispatcher:
         clock: Clock | None = None,
         on_step: StepHook | None = None,
         registry: Mapping[str, IntegrationRecord] | None = None,
+        hasher: CandidateHasher | None | _Unset = _UNSET,
     ) -> None:
         self.store = store
+        # The salted e-mail hash matches orders whose candidate data was erased (read lazily from the settings).
+        self._hasher = hasher
         self.client = client
         self.inviters = inviters
         self.settings = settings
@@ -172,6 +183,20 @@ class Dispatcher:
     def _step(self, step: str, order_id: str) -> None:
         if self.on_step is not None:
             self.on_step(step, order_id)
+
+    def _hash_of(self, email: str | None) -> str | None:
+        if isinstance(self._hasher, _Unset):
+            self._hasher = candidate_hasher(self.settings.retention.salt_conn_id)
+        return self._hasher.email_hash(email) if self._hasher is not None else None
+
+    def _email_hashes(self, claims: Iterable[ClaimedOrder]) -> dict[str, str]:
+        """Salted hash -> normalised e-mail of these claims (empty without a salt)."""
+        hashes: dict[str, str] = {}
+        for claim in claims:
+            email_hash = self._hash_of(claim.candidate_email)
+            if email_hash is not None:
+                hashes[email_hash] = normalize_email(claim.candidate_email)
+        return hashes
 
     def channel_for(self, integration_id: str) -> str:
         record = self.registry.get(integration_id)
@@ -253,8 +278,9 @@ class Dispatcher:
         plans: list[_Plan] = []
         record = self.registry.get(integration_id)
         rule = duplicate_rule_enabled(self.intake, integration_id, record.settings if record else None)
+        hashes = self._email_hashes(claims) if rule else {}
         shared = (
-            candidates_sharing_an_order(self.store, integration_id, [c.package_id for c in claims])
+            candidates_sharing_an_order(self.store, integration_id, [c.package_id for c in claims], hashes)
             if rule
             else set()
         )
@@ -291,6 +317,7 @@ class Dispatcher:
                     candidate_email=claim.candidate_email,
                     application_remote_id=claim.application_remote_id,
                     received_at=claim.received_at,
+                    candidate_email_hash=self._hash_of(claim.candidate_email),
                 )
                 if duplicate_of is not None:
                     self._close(

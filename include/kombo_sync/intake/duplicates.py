@@ -3,7 +3,7 @@ Used by the intake's dispatcher and by the webhook's rejection rules."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -42,11 +42,15 @@ def duplicate_keys(
 
 
 def candidates_sharing_an_order(
-    store: StateStore, integration_id: str, package_ids: Iterable[str]
+    store: StateStore,
+    integration_id: str,
+    package_ids: Iterable[str],
+    email_hashes: Mapping[str, str] | None = None,
 ) -> set[str]:
     """Duplicate keys (`duplicate_keys`) held by more than one active order of this integration: only orders
     with such a key can be duplicates, so the per-order rule (`find_active_duplicate`) runs for them alone.
-    Two queries per integration instead of one per order."""
+    Two queries per integration instead of one per order, and a third with `email_hashes` (salted hash ->
+    e-mail of the orders at hand): an active order whose candidate data was erased holds only the hash."""
     packages = sorted(set(package_ids))
     shared: set[str] = set()
     for kind, column in (
@@ -66,6 +70,18 @@ def candidates_sharing_an_order(
         )
         with store.transaction(readonly=True) as conn:
             shared.update(f"{package_id}\x00{kind}\x00{value}" for package_id, value in conn.execute(query))
+    if email_hashes:
+        query = sa.select(orders.c.package_id, orders.c.candidate_email_hash).where(
+            orders.c.integration_id == integration_id,
+            orders.c.package_id.in_(packages),
+            orders.c.state.in_(ACTIVE_STATES),
+            orders.c.candidate_email_hash.in_(sorted(email_hashes)),
+            orders.c.erased_at.is_not(None),
+        )
+        with store.transaction(readonly=True) as conn:
+            shared.update(
+                f"{package_id}\x00email\x00{email_hashes[value]}" for package_id, value in conn.execute(query)
+            )
     return shared
 
 
@@ -78,6 +94,7 @@ def older_active_duplicate(
     candidate_email: str | None,
     application_remote_id: str | None,
     received_at: datetime,
+    candidate_email_hash: str | None = None,
 ) -> str | None:
     """The id of an active order for the same candidate and package that came *before* this one, or None.
 
@@ -85,7 +102,12 @@ def older_active_duplicate(
     checking a pair at the same time never mark both.
     """
     other_id = repo.find_active_duplicate(
-        integration_id, package_id, candidate_email, application_remote_id, exclude_order_id=order_id
+        integration_id,
+        package_id,
+        candidate_email,
+        application_remote_id,
+        exclude_order_id=order_id,
+        candidate_email_hash=candidate_email_hash,
     )
     if other_id is None:
         return None

@@ -146,6 +146,27 @@ class OrderRecord:
     invited_at: datetime | None
 
 
+# What an erased order keeps of Kombo's order (kombo_sync.state.erasures): ids, package, status, the job's name.
+_KEPT_ORDER_KEYS = ("id", "package_id", "status", "integration_id")
+_KEPT_NESTED_KEYS = {
+    "candidate": ("id", "remote_id"),
+    "application": ("id", "remote_id"),
+    "job": ("remote_id", "name"),
+}
+
+
+def scrub_order_json(order_json: Any) -> dict[str, Any]:
+    """Kombo's order reduced to ids (and the job's name): no candidate contact data, no hiring team."""
+    source = order_json if isinstance(order_json, Mapping) else {}
+    kept: dict[str, Any] = {key: source[key] for key in _KEPT_ORDER_KEYS if key in source}
+    for name, keys in _KEPT_NESTED_KEYS.items():
+        nested = source.get(name)
+        if isinstance(nested, Mapping):
+            kept[name] = {key: nested[key] for key in keys if key in nested}
+    kept["erased"] = True
+    return kept
+
+
 _CLAIMED_COLUMNS = [orders.c.id if f.name == "order_id" else orders.c[f.name] for f in fields(ClaimedOrder)]
 
 
@@ -246,10 +267,16 @@ class OrderRepository:
         # concurrent insert of the same id waits for the other commit instead of failing.
         if self.store.upsert(conn, orders, [row], ["id"], []):
             return RecordResult(created=True, state=RECEIVED)
+        # An order whose candidate data was erased keeps only ids, even when Kombo lists it again.
+        json_type = orders.c.order_json.type
+        order_json = sa.case(
+            (orders.c.erased_at.is_(None), sa.literal(columns["order_json"], json_type)),
+            else_=sa.literal(scrub_order_json(columns["order_json"]), json_type),
+        )
         state = conn.execute(
             sa.update(orders)
             .where(orders.c.id == columns["id"])
-            .values(kombo_status=columns["kombo_status"], order_json=columns["order_json"], updated_at=now)
+            .values(kombo_status=columns["kombo_status"], order_json=order_json, updated_at=now)
             .returning(orders.c.state)
         ).scalar_one()
         return RecordResult(created=False, state=state)
@@ -526,14 +553,19 @@ class OrderRepository:
         application_remote_id: str | None,
         exclude_order_id: str | None,
         *,
+        candidate_email_hash: str | None = None,
         conn: Connection | None = None,
     ) -> str | None:
         """The oldest other active order (received/inviting/invited) of the same integration and package for the
-        same candidate: the same e-mail (case-insensitive) or the same ATS application; None when there is none."""
+        same candidate: the same e-mail (case-insensitive), or for an order whose candidate data was erased the
+        same salted e-mail hash (`candidate_email_hash`, `kombo_sync.candidate_hash`), or the same ATS
+        application; None when there is none."""
         email = (candidate_email or "").strip().lower()
         same_candidate = []
         if email:
             same_candidate.append(sa.func.lower(orders.c.candidate_email) == email)
+        if candidate_email_hash:
+            same_candidate.append(orders.c.candidate_email_hash == candidate_email_hash)
         if application_remote_id:
             same_candidate.append(orders.c.application_remote_id == application_remote_id)
         if not same_candidate:

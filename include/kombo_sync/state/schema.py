@@ -125,6 +125,11 @@ orders = sa.Table(
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("invited_at", UTCDateTime(), nullable=True),
+    # Set when the candidate's personal data was erased (migration 0009): the e-mail, names and phone are NULL
+    # from then on, and the candidate block of order_json holds ids only. The salted hash of the e-mail keeps
+    # the duplicate rule working for an erased order that is still active (kombo_sync.housekeeping).
+    sa.Column("candidate_email_hash", sa.String(64), nullable=True),
+    sa.Column("erased_at", UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(["duplicate_of"], ["orders.id"], ondelete="SET NULL"),
     _states_check("state", ORDER_STATES, "state"),
     _states_check("first_seen_via", ORDER_SEEN_VIA, "first_seen_via"),
@@ -137,6 +142,7 @@ orders = sa.Table(
     sa.Index("ix_orders_received_at_integration_id", "received_at", "integration_id", "state"),
     sa.Index("ix_orders_application_remote_id", "application_remote_id"),
     sa.Index("ix_orders_invitation_id", "invitation_id"),
+    sa.Index("ix_orders_duplicate_email_hash", "integration_id", "package_id", "candidate_email_hash"),
 )
 sa.Index(
     "ix_orders_duplicate_email",
@@ -283,3 +289,25 @@ poll_coverage = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 ALL_TABLES = (*ALL_TABLES, poll_coverage)
+
+
+# Every erasure of candidate personal data (kombo_sync.housekeeping; migration 0009_erasure): what kind, when,
+# why, the counts, and the order ids or the integration id. Never the personal data itself.
+ERASURE_KINDS = ("retention", "request", "integration_deleted")
+
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("requested_by", sa.String(255), nullable=True),
+    sa.Column("run_id", sa.String(), nullable=True),
+    sa.Column("integration_id", sa.String(255), nullable=True),
+    sa.Column("order_ids", sa.JSON(none_as_null=True), nullable=False),
+    sa.Column("counts", sa.JSON(none_as_null=True), nullable=False),
+    sa.Column("erased_at", UTCDateTime(), nullable=False),
+    _states_check("kind", ERASURE_KINDS, "kind"),
+    sa.Index("ix_erasures_kind_erased_at", "kind", "erased_at"),
+)
+ALL_TABLES = (*ALL_TABLES, erasures)

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import Connection
 
+from kombo_sync.candidate_hash import candidate_hasher
 from kombo_sync.intake.duplicates import duplicate_rule_enabled
 from kombo_sync.kombo.models import OrderReceivedData
 from kombo_sync.serving import integration_refusal, package_refusal
@@ -93,12 +94,15 @@ def no_active_duplicate(order: OrderReceivedData, context: RuleContext) -> str |
     registry_settings = context.integration.settings if context.integration is not None else None
     if not duplicate_rule_enabled(context.settings.intake, order.integration_id, registry_settings):
         return None
+    hasher = candidate_hasher(context.settings.retention.salt_conn_id)
     duplicate_of = OrderRepository(context.store).find_active_duplicate(
         order.integration_id,
         order.package_id,
         order.candidate.email,
         order.application.remote_id,
         exclude_order_id=order.id,
+        # An active order whose candidate data was erased is matched by its salted e-mail hash.
+        candidate_email_hash=hasher.email_hash(order.candidate.email) if hasher is not None else None,
         conn=context.conn,
     )
     if duplicate_of is None:

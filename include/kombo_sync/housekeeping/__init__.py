@@ -1,0 +1,1 @@
+"""Housekeeping: candidate personal data kept only as long as needed (retention), and erased on request."""

@@ -1,0 +1,1 @@
+"""Operator commands run by hand (`python -m kombo_sync.ops --help`)."""
