@@ -144,6 +144,9 @@ class OrderRecord:
     received_at: datetime
     updated_at: datetime
     invited_at: datetime | None
+    # Candidate data erased (kombo_sync.state.erasures): when, and the salted hash of the e-mail that stays.
+    candidate_email_hash: str | None = None
+    erased_at: datetime | None = None
 
 
 # What an erased order keeps of Kombo's order (kombo_sync.state.erasures): ids, package, status, the job's name.
