@@ -43,6 +43,7 @@ for path in (ROOT / "include", ROOT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from tests.support.candidate_data import candidate_data_in_files, candidate_data_in_texts, log_files  # noqa: E402
 from tests.support.webhooks import LiveAirflow, free_port  # noqa: E402
 
 log = logging.getLogger("soak")
@@ -620,19 +621,10 @@ class Soak:
         in any alert the team received."""
         patterns = [re.compile(r"candidate\.\d+@candidates\.example"), re.compile(r"\bFirst\d+\b"),
                     re.compile(r"\bLast\d+\b"), re.compile(r"\+4915550\d{5}")]  # fmt: skip
-        found: list[str] = []
-        files = [p for p in (self.work / "airflow").rglob("*.log") if p.is_file()]
-        for path in files:
-            text = path.read_text(errors="replace")
-            for pattern in patterns:
-                match = pattern.search(text)
-                if match:
-                    found.append(f"candidate data ({pattern.pattern}) in {path.relative_to(self.work)}")
-                    break
+        files = log_files(self.work / "airflow")
+        found = candidate_data_in_files(files, patterns, relative_to=self.work)
         alerts = [item.body.decode(errors="replace") for item in self.alerts.received]
-        for text in alerts:
-            if any(pattern.search(text) for pattern in patterns):
-                found.append("candidate data in an alert")
+        found += candidate_data_in_texts((("an alert", text) for text in alerts), patterns)
         self.timings["logs_scanned"] = len(files)
         self.timings["alerts_received"] = len(alerts)
         return found
