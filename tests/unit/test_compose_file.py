@@ -230,6 +230,7 @@ def test_env_example_holds_placeholders_not_secrets():
         "AIRFLOW_ADMIN_PASSWORD",
         "POSTGRES_PASSWORD",
         "KOMBO_WEBHOOK_SECRET",
+        "KOMBO_ERASURE_SALT",
     ):
         assert values[key] == GENERATE_PLACEHOLDER
     assert ".env" in (ROOT / ".gitignore").read_text().split()
@@ -242,9 +243,13 @@ def test_init_env_writes_a_usable_env_file(tmp_path):
 
     target = tmp_path / ".env"
     generated = init_env(ENV_EXAMPLE, target)
-    assert {"AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "POSTGRES_PASSWORD", "KOMBO_WEBHOOK_SECRET"} <= set(
-        generated
-    )
+    assert {
+        "AIRFLOW_JWT_SECRET",
+        "AIRFLOW_FERNET_KEY",
+        "POSTGRES_PASSWORD",
+        "KOMBO_WEBHOOK_SECRET",
+        "KOMBO_ERASURE_SALT",
+    } <= set(generated)
     values = read_env_file(target)
     assert GENERATE_PLACEHOLDER not in values.values()
     Fernet(values["AIRFLOW_FERNET_KEY"].encode())
