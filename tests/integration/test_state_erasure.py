@@ -298,3 +298,49 @@ def test_retention_zero_days_and_timestamps(
     assert purge(state_store, settings, None)["retention"]["orders_erased"] == 1
     state_clock.advance(timedelta(days=1).total_seconds())
     assert purge(state_store, settings, None)["retention"]["orders_erased"] == 0
+
+
+def test_migration_0008_keeps_orders_and_goes_back(state_db_url: str) -> None:
+    """0008 adds the hash and erasure time to existing orders and the `erasures` table; its downgrade removes
+    them and keeps the orders and the duplicate rule's expression index (SQLite copies the table)."""
+    from alembic import command
+
+    from kombo_sync.state.migrations import alembic_config
+
+    engine = sa.create_engine(state_db_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0007_poll_coverage")
+        conn.execute(
+            sa.text(
+                "INSERT INTO orders (id, integration_id, package_id, state, first_seen_via, candidate_email, "
+                "order_json, attempts, received_at, updated_at) VALUES ('o1', 'i', 'p', 'received', 'poll', "
+                "'a@b.example', '{}', 0, '2026-01-05 09:00:00', '2026-01-05 09:00:00')"
+            )
+        )
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0008_erasure")
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT candidate_email, candidate_email_hash, erased_at FROM orders")
+        ).one()
+        assert tuple(row) == ("a@b.example", None, None)
+        assert "erasures" in sa.inspect(conn).get_table_names()
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0007_poll_coverage")
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        assert "erasures" not in inspector.get_table_names()
+        assert "candidate_email_hash" not in {column["name"] for column in inspector.get_columns("orders")}
+        assert conn.execute(sa.text("SELECT candidate_email FROM orders")).scalar_one() == "a@b.example"
+        if engine.dialect.name == "sqlite":
+            indexes = (
+                conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars().all()
+            )
+        else:
+            indexes = (
+                conn.execute(sa.text("SELECT indexname FROM pg_indexes WHERE tablename = 'orders'"))
+                .scalars()
+                .all()
+            )
+        assert "ix_orders_duplicate_email" in indexes
+    engine.dispose()

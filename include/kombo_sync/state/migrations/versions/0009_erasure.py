@@ -48,6 +48,13 @@ def downgrade() -> None:
     op.drop_index("ix_erasures_kind_erased_at", table_name="erasures")
     op.drop_table("erasures")
     op.drop_index("ix_orders_duplicate_email_hash", table_name="orders")
+    # SQLite's batch mode copies the table and would lose this expression index: drop it and create it again.
+    op.drop_index("ix_orders_duplicate_email", table_name="orders")
     with op.batch_alter_table("orders") as batch:
         batch.drop_column("erased_at")
         batch.drop_column("candidate_email_hash")
+    op.create_index(
+        "ix_orders_duplicate_email",
+        "orders",
+        ["integration_id", "package_id", sa.text("lower(candidate_email)")],
+    )
