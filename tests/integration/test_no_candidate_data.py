@@ -51,7 +51,7 @@ def canaries() -> list[dict[str, str]]:
     return [
         {"remote_id": f"cand-{token}-{n}", "email": f"canary.{token}.{n}@candidates.example",
          "first_name": f"Canaryfirst{token}{n}", "last_name": f"Canarylast{token}{n}",
-         "phone": f"+49 155 {token[:4]} {n}{n}{n}"}
+         "phone": f"+49 155 {int(token[:6], 16) % 10000:04d} {n}{n}{n}"}
         for n in range(2)
     ]  # fmt: skip
 

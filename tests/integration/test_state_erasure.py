@@ -344,3 +344,17 @@ def test_migration_0008_keeps_orders_and_goes_back(state_db_url: str) -> None:
             )
         assert "ix_orders_duplicate_email" in indexes
     engine.dispose()
+
+
+def test_a_large_purge_goes_in_batches_each_recorded(
+    state_store: StateStore, repo: OrderRepository, state_clock: Any, hasher: CandidateHasher
+) -> None:
+    for n in range(7):
+        repo.record_order(kombo_order(f"o{n}"), "webhook")
+        repo.mark_cancelled(f"o{n}")
+    state_clock.advance(days=3)
+    summary = purge(state_store, RetentionSettings(candidate_data_days=1, batch_size=3), hasher)
+    assert summary["retention"]["orders_erased"] == 7
+    records = ErasureLog(state_store).recent()
+    assert sorted(len(record.order_ids) for record in records) == [1, 3, 3]
+    assert sorted(i for record in records for i in record.order_ids) == [f"o{n}" for n in range(7)]

@@ -86,13 +86,17 @@ def order_ended_before(cutoff: datetime) -> sa.ColumnElement[bool]:
     )
 
 
-def orders_due_for_retention(store: StateStore, cutoff: datetime, limit: int | None = None) -> list[str]:
-    """Ids of orders not yet erased that ended at or before `cutoff`."""
+def orders_due_for_retention(
+    store: StateStore, cutoff: datetime, limit: int | None = None, *, after_id: str | None = None
+) -> list[str]:
+    """Ids of orders not yet erased that ended at or before `cutoff`, in id order (from after `after_id`)."""
     query = (
         sa.select(orders.c.id)
         .where(orders.c.erased_at.is_(None), order_ended_before(cutoff))
         .order_by(orders.c.id)
     )
+    if after_id is not None:
+        query = query.where(orders.c.id > after_id)
     if limit is not None:
         query = query.limit(limit)
     with store.transaction(readonly=True) as conn:
@@ -175,11 +179,13 @@ def purge(
     if dry_run:
         summary["retention"]["orders_erased"] = len(orders_due_for_retention(store, cutoff))
         return summary
+    last_id: str | None = None
     while True:
-        # Re-read after each batch: erased orders drop out, so the loop ends even if orders end meanwhile.
-        chunk = orders_due_for_retention(store, cutoff, limit=settings.batch_size)
+        # Keyset paging by id: each batch starts after the last, so a large first purge stays linear.
+        chunk = orders_due_for_retention(store, cutoff, limit=settings.batch_size, after_id=last_id)
         if not chunk:
             break
+        last_id = chunk[-1]
         _add(
             summary["retention"],
             eraser.erase_orders(
