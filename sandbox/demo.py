@@ -1040,7 +1040,7 @@ The local trial is up ({time.monotonic() - started:.0f} s after the api-server s
   Logs          {home / "logs"}
 
 What to look at next:
-  1. The DAGs: {base_url}/dags (four kombo_* DAGs, unpaused)
+  1. The DAGs: {base_url}/dags (five kombo_* DAGs, unpaused; trigger kombo_housekeeping with erase_emails to erase a candidate)
   2. The Kombo connections: {base_url}/connections (edit one there: the next task uses the new value)
   3. The runs: {base_url}/dags/kombo_order_intake/runs and {base_url}/dags/kombo_result_writeback/runs;
      results written back: curl -s 'http://127.0.0.1:{ports["kombo"]}/_sandbox/orders' | python -m json.tool
