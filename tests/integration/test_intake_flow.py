@@ -188,7 +188,7 @@ def test_an_erased_candidate_ordered_again_is_a_duplicate_of_the_erased_active_o
     monkeypatch.setenv(SALT_ENV, "intake-test-salt-0123456789")
     settings = make_settings()
     (integration,) = register(state_store, kombo_sandbox)
-    client = kombo_client(kombo_sandbox)
+    client = intake_kombo_client(kombo_sandbox)
     invite_with = inviters(settings, platform=platform_inviter(platform_standin))
     original = new_order(kombo_sandbox, integration, "py", candidate={"email": "Erased@Example.com"})["id"]
     run_cycle(state_store, client, invite_with, settings)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from kombo_sync.candidate_hash import CandidateHasher
 from kombo_sync.housekeeping.retention import InvalidEmail, erase_candidates, purge
-from kombo_sync.intake.claims import candidates_sharing_an_order, duplicate_keys, older_active_duplicate
+from kombo_sync.intake.duplicates import candidates_sharing_an_order, duplicate_keys, older_active_duplicate
 from kombo_sync.settings import RetentionSettings
 from kombo_sync.state.audit import Quarantine
 from kombo_sync.state.erasures import ErasureLog
