@@ -1,7 +1,7 @@
 """Which candidate data is due for erasure, and the erasures themselves (`kombo_housekeeping`, `kombo_sync.ops`).
 
-One rule says when an order ended (`order_ended_before`): closed without an invitation (rejected, duplicate,
-cancelled, failed) at its last change, or invited with its result written back (sent or not writable, nothing
+One rule says when an order ended (`order_ended_before`): closed (rejected, duplicate, failed, or cancelled, also
+after its invitation by the reconcile) at its last change, or invited with its result written back (sent or not writable, nothing
 pending) at the last write-back. Its candidate data is erased `retention.candidate_data_days` after that. A deleted
 integration's candidate data is erased `retention.integration_deleted_days` after Kombo's `integration-deleted`,
 whatever its orders' state. The clock is the store's (`store.now()`), so tests move time forward.
@@ -34,7 +34,7 @@ from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
-# States in which an order is over without an invitation.
+# States in which an order is over (cancelled also after an invitation: `OrderRepository.cancel_invitation`).
 CLOSED_STATES = (REJECTED, DUPLICATE, CANCELLED, FAILED)
 # Outbox states of a result that is over (written back, or refused by Kombo for good).
 RESULT_DONE_STATES = ("sent", "not_writable")
