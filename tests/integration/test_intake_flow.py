@@ -180,23 +180,23 @@ def test_duplicate_orders_for_the_same_candidate_and_package_are_not_invited_aga
 
 
 def test_an_erased_candidate_ordered_again_is_a_duplicate_of_the_erased_active_order(
-    state_store, state_clock, kombo_sandbox, platform_standin, monkeypatch
+    state_store, state_clock, kombo_sandbox, platform_standin
 ):
-    from kombo_sync.candidate_hash import SALT_ENV, candidate_hasher
+    from kombo_sync.candidate_hash import CandidateHasher
     from kombo_sync.housekeeping.retention import erase_candidates
 
-    monkeypatch.setenv(SALT_ENV, "intake-test-salt-0123456789")
+    hasher = CandidateHasher("intake-test-salt-0123456789")
     settings = make_settings()
     (integration,) = register(state_store, kombo_sandbox)
     client = intake_kombo_client(kombo_sandbox)
     invite_with = inviters(settings, platform=platform_inviter(platform_standin))
     original = new_order(kombo_sandbox, integration, "py", candidate={"email": "Erased@Example.com"})["id"]
-    run_cycle(state_store, client, invite_with, settings)
-    erase_candidates(state_store, candidate_hasher(), ["erased@example.com"])
+    run_cycle(state_store, client, invite_with, settings, hasher=hasher)
+    erase_candidates(state_store, hasher, ["erased@example.com"])
     assert OrderRepository(state_store).get(original).candidate_email is None
     state_clock.advance(1)
     repeat = new_order(kombo_sandbox, integration, "py", candidate={"email": "erased@example.com"})["id"]
-    _, dispatched = run_cycle(state_store, client, invite_with, settings)
+    _, dispatched = run_cycle(state_store, client, invite_with, settings, hasher=hasher)
     assert order_states(state_store) == {original: "invited", repeat: "duplicate"}
     assert OrderRepository(state_store).get(repeat).duplicate_of == original
     assert dispatched["duplicate"] == 1 and platform_creations(platform_standin) == {original: 1}

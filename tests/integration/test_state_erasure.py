@@ -358,3 +358,16 @@ def test_a_large_purge_goes_in_batches_each_recorded(
     records = ErasureLog(state_store).recent()
     assert sorted(len(record.order_ids) for record in records) == [1, 3, 3]
     assert sorted(i for record in records for i in record.order_ids) == [f"o{n}" for n in range(7)]
+
+
+def test_an_invitation_the_reconcile_cancelled_ends_the_order(
+    state_store: StateStore, repo: OrderRepository, state_clock: Any, hasher: CandidateHasher
+) -> None:
+    repo.record_order(kombo_order("o1"), "webhook")
+    invite(repo, "o1")
+    state_clock.advance(days=5)
+    assert repo.cancel_invitation("o1", reason="cancelled in the ATS")
+    state_clock.advance(days=89)
+    assert purge(state_store, SETTINGS, hasher)["retention"]["orders_erased"] == 0
+    state_clock.advance(days=1)
+    assert purge(state_store, SETTINGS, hasher)["retention"]["orders_erased"] == 1

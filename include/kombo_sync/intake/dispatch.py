@@ -40,7 +40,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from kombo_sync.backoff import exponential_delay
-from kombo_sync.candidate_hash import CandidateHasher, candidate_hasher, normalize_email
+from kombo_sync.candidate_hash import CandidateHasher, normalize_email
 from kombo_sync.intake.claims import IntakeOrders
 from kombo_sync.intake.duplicates import (
     candidates_sharing_an_order,
@@ -142,13 +142,6 @@ class _PackageNames:
         return names.get(package_id)
 
 
-class _Unset:
-    """No hasher given: read the configured one on first use."""
-
-
-_UNSET = _Unset()
-
-
 class Dispatcher:
     """One dispatch run: claims, re-checks, sends and commits, with counters for the summary."""
 
@@ -163,11 +156,11 @@ class Dispatcher:
         clock: Clock | None = None,
         on_step: StepHook | None = None,
         registry: Mapping[str, IntegrationRecord] | None = None,
-        hasher: CandidateHasher | None | _Unset = _UNSET,
+        hasher: CandidateHasher | None = None,
     ) -> None:
         self.store = store
-        # The salted e-mail hash matches orders whose candidate data was erased (read lazily from the settings).
-        self._hasher = hasher
+        # The salted e-mail hash matches active orders whose candidate data was erased (None: not matched).
+        self.hasher = hasher
         self.client = client
         self.inviters = inviters
         self.settings = settings
@@ -185,9 +178,7 @@ class Dispatcher:
             self.on_step(step, order_id)
 
     def _hash_of(self, email: str | None) -> str | None:
-        if isinstance(self._hasher, _Unset):
-            self._hasher = candidate_hasher(self.settings.retention.salt_conn_id)
-        return self._hasher.email_hash(email) if self._hasher is not None else None
+        return self.hasher.email_hash(email) if self.hasher is not None else None
 
     def _email_hashes(self, claims: Iterable[ClaimedOrder]) -> dict[str, str]:
         """Salted hash -> normalised e-mail of these claims (empty without a salt)."""
@@ -493,8 +484,12 @@ def dispatch_invitations(
     clock: Clock | None = None,
     on_step: StepHook | None = None,
     max_orders: int | None = None,
+    hasher: CandidateHasher | None = None,
 ) -> dict[str, Any]:
     """Invite every due order of the active integrations (or those given); returns a summary of counts.
+
+    ``hasher`` (`kombo_sync.candidate_hash`) lets the duplicate rule match active orders whose candidate data was
+    erased; the intake task passes the configured one.
 
     ``client`` re-checks orders with Kombo before sending (None skips that, for tests of the channel only).
     ``dry_run`` claims nothing and reports how many orders are waiting.
@@ -534,6 +529,7 @@ def dispatch_invitations(
         clock=clock,
         on_step=on_step,
         registry=registry,
+        hasher=hasher,
     )
     summary: dict[str, Any] = dispatcher.run(list(registry), max_orders=max_orders) if registry else {}
     summary["integrations_not_active"] = not_active

@@ -44,7 +44,15 @@ def default_deps() -> WebhookDeps:
         secrets=SecretProvider(settings.webhook.secret_conn_id),
         store_factory=_state_store,
         inviter_factory=_platform_inviter,
+        hasher=_candidate_hasher,
     )
+
+
+def _candidate_hasher() -> Any:
+    from kombo_sync.candidate_hash import candidate_hasher
+    from kombo_sync.settings import load_settings
+
+    return candidate_hasher(load_settings().retention.salt_conn_id)  # cached a minute
 
 
 def _state_store() -> Any:

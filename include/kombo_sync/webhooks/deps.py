@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kombo_sync.candidate_hash import CandidateHasher
 from kombo_sync.kombo.models import OrderReceivedData
 from kombo_sync.settings import PipelineSettings, load_settings
 from kombo_sync.state.store import StateStore
@@ -26,6 +27,7 @@ class WebhookDeps:
     `secrets` returns the accepted secrets (a `SecretProvider` in production); `store_factory` and
     `inviter_factory` are called once, on first use. `invite_now(store, inviter, order, settings)` creates the
     inline flow's invitation and returns the candidate's URL (default: `kombo_sync.intake.invite_order_now`).
+    `hasher` (a `CandidateHasher`, or a callable returning one) matches erased orders in the duplicate rule.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class WebhookDeps:
         invite_now: InviteNow | None = None,
         extra_rules: Sequence[RejectionRule] = (),
         in_progress_seconds: float = IN_PROGRESS_SECONDS,
+        hasher: CandidateHasher | Callable[[], CandidateHasher | None] | None = None,
     ) -> None:
         if store is None and store_factory is None:
             raise ValueError("WebhookDeps needs a store or a store_factory")
@@ -53,6 +56,13 @@ class WebhookDeps:
         self.extra_rules = tuple(extra_rules)
         self.in_progress_seconds = in_progress_seconds
         self._lock = threading.Lock()
+        self._hasher = hasher
+
+    def hasher(self) -> CandidateHasher | None:
+        """The salted e-mail hasher of the duplicate rule (a callable is asked each time: it caches itself)."""
+        if self._hasher is None or isinstance(self._hasher, CandidateHasher):
+            return self._hasher
+        return self._hasher()
 
     def settings(self) -> PipelineSettings:
         if isinstance(self._settings, PipelineSettings):

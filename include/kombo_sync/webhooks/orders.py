@@ -75,6 +75,7 @@ def order_received(
         event_type=event_type,
         now=store.now(),
         conn=conn,
+        email_hasher=deps.hasher(),
     )
     try:
         decision = first_rejection(order, context, rules_for(settings, deps.extra_rules))

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import Connection
 
-from kombo_sync.candidate_hash import candidate_hasher
+from kombo_sync.candidate_hash import CandidateHasher
 from kombo_sync.intake.duplicates import duplicate_rule_enabled
 from kombo_sync.kombo.models import OrderReceivedData
 from kombo_sync.serving import integration_refusal, package_refusal
@@ -53,6 +53,9 @@ class RuleContext:
     now: datetime
     # The webhook's open transaction: rules that read the store use it (None: each read opens its own).
     conn: Connection | None = None
+    # The salted e-mail hash (`kombo_sync.candidate_hash`): the duplicate rule matches active orders whose
+    # candidate data was erased by it (None: no salt configured, not matched).
+    email_hasher: CandidateHasher | None = None
 
 
 class RejectionRule(Protocol):
@@ -94,7 +97,7 @@ def no_active_duplicate(order: OrderReceivedData, context: RuleContext) -> str |
     registry_settings = context.integration.settings if context.integration is not None else None
     if not duplicate_rule_enabled(context.settings.intake, order.integration_id, registry_settings):
         return None
-    hasher = candidate_hasher(context.settings.retention.salt_conn_id)
+    hasher = context.email_hasher
     duplicate_of = OrderRepository(context.store).find_active_duplicate(
         order.integration_id,
         order.package_id,
