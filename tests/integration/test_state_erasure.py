@@ -300,8 +300,8 @@ def test_retention_zero_days_and_timestamps(
     assert purge(state_store, settings, None)["retention"]["orders_erased"] == 0
 
 
-def test_migration_0008_keeps_orders_and_goes_back(state_db_url: str) -> None:
-    """0008 adds the hash and erasure time to existing orders and the `erasures` table; its downgrade removes
+def test_migration_0009_keeps_orders_and_goes_back(state_db_url: str) -> None:
+    """0009 adds the hash and erasure time to existing orders and the `erasures` table; its downgrade removes
     them and keeps the orders and the duplicate rule's expression index (SQLite copies the table)."""
     from alembic import command
 
@@ -309,7 +309,7 @@ def test_migration_0008_keeps_orders_and_goes_back(state_db_url: str) -> None:
 
     engine = sa.create_engine(state_db_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "0007_poll_coverage")
+        command.upgrade(alembic_config(conn), "0008_console")
         conn.execute(
             sa.text(
                 "INSERT INTO orders (id, integration_id, package_id, state, first_seen_via, candidate_email, "
@@ -318,7 +318,7 @@ def test_migration_0008_keeps_orders_and_goes_back(state_db_url: str) -> None:
             )
         )
     with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "0008_erasure")
+        command.upgrade(alembic_config(conn), "0009_erasure")
     with engine.connect() as conn:
         row = conn.execute(
             sa.text("SELECT candidate_email, candidate_email_hash, erased_at FROM orders")
@@ -326,7 +326,7 @@ def test_migration_0008_keeps_orders_and_goes_back(state_db_url: str) -> None:
         assert tuple(row) == ("a@b.example", None, None)
         assert "erasures" in sa.inspect(conn).get_table_names()
     with engine.begin() as conn:
-        command.downgrade(alembic_config(conn), "0007_poll_coverage")
+        command.downgrade(alembic_config(conn), "0008_console")
     with engine.connect() as conn:
         inspector = sa.inspect(conn)
         assert "erasures" not in inspector.get_table_names()

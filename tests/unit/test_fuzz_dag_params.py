@@ -11,6 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kombo_sync.catalog.plan import SyncOptions
+from kombo_sync.housekeeping import tasks as housekeeping_tasks
 from kombo_sync.intake import tasks as intake_tasks
 from kombo_sync.reconcile import tasks as reconcile_tasks
 from kombo_sync.runs import ParamError, RunInfo
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings(
 )  # long reprs, on purpose
 NAME = "DAG params: every param of the four DAGs"
 PARAMS = ("integration_ids", "order_ids", "dry_run", "repoll", "force", "allow_shrink", "replay_dead_letters",
-          "date_from", "date_to")  # fmt: skip
+          "date_from", "date_to", "erase_emails", "erase_reason")  # fmt: skip
 form_values = st.one_of(
     hostile_values,
     st.lists(hostile_values, max_size=4),
@@ -52,6 +53,7 @@ def test_params_are_read_as_meant_or_refused_by_name(params):
         lambda: intake_tasks._params(_info(params)),
         lambda: reconcile_tasks._params(_info(params)),
         lambda: writeback_tasks._params(_info(params)),
+        lambda: housekeeping_tasks._params(_info(params)),
         lambda: SyncOptions.from_params(params),
     ):
         try:

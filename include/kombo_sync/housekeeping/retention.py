@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 # States in which an order is over (cancelled also after an invitation: `OrderRepository.cancel_invitation`).
 CLOSED_STATES = (REJECTED, DUPLICATE, CANCELLED, FAILED)
-# Outbox states of a result that is over (written back, or refused by Kombo for good).
-RESULT_DONE_STATES = ("sent", "not_writable")
+# Outbox states of a result that is over (written back, refused by Kombo for good, or discarded by the team).
+RESULT_DONE_STATES = ("sent", "not_writable", "discarded")
 # Outbox states of a result still to deliver (or to replay, for a dead letter): the order is not over.
 RESULT_OPEN_STATES = ("pending", "sending", "dead")
 

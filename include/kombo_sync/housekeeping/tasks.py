@@ -12,8 +12,9 @@ from typing import Any
 
 from kombo_sync.candidate_hash import candidate_hasher
 from kombo_sync.housekeeping.retention import InvalidEmail, erase_candidates, purge
-from kombo_sync.runs import StepFailed, audited, run_info, string_list
+from kombo_sync.runs import ParamError, RunInfo, StepFailed, audited, flag, run_info, string_list
 from kombo_sync.settings import load_settings
+from kombo_sync.storable import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,29 @@ PURGE_JOB = "housekeeping.retention"
 ERASE_JOB = "housekeeping.erase"
 
 
+DEFAULT_REASON = "erasure requested by the candidate"
+MAX_REASON_CHARS = 1000
+
+
 class HousekeepingFailed(StepFailed):
     """A housekeeping step could not do its work (the message names it and what to do)."""
+
+
+def _params(info: RunInfo) -> tuple[list[str], str, bool]:
+    """(erase_emails, erase_reason, dry_run), or a `ParamError` naming the param that cannot be used."""
+    params = info.params
+    emails = string_list(params.get("erase_emails"), "erase_emails")
+    reason = params.get("erase_reason")
+    if reason is None or (isinstance(reason, str) and not reason.strip()):
+        reason = DEFAULT_REASON
+    if not isinstance(reason, str):
+        raise ParamError(f"erase_reason must be text, not {type(reason).__name__}")
+    problem = text_problem(reason)
+    if problem:
+        raise ParamError(f"erase_reason {problem}")
+    if len(reason) > MAX_REASON_CHARS:
+        raise ParamError(f"erase_reason is longer than {MAX_REASON_CHARS} characters")
+    return emails, reason.strip(), flag(params.get("dry_run"), "dry_run")
 
 
 def purge_task(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -31,7 +53,7 @@ def purge_task(context: Mapping[str, Any]) -> dict[str, Any]:
 
     settings = load_settings()
     info = run_info(context)
-    dry_run = bool(info.params.get("dry_run", False))
+    _, _, dry_run = _params(info)
     store = state_store(settings)
     hasher = candidate_hasher(settings.retention.salt_conn_id, cached=False)
     with audited(store, PURGE_JOB, info.run_id) as outcome:
@@ -47,13 +69,11 @@ def erase_task(context: Mapping[str, Any]) -> dict[str, Any]:
 
     settings = load_settings()
     info = run_info(context)
-    emails = string_list(info.params.get("erase_emails"))
+    emails, reason, dry_run = _params(info)
     if not emails:
         return {"candidates": 0}
-    dry_run = bool(info.params.get("dry_run", False))
     store = state_store(settings)
     hasher = candidate_hasher(settings.retention.salt_conn_id, cached=False)
-    reason = str(info.params.get("erase_reason") or "erasure requested by the candidate")
     try:
         with audited(store, ERASE_JOB, info.run_id) as outcome:
             outcome.summary = erase_candidates(

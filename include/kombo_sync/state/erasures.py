@@ -2,10 +2,10 @@
 
 Erasing an order clears its candidate e-mail, names and phone, reduces `order_json` to ids, keeps a salted hash
 of the e-mail (`kombo_sync.candidate_hash`) for the duplicate rule, and sets `erased_at`; the result payloads
-already written back (sent, not writable, superseded) become a stub (their key, order id and payload hash, stays
-for exactly-once), and the write-back's quarantined warehouse rows of the order lose their row. Pending results
-are kept until sent: they belong to the customer's ATS. Each erasure is one `erasures` row with counts and ids,
-never the data itself. Nothing here logs candidate data.
+already written back or given up (sent, not writable, superseded, discarded) become a stub (their key, order id
+and payload hash, stays for exactly-once), and the write-back's quarantined warehouse rows of the order lose their
+row. Pending results are kept until sent: they belong to the customer's ATS. Each erasure is one `erasures` row
+with counts and ids, never the data itself. Nothing here logs candidate data.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ RETENTION = "retention"
 REQUEST = "request"
 INTEGRATION_DELETED = "integration_deleted"
 
-# Outbox rows whose payload is no longer needed: delivered, refused for good, or replaced by a newer version.
-FINISHED_RESULT_STATES = ("sent", "not_writable", "superseded")
+# Outbox rows whose payload is no longer needed: delivered, refused for good, replaced by a newer version, or
+# discarded by the team (the console).
+FINISHED_RESULT_STATES = ("sent", "not_writable", "superseded", "discarded")
 ERASED_PAYLOAD: dict[str, Any] = {"erased": True}
 COUNT_KEYS = (
     "orders_erased",
