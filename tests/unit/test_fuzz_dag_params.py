@@ -1,4 +1,4 @@
-"""The four DAGs' params as a trigger form or a JSON conf may hand them: read as meant, or a `ParamError` naming
+"""The five DAGs' params as a trigger form or a JSON conf may hand them: read as meant, or a `ParamError` naming
 the param (final: a retry would read the same conf), never a TypeError, OverflowError or a bare ValueError."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.support.fuzz import COUNTS, fuzz_settings, hostile_values, tried
 pytestmark = pytest.mark.filterwarnings(
     "ignore::hypothesis.errors.HypothesisWarning"
 )  # long reprs, on purpose
-NAME = "DAG params: every param of the four DAGs"
+NAME = "DAG params: every param of the five DAGs"
 PARAMS = ("integration_ids", "order_ids", "dry_run", "repoll", "force", "allow_shrink", "replay_dead_letters",
           "date_from", "date_to", "erase_emails", "erase_reason")  # fmt: skip
 form_values = st.one_of(

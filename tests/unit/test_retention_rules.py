@@ -144,3 +144,53 @@ def test_the_retention_clock_is_the_stores(tmp_path: Path) -> None:
     erased = repo.get("o1")
     assert erased is not None and erased.erased_at == clock.now and erased.candidate_email is None
     store.dispose()
+
+
+def test_the_housekeeping_report_fails_finally_naming_the_step() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from kombo_sync.housekeeping.tasks import report_task
+
+    purged = {
+        "retention": {"orders_erased": 3},
+        "integration_deleted": {"orders_erased": 2},
+        "integrations_erased": ["x"],
+    }
+    with pytest.raises(AirflowFailException, match="^purge: the task failed"):
+        report_task(None, {"orders_erased": 0})
+    with pytest.raises(AirflowFailException, match="^erase: the task failed"):
+        report_task(purged, None)
+    report = report_task(purged, {"orders_erased": 1})
+    assert report.pop("alerts") == {"enabled": False, "kinds": {}}
+    assert report == {
+        "retention_orders_erased": 3,
+        "integration_orders_erased": 2,
+        "integrations_erased": 1,
+        "requested_orders_erased": 1,
+    }
+
+
+def test_the_housekeeping_params() -> None:
+    from kombo_sync.housekeeping.tasks import DEFAULT_REASON, _params
+    from kombo_sync.runs import ParamError, RunInfo
+
+    def read(**params: object) -> tuple[list[str], str, bool]:
+        return _params(RunInfo("kombo_housekeeping", "manual__1", "manual", "erase", 1, None, None, params))
+
+    assert read() == ([], DEFAULT_REASON, False)
+    assert read(
+        erase_emails="a@b.example, c@d.example\na@b.example", erase_reason=" ticket 1 ", dry_run="true"
+    ) == (
+        ["a@b.example", "c@d.example"],
+        "ticket 1",
+        True,
+    )
+    for bad in (
+        {"erase_emails": 5},
+        {"erase_reason": ["x"]},
+        {"erase_reason": "a\x00b"},
+        {"dry_run": "maybe"},
+    ):
+        with pytest.raises(ParamError) as error:
+            read(**bad)
+        assert str(error.value).startswith(next(iter(bad)))

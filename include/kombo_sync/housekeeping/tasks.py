@@ -107,6 +107,7 @@ def report_task(
         "requested_orders_erased": (erase_summary or {}).get("orders_erased", 0),
     }
     log.info("housekeeping run: %s", report)
+    report["alerts"] = _alerts()
     if purge_summary is None:
         raise HousekeepingFailed(
             "purge", "the task failed (see its log)", "The next run applies the retention rules again."
@@ -116,3 +117,10 @@ def report_task(
             "erase", "the task failed (see its log)", "Trigger the DAG again with the same erase_emails."
         )
     return report
+
+
+def _alerts() -> dict[str, Any]:
+    """The state-based alerts, checked at the end of every run like the other DAGs do; never raises."""
+    from kombo_sync.alerts.check import run_alert_checks
+
+    return run_alert_checks()
