@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import threading
 import time
 
@@ -24,11 +25,18 @@ DEFAULT_SALT_CONN_ID = "kombo_erasure_salt"
 # Salts shorter than this are refused: a short salt would make the hashes easy to reverse by guessing e-mails.
 MIN_SALT_LENGTH = 16
 _CACHE_SECONDS = 60.0
+# An e-mail address quoted in free text (an error or quarantine reason): the console masks it, erasure removes it.
+EMAIL_IN_TEXT = re.compile(r"[^\s@'\"<>(),;:]+@[^\s@'\"<>(),;:]+")
 
 
 class SaltTooShort(ValueError):
     def __init__(self, source: str) -> None:
         super().__init__(f"the erasure salt from {source} is shorter than {MIN_SALT_LENGTH} characters")
+
+
+def replace_emails(text: str | None, replacement: str) -> str | None:
+    """The text with every e-mail address in it replaced."""
+    return None if text is None else EMAIL_IN_TEXT.sub(replacement, text)
 
 
 def normalize_email(email: str | None) -> str:

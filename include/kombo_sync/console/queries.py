@@ -11,7 +11,6 @@ leaves the database, and e-mail addresses quoted in quarantine reasons are maske
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kombo_sync.candidate_hash import replace_emails
 from kombo_sync.state.outbox import DEAD_LETTER_STATES, SENT
 from kombo_sync.state.schema import (
     integrations,
@@ -37,7 +37,6 @@ ORDER_STATE_COLUMNS = ("received", "invited", "duplicate", "rejected", "failed")
 STALE_POLL = timedelta(hours=1)
 MAX_ROWS = 1000
 
-_EMAIL = re.compile(r"[^\s@'\"<>(),;:]+@[^\s@'\"<>(),;:]+")
 
 # The columns of each table, in order: (key, label). The pages and the CSV export both use them.
 COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -139,7 +138,7 @@ CANDIDATE_COLUMNS = frozenset({"candidate_email", "candidate_name"})
 
 def mask_emails(text: str | None) -> str | None:
     """The text with every e-mail address replaced (quarantine reasons may quote a bad address)."""
-    return None if text is None else _EMAIL.sub("[e-mail hidden]", text)
+    return replace_emails(text, "[e-mail hidden]")
 
 
 def _answer(body: Any) -> str:

@@ -4,8 +4,9 @@ Erasing an order clears its candidate e-mail, names and phone, reduces `order_js
 of the e-mail (`kombo_sync.candidate_hash`) for the duplicate rule, and sets `erased_at`; the result payloads
 already written back or given up (sent, not writable, superseded, discarded) become a stub (their key, order id
 and payload hash, stays for exactly-once), and the write-back's quarantined warehouse rows of the order lose their
-row. Pending results are kept until sent: they belong to the customer's ATS. Each erasure is one `erasures` row
-with counts and ids, never the data itself. Nothing here logs candidate data.
+row and any e-mail address quoted in their reason. Pending results are kept until sent: they belong to the
+customer's ATS. Each erasure is one `erasures` row with counts and ids, never the data itself. Nothing here logs
+candidate data.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from kombo_sync.candidate_hash import CandidateHasher, normalize_email
+from kombo_sync.candidate_hash import CandidateHasher, normalize_email, replace_emails
 from kombo_sync.state._util import from_row
 from kombo_sync.state.orders import INVITING, RECEIVED, InvalidTransition, OrderRepository, scrub_order_json
 from kombo_sync.state.schema import ERASURE_KINDS, erasures, orders, quarantine, result_outbox
@@ -139,11 +141,7 @@ class CandidateErasure:
                 .where(result_outbox.c.order_id.in_(erased_ids), result_outbox.c.state.in_(FINISHED_RESULT_STATES))
                 .values(payload_json=ERASED_PAYLOAD)
             ).rowcount  # fmt: skip
-            counts["quarantine_rows_erased"] = conn.execute(
-                sa.update(quarantine)
-                .where(quarantine.c.source_key.in_(erased_ids), quarantine.c.row_json.is_not(None))
-                .values(row_json=None)
-            ).rowcount
+            counts["quarantine_rows_erased"] = self._erase_quarantined_rows(conn, erased_ids)
             conn.execute(
                 sa.insert(erasures).values(
                     kind=kind,
@@ -158,6 +156,25 @@ class CandidateErasure:
             )
         log.info("erasure (%s): %s", kind, counts)
         return counts
+
+    @staticmethod
+    def _erase_quarantined_rows(conn: Connection, order_ids: list[str]) -> int:
+        """The stored rows of the order's quarantined warehouse rows, and e-mail addresses quoted in reasons."""
+        found = conn.execute(
+            sa.select(quarantine.c.id, quarantine.c.reason, quarantine.c.row_json).where(
+                quarantine.c.source_key.in_(order_ids)
+            )
+        ).all()
+        erased = 0
+        for row in found:
+            reason = replace_emails(row.reason, "[erased]")
+            if row.row_json is None and reason == row.reason:
+                continue
+            conn.execute(
+                sa.update(quarantine).where(quarantine.c.id == row.id).values(row_json=None, reason=reason)
+            )
+            erased += 1
+        return erased
 
     def orders_of_candidate(self, email: str) -> tuple[list[str], list[str]]:
         """(order ids holding this e-mail, order ids already erased whose hash matches it)."""
