@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -52,6 +53,9 @@ class PlatformSettings:
     knobs: PlatformKnobs = field(default_factory=PlatformKnobs)
     finish_after_seconds: float | None = None  # candidates finish this long after their invitation
     cancel_rate: float = 0.1
+    # Candidates who never start: their invitations stay open until revoked (the background finisher skips them;
+    # chosen per order id, the same way every run with the same seed). Shown as `no_show` in the admin view.
+    no_show_rate: float = 0.0
     public_base_url: str | None = None  # default: the URL the request came in on
 
 
@@ -470,10 +474,23 @@ async def admin_reset(request: Request, options: PlatformResetIn | None = None) 
     return {"ok": True}
 
 
+def is_no_show(order_id: str, seed: int | None, rate: float) -> bool:
+    """Whether this order's candidate never starts the assessment (deterministic per seed and order id)."""
+    if rate <= 0:
+        return False
+    digest = hashlib.sha256(f"{seed}:{order_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
 async def _finish_in_background(runtime: PlatformRuntime, after_seconds: float) -> None:
     while True:
         await asyncio.sleep(min(1.0, max(0.05, after_seconds / 4)))
-        due = runtime.state.pending(older_than=time.monotonic() - after_seconds)
+        rate = runtime.settings.no_show_rate
+        due = [
+            invitation
+            for invitation in runtime.state.pending(older_than=time.monotonic() - after_seconds)
+            if not is_no_show(invitation.order_id, runtime.knobs.seed, rate)
+        ]
         if due:
             try:
                 await _simulate(runtime, due, runtime.knobs.seed or 0, runtime.settings.cancel_rate)

@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cancel-rate", type=float, default=0.1, help="share of simulated candidates who cancel"
     )
+    parser.add_argument(
+        "--no-show-rate",
+        type=float,
+        default=0.0,
+        help="share of candidates who never start (with --finish-after: their invitations stay open)",
+    )
     knobs = parser.add_argument_group("knobs (PATCH /_platform/knobs at runtime)")
     knobs.add_argument("--latency-ms", default=None, help='fixed ("100") or a range ("50-150")')
     knobs.add_argument("--failure-rate", type=float, default=0.0, help="share of /api calls answering 503")
@@ -45,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if not 0 <= args.no_show_rate <= 1:
+        sys.exit("--no-show-rate must be between 0 and 1")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     knob_values: dict[str, object] = {
         "failure_rate": args.failure_rate,
@@ -64,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         knobs=knobs,
         finish_after_seconds=args.finish_after,
         cancel_rate=args.cancel_rate,
+        no_show_rate=args.no_show_rate,
         public_base_url=args.public_base_url,
     )
     app = create_platform_app(settings)

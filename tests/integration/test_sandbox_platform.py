@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from sandbox import warehouse
-from sandbox.platform_app import PlatformSettings
+from sandbox.platform_app import PlatformSettings, is_no_show
 from sandbox.testing import PlatformStandin, run_platform_standin
 
 
@@ -183,6 +183,27 @@ def test_candidates_finish_in_the_background(tmp_path: Any) -> None:
         rows = warehouse.read_results(platform.warehouse_url)
         assert [row["order_id"] for row in rows] == ["order-bg"]
         assert platform.admin.invitations()["invitations"][0]["status"] == rows[0]["status"]
+
+
+def test_no_show_candidates_never_finish_until_revoked(tmp_path: Any) -> None:
+    settings = PlatformSettings(
+        warehouse_url=f"sqlite:///{tmp_path / 'w.db'}", finish_after_seconds=0.2, no_show_rate=0.5
+    )
+    orders = [f"order-ns-{index}" for index in range(12)]
+    no_shows = {o for o in orders if is_no_show(o, None, 0.5)}
+    assert 0 < len(no_shows) < len(orders)  # the rule picks some, not all, at this rate
+    with run_platform_standin(settings=settings) as platform:
+        for order_id in orders:
+            assert post(platform, invitation(order_id)).status_code == 201
+        deadline = time.monotonic() + 10
+        while warehouse.count_results(platform.warehouse_url) < len(orders) - len(no_shows):
+            assert time.monotonic() < deadline, "the other candidates did not finish"
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few more background rounds: the no-shows still do not finish
+        finished = {row["order_id"] for row in warehouse.read_results(platform.warehouse_url)}
+        assert finished == set(orders) - no_shows
+        status = {i["order_id"]: i["status"] for i in platform.admin.invitations()["invitations"]}
+        assert {o for o, s in status.items() if s == "invited"} == no_shows
 
 
 def test_bulk_warehouse_writes(tmp_path: Any) -> None:

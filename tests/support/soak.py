@@ -1,11 +1,12 @@
-"""The scheduled soak: the three DAGs on one-minute schedules under a real scheduler, with traffic and faults.
+"""The scheduled soak: the DAGs on one- and two-minute schedules under a real scheduler, with traffic and faults.
 
 Starts the local Kombo sandbox, the platform stand-in and an SMTP server (threads of this process), and Airflow's
 api-server (with the webhook plugin), scheduler, dag-processor and triggerer (LocalExecutor; metadata and state
 store on PostgreSQL when it is reachable, SQLite otherwise). For ``minutes`` recruiters create orders (most
 announced by the webhook, some only found by polling, some duplicates, some for packages the customer does not
-have), candidates finish (completed and cancelled; some results corrected in the warehouse afterwards), a new
-integration is connected, and faults are on: Kombo 5xx, 429s and lost responses, platform failures, one SIGKILL
+have), candidates finish (completed and cancelled; some results corrected in the warehouse afterwards) or never
+start (the recruiter then cancels the order in the ATS and the scheduled reconcile must revoke the invitation), a
+new integration is connected, and faults are on: Kombo 5xx, 429s and lost responses, platform failures, one SIGKILL
 of a running task process, one scheduler restart, and the write-back paused for a few minutes (so the run after
 it must reach back over the missed intervals: the write-back overlap is 0 here). Then the traffic stops, the
 faults go off, the pipeline drains, and :func:`check` compares the pipeline with the sandbox's and the platform's
@@ -48,7 +49,13 @@ from tests.support.webhooks import LiveAirflow, free_port  # noqa: E402
 
 log = logging.getLogger("soak")
 
-DAGS = ("kombo_package_sync", "kombo_order_intake", "kombo_result_writeback", "kombo_housekeeping")
+DAGS = (
+    "kombo_package_sync",
+    "kombo_order_intake",
+    "kombo_result_writeback",
+    "kombo_reconcile",
+    "kombo_housekeeping",
+)
 PACKAGES = [
     ("py-basics", "SKILLS_TEST", "Python basics", "45-minute Python coding test"),
     ("sql-core", "SKILLS_TEST", "SQL fundamentals", "Joins, aggregates and window functions"),
@@ -66,6 +73,10 @@ FINAL_ORDER_STATES = {"invited", "duplicate", "rejected", "cancelled", "failed"}
 KOMBO_FAULTS = {"error_rate": 0.06, "bare_503_rate": 0.02, "throttle_rate": 0.05, "lost_response_rate": 0.05}
 FROM_EMAIL = "assessments@provider.example"
 PLATFORM_FAULTS = {"failure_rate": 0.1, "lost_response_rate": 0.05}
+# Candidates who never start; the recruiter cancels their orders in the ATS this long after they were due to
+# finish, and the reconcile must revoke their invitations.
+NO_SHOW_RATE = 0.1
+GIVE_UP_AFTER_SECONDS = 15.0
 
 
 @dataclass
@@ -90,6 +101,7 @@ class Expected:
     duplicate_pairs: list[tuple[str, str]] = field(default_factory=list)
     corrected: set[str] = field(default_factory=set)
     email_finished: set[str] = field(default_factory=set)
+    cancelled_in_ats: set[str] = field(default_factory=set)
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def event(self, kind: str, **details: Any) -> None:
@@ -168,6 +180,7 @@ class Soak:
                 api_key="soak-platform",
                 finish_after_seconds=self.config.finish_after_seconds,
                 cancel_rate=0.2,
+                no_show_rate=NO_SHOW_RATE,
             )
         )
         self.smtp = run_in_thread(self.work / "mailbox")
@@ -275,6 +288,7 @@ class Soak:
                 "KOMBO_INTAKE_SCHEDULE": "* * * * *",
                 "KOMBO_WRITEBACK_SCHEDULE": "* * * * *",
                 "KOMBO_CATALOG_SCHEDULE": "*/2 * * * *",
+                "KOMBO_RECONCILE_SCHEDULE": "*/2 * * * *",
             }
         )
         started = time.monotonic()
@@ -401,6 +415,24 @@ class Soak:
             write_results(self.warehouse_url, rows)
             self.expected.email_finished.update(due)
 
+    def cancel_no_shows(self) -> None:
+        """The recruiter gives up on candidates who never started and cancels their orders in the ATS (Kombo
+        does not tell us: the reconcile finds it and revokes the invitation)."""
+        from kombo_sync.runs import as_utc
+
+        before = datetime.now(UTC) - timedelta(
+            seconds=self.config.finish_after_seconds + GIVE_UP_AFTER_SECONDS
+        )
+        for invitation in self.platform.admin.invitations()["invitations"]:
+            order_id = invitation["order_id"]
+            created = as_utc(invitation["created_at"])
+            if invitation["status"] != "invited" or order_id in self.expected.cancelled_in_ats or not created:
+                continue
+            if created < before and order_id in self.expected.orders:
+                self.sandbox.admin.cancel_order(order_id)
+                self.expected.cancelled_in_ats.add(order_id)
+                self.expected.event("cancelled_in_ats", order=order_id)
+
     def correct_some_results(self) -> None:
         """The provider re-scores a few results after they were first written to the warehouse."""
         from sandbox.warehouse import read_results, write_results
@@ -487,6 +519,7 @@ class Soak:
                 self.create_order()
                 next_order += self.rng.uniform(0.5, 1.5) * self.config.order_interval_seconds
             self.finish_email_candidates()
+            self.cancel_no_shows()
             self.correct_some_results()
             time.sleep(1)
         for _fraction, step in plan:
@@ -523,6 +556,7 @@ class Soak:
 
     def drained(self) -> bool:
         self.finish_email_candidates()
+        self.cancel_no_shows()
         with self.store.engine.connect() as conn:
             open_orders = conn.execute(
                 sa.text(
@@ -545,7 +579,11 @@ class Soak:
             "draining: %s orders not final, %s unseen, %s outbox rows pending, %s candidates still taking the test, "
             "%s results not yet in Kombo", open_orders, len(unseen), pending, len(waiting), len(unwritten),
         )  # fmt: skip
-        return not (open_orders or pending or waiting or unwritten or unseen)
+        states = self._store_states()
+        not_revoked = [o for o in self.expected.cancelled_in_ats if states.get(o) != "cancelled"]
+        if not_revoked:
+            log.info("draining: %s orders cancelled in the ATS not yet revoked and closed", len(not_revoked))
+        return not (open_orders or pending or waiting or unwritten or unseen or not_revoked)
 
     def _store_states(self) -> dict[str, str]:
         with self.store.engine.connect() as conn:
@@ -578,7 +616,9 @@ class Soak:
             if channel_of[expected["integration_id"]] == "email":
                 sent = mails.get(message_id_for(order_id, FROM_EMAIL.rsplit("@", 1)[1]), 0)
             state = states.get(order_id)
-            if expected["kind"] == "invite":
+            if order_id in self.expected.cancelled_in_ats:
+                broken += self._check_cancelled_in_ats(order_id, state, sent, platform)
+            elif expected["kind"] == "invite":
                 if state not in ("invited", "duplicate") or (state == "invited") != (sent == 1):
                     broken.append(
                         f"order {order_id}: state {state}, {sent} invitation(s); expected exactly one"
@@ -615,6 +655,28 @@ class Soak:
         broken += self._check_latency(platform)
         broken += self._check_no_candidate_data()
         return broken
+
+    def _check_cancelled_in_ats(
+        self, order_id: str, state: str | None, sent: int, platform: dict[str, Any]
+    ) -> list[str]:
+        """An order the recruiter cancelled while its candidate had not started: invited once, its invitation
+        revoked exactly once, closed as cancelled, and no result of ours in Kombo."""
+        revoked = (platform.get("revocations_by_order") or {}).get(order_id, 0)
+        status = {i["order_id"]: i["status"] for i in platform["invitations"]}.get(order_id)
+        problems = []
+        if state != "cancelled" or sent != 1 or revoked != 1 or status != "revoked":
+            problems.append(
+                f"order {order_id} (cancelled in the ATS): state {state}, {sent} invitation(s), revoked {revoked} "
+                f"time(s), platform status {status}; expected cancelled, 1, 1, revoked"
+            )
+        [order] = self.sandbox.admin.list_orders(ids=[order_id]) or [{}]
+        applied = [w for w in order.get("results") or [] if w.get("outcome") == "applied"]
+        if order.get("status") != "CANCELLED" or applied:
+            problems.append(
+                f"order {order_id} (cancelled in the ATS): Kombo shows {order.get('status')} with "
+                f"{len(applied)} result(s) applied"
+            )
+        return problems
 
     def _check_no_candidate_data(self) -> list[str]:
         """No candidate e-mail, name or phone in any log the run wrote (Airflow's components and every task) or
@@ -701,6 +763,7 @@ class Soak:
             ("kombo_order_intake", 3),
             ("kombo_result_writeback", 3),
             ("kombo_package_sync", 1),
+            ("kombo_reconcile", 1),
         ):
             mine = [r for r in runs if r["dag_id"] == dag_id]
             succeeded = [r for r in mine if r["state"] == "success"]
@@ -782,6 +845,7 @@ class Soak:
             "orders_announced_by_webhook": sum(1 for e in self.expected.orders.values() if e["webhook"]),
             "order_states": states,
             "duplicate_pairs": len(self.expected.duplicate_pairs),
+            "orders_cancelled_in_ats": len(self.expected.cancelled_in_ats),
             "results_finished": len(finished),
             "results_completed": sum(1 for s in finished.values() if s == "completed"),
             "results_corrected_in_warehouse": len(self.expected.corrected),
@@ -870,7 +934,7 @@ def run_soak(config: SoakConfig) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     lines = ["Scheduled soak summary", ""]
     for key in ("minutes", "seed", "database", "orders_created", "orders_by_kind", "orders_announced_by_webhook",
-                "order_states", "duplicate_pairs", "results_finished", "results_completed",
+                "order_states", "duplicate_pairs", "orders_cancelled_in_ats", "results_finished", "results_completed",
                 "results_corrected_in_warehouse", "results_landed_while_writeback_paused",
                 "newest_result_version_states", "sandbox_faults", "timings",
                 "error"):  # fmt: skip
