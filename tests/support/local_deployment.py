@@ -123,7 +123,12 @@ class LocalCeleryDeployment:
     def _read_compose(self) -> ComposeFile:
         from cryptography.fernet import Fernet
 
-        variables = read_env_file(self.env_example)
+        from kombo_sync.deploy.bootstrap import init_env
+
+        # As a user starts: `.env` from `.env.example` with every `generate-me` replaced by a fresh secret.
+        env_file = self.work_dir / ".env"
+        init_env(self.env_example, env_file, force=True)
+        variables = read_env_file(env_file)
         variables.update(
             {
                 "POSTGRES_USER": self.postgres.user,

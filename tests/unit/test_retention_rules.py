@@ -15,6 +15,7 @@ from kombo_sync.candidate_hash import (
     CandidateHasher,
     SaltTooShort,
     candidate_hasher,
+    matching_hasher,
     normalize_email,
     read_salt,
 )
@@ -24,6 +25,23 @@ from kombo_sync.state.orders import OrderRepository, scrub_order_json
 from kombo_sync.state.store import StateStore
 
 SALT = "unit-test-salt-0123456789"
+
+
+def test_a_short_salt_stops_housekeeping_but_not_the_intake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`generate-me` left in place: the webhook and the intake go on without matching erased orders, and say why."""
+    import kombo_sync.candidate_hash as candidate_hash
+
+    errors: list[str] = []
+    monkeypatch.setattr(candidate_hash.log, "error", lambda msg, *args: errors.append(msg % args))
+    monkeypatch.delenv("AIRFLOW_CONN_KOMBO_ERASURE_SALT", raising=False)
+    monkeypatch.setenv(SALT_ENV, "generate-me")
+    with pytest.raises(SaltTooShort):
+        candidate_hasher(cached=False)
+    assert matching_hasher() is None
+    assert len(errors) == 1 and "shorter than 16 characters" in errors[0] and "generate-me" not in errors[0]
+    monkeypatch.setenv(SALT_ENV, SALT)
+    hasher = matching_hasher()
+    assert hasher is not None and hasher.email_hash("a@b.c") == CandidateHasher(SALT).email_hash("a@b.c")
 
 
 def test_the_hash_is_salted_normalised_and_hides_the_salt() -> None:

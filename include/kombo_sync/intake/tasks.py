@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kombo_sync.candidate_hash import candidate_hasher
+from kombo_sync.candidate_hash import matching_hasher
 from kombo_sync.intake.claims import IntakeOrders
 from kombo_sync.intake.dispatch import dispatch_invitations
 from kombo_sync.intake.poll import poll_orders
@@ -92,7 +92,7 @@ def dispatch_task(context: Mapping[str, Any]) -> dict[str, Any]:
             owner=owner,
             integration_ids=integration_ids,
             dry_run=dry_run,
-            hasher=candidate_hasher(settings.retention.salt_conn_id),
+            hasher=matching_hasher(settings.retention.salt_conn_id),
         )
     return dict(outcome.summary)
 

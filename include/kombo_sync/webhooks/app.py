@@ -49,10 +49,10 @@ def default_deps() -> WebhookDeps:
 
 
 def _candidate_hasher() -> Any:
-    from kombo_sync.candidate_hash import candidate_hasher
+    from kombo_sync.candidate_hash import matching_hasher
     from kombo_sync.settings import load_settings
 
-    return candidate_hasher(load_settings().retention.salt_conn_id)  # cached a minute
+    return matching_hasher(load_settings().retention.salt_conn_id)  # cached a minute
 
 
 def _state_store() -> Any:
