@@ -313,8 +313,8 @@ def send_reminders(
     with ThreadPoolExecutor(config.send_concurrency, thread_name_prefix="kombo-remind") as pool:
         for page in open_orders(store, page_size=config.page_size, integration_ids=integration_ids):
             eligible = [order for order in page if not order.erased and order.invited_at is not None]
-            recorded = log_.recorded_numbers(order.order_id for order in eligible)
             now = store.now()
+            recorded = log_.recorded_numbers((order.order_id for order in eligible), now=now)
             due: list[_Due] = []
             for order in eligible:
                 counts["checked"] += 1

@@ -59,12 +59,20 @@ class ReminderLog:
     def __init__(self, store: StateStore) -> None:
         self.store = store
 
-    def recorded_numbers(self, order_ids: Iterable[str]) -> dict[str, set[int]]:
-        """order id -> the reminder numbers recorded for it (in any state)."""
+    def recorded_numbers(
+        self, order_ids: Iterable[str], *, now: datetime | None = None
+    ) -> dict[str, set[int]]:
+        """order id -> the reminder numbers recorded for it: ended (sent, failed, skipped) or held under a live
+        lease. A claim whose lease ran out (a dead worker's, or a retry whose time has come) is not counted: that
+        reminder is due again and is taken over by the next claim."""
+        now = now or self.store.now()
+        claimable = sa.and_(
+            _row.state == SENDING, sa.or_(_row.lease_expires_at.is_(None), _row.lease_expires_at <= now)
+        )
         found: dict[str, set[int]] = {}
         with self.store.transaction(readonly=True) as conn:
             for batch in chunked(sorted(set(order_ids))):
-                query = sa.select(_row.order_id, _row.number).where(_row.order_id.in_(batch))
+                query = sa.select(_row.order_id, _row.number).where(_row.order_id.in_(batch), ~claimable)
                 for order_id, number in conn.execute(query):
                     found.setdefault(str(order_id), set()).add(int(number))
         return found
@@ -130,6 +138,25 @@ class ReminderLog:
                 ).scalar_one_or_none()
                 if attempts is None:
                     return None
+            # An earlier reminder still waiting for a retry is moot now that a later one goes out.
+            conn.execute(
+                sa.update(reminders)
+                .where(
+                    _row.order_id == order_id,
+                    _row.number < number,
+                    _row.state == SENDING,
+                    sa.or_(
+                        _row.lease_expires_at.is_(None),
+                        _row.lease_expires_at <= now,
+                        _row.lease_owner.is_(None),
+                    ),
+                )
+                .values(
+                    state=SKIPPED,
+                    last_error=f"reminder {number} was due before this one went out",
+                    updated_at=now,
+                )
+            )
         log.info("%s claimed reminder %d of order %s (attempt %d)", owner, number, order_id, attempts)
         return ClaimedReminder(order_id, number, channel, key, int(attempts), owner, expires)
 
