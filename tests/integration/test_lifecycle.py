@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from kombo_sync.console.queries import ConsoleQueries
 from kombo_sync.housekeeping.retention import order_ended_before
 from kombo_sync.lifecycle import expire_orders, send_reminders
 from kombo_sync.lifecycle.job import EXPIRY_LABEL
@@ -105,6 +106,10 @@ def test_platform_never_started_candidate_gets_the_reminders_then_expires(
     with state_store.transaction(readonly=True) as conn:
         ended = conn.execute(sa.select(orders.c.id).where(order_ended_before(state_clock()))).scalars().all()
     assert {silent, erased} <= set(ended)
+    # The console's order page shows the reminders and the expiry.
+    history = ConsoleQueries(state_store).order_history(silent)
+    assert [(r["number"], r["state"]) for r in history.reminders] == [(1, "sent"), (2, "sent")]
+    assert history.orders[0]["expired_at"] is not None
 
 
 def test_a_late_result_queued_before_the_expiry_was_sent_does_not_replace_it(
