@@ -16,6 +16,7 @@ from kombo_sync.housekeeping.retention import order_ended_before
 from kombo_sync.lifecycle import expire_orders, send_reminders
 from kombo_sync.lifecycle.job import EXPIRY_LABEL
 from kombo_sync.reconcile import reconcile_orders
+from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.outbox import ResultOutbox
 from kombo_sync.state.schema import orders
 from kombo_sync.writeback.sender import ORDER_EXPIRED, ResultSender
@@ -194,3 +195,17 @@ def test_a_dry_run_counts_and_changes_nothing(
     assert sent_reminders(state_store) == {}
     assert order_states(state_store)[expiring] == "invited"
     assert platform_standin.admin.invitations()["revoke_requests_by_order"] == {}
+
+
+def test_a_deleted_integrations_orders_are_left_to_the_reconcile(
+    state_store, state_clock, kombo_sandbox, platform_standin
+):
+    settings = lifecycle_settings()
+    invite = channels(settings, platform=platform_standin)
+    integration, (order_id,) = invited_orders(state_store, kombo_sandbox, settings, invite, 1)
+    IntegrationRepository(state_store).mark_deleted(integration)
+    state_clock.advance(days=15)
+    expired, reminded = run_lifecycle(state_store, invite, settings)
+    assert (expired["checked"], reminded["checked"]) == (0, 0)
+    assert order_states(state_store)[order_id] == "invited"
+    assert platform_reminders(platform_standin) == {}

@@ -38,10 +38,11 @@ from kombo_sync.invites import InvitationError, InviterConfigurationError, Invit
 from kombo_sync.invites.base import FINISHED, REMINDER_NOT_NEEDED, REVOCATION_STATUSES
 from kombo_sync.lifecycle.schedule import LifecyclePlan, Plans
 from kombo_sync.settings import PipelineSettings
+from kombo_sync.state.integrations import DELETED
 from kombo_sync.state.orders import INVITED, InvalidTransition, OrderRepository
 from kombo_sync.state.outbox import OutboxEntry, ResultOutbox
 from kombo_sync.state.reminders import FAILED, SKIPPED, ClaimedReminder, ReminderLog
-from kombo_sync.state.schema import orders, result_outbox
+from kombo_sync.state.schema import integrations, orders, result_outbox
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ def open_orders(
 ) -> Iterator[list[OpenOrder]]:
     """Pages of invited orders with no result version in the outbox (finished orders have one), by order id."""
     finished = sa.exists().where(result_outbox.c.order_id == orders.c.id)
+    # A deleted integration's invited orders are the reconcile's (it cancels them): no reminder, no expiry.
+    deleted = sa.exists().where(
+        integrations.c.id == orders.c.integration_id,
+        sa.or_(integrations.c.status == DELETED, integrations.c.deleted_at.is_not(None)),
+    )
     base = (
         sa.select(
             orders.c.id,
@@ -88,7 +94,7 @@ def open_orders(
             orders.c.invitation_url,
             orders.c.erased_at.is_not(None),
         )
-        .where(orders.c.state == INVITED, ~finished)
+        .where(orders.c.state == INVITED, ~finished, ~deleted)
         .order_by(orders.c.id)
         .limit(page_size)
     )
@@ -312,7 +318,11 @@ def send_reminders(
 
     with ThreadPoolExecutor(config.send_concurrency, thread_name_prefix="kombo-remind") as pool:
         for page in open_orders(store, page_size=config.page_size, integration_ids=integration_ids):
-            eligible = [order for order in page if not order.erased and order.invited_at is not None]
+            eligible = [
+                order
+                for order in page
+                if not order.erased and order.invited_at is not None and order.channel is not None
+            ]
             now = store.now()
             recorded = log_.recorded_numbers((order.order_id for order in eligible), now=now)
             due: list[_Due] = []

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from kombo_sync.state._util import chunked, clip, expire_leases_of_earlier_tries
+from kombo_sync.state.orders import INVITED
 from kombo_sync.state.schema import INVITATION_CHANNELS, orders, reminders, result_outbox
 from kombo_sync.state.store import StateStore
 
@@ -39,7 +40,7 @@ def remindable() -> sa.ColumnElement[bool]:
     """An order a reminder may go to: invited, not finished (no result version of any state in the outbox),
     candidate data not erased. Cancelled and expired orders are `cancelled`, so never remindable."""
     finished = sa.exists().where(result_outbox.c.order_id == orders.c.id)
-    return sa.and_(orders.c.state == "invited", ~finished, orders.c.erased_at.is_(None))
+    return sa.and_(orders.c.state == INVITED, ~finished, orders.c.erased_at.is_(None))
 
 
 @dataclass(frozen=True)
