@@ -51,12 +51,14 @@ DAG_IDS = (
     "kombo_result_writeback",
     "kombo_reconcile",
     "kombo_housekeeping",
+    "kombo_lifecycle",
 )
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TRIAL_USER = "admin"
 TRIAL_CATALOG_SCHEDULE = "*/2 * * * *"
 TRIAL_SCHEDULE = "* * * * *"  # the trial's intake and write-back run every minute unless the environment says
 TRIAL_RECONCILE_SCHEDULE = "*/5 * * * *"  # daily in production; in the trial often enough to see it work
+TRIAL_LIFECYCLE_SCHEDULE = "*/5 * * * *"  # hourly in production (reminders and expiry)
 DEFAULT_FINISH_AFTER = 60.0
 
 CUSTOMERS = [
@@ -821,6 +823,8 @@ def trial_env(home: Path, api_port: int, password_file: Path) -> dict[str, str]:
             "KOMBO_CATALOG_SCHEDULE": os.environ.get("KOMBO_CATALOG_SCHEDULE") or TRIAL_CATALOG_SCHEDULE,
             "KOMBO_RECONCILE_SCHEDULE": os.environ.get("KOMBO_RECONCILE_SCHEDULE")
             or TRIAL_RECONCILE_SCHEDULE,
+            "KOMBO_LIFECYCLE_SCHEDULE": os.environ.get("KOMBO_LIFECYCLE_SCHEDULE")
+            or TRIAL_LIFECYCLE_SCHEDULE,
         }
     )
     return env
@@ -831,7 +835,7 @@ def cli_line(env: dict[str, str]) -> str:
     keys = ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
             "AIRFLOW__CORE__LOAD_EXAMPLES", "KOMBO_SYNC_HOME", "KOMBO_INTAKE_SCHEDULE",
             "KOMBO_WRITEBACK_SCHEDULE", "KOMBO_CATALOG_SCHEDULE", "KOMBO_RECONCILE_SCHEDULE",
-            "PYTHONPATH")  # fmt: skip
+            "KOMBO_LIFECYCLE_SCHEDULE", "PYTHONPATH")  # fmt: skip
     assignments = " ".join(f"{key}={shlex.quote(env[key])}" for key in keys)
     return f'export {assignments} PATH={shlex.quote(str(BIN))}:"$PATH"'
 
@@ -1034,13 +1038,13 @@ The local trial is up ({time.monotonic() - started:.0f} s after the api-server s
   Kombo sandbox http://127.0.0.1:{ports["kombo"]}/v1 (admin API /_sandbox, key {keys.api_key})
   Platform      http://127.0.0.1:{ports["platform"]} (admin API /_platform); SMTP mailbox {home / "mailbox"}
   Webhooks      {base_url}/kombo/webhooks, signed with this run's fresh secret (connection kombo_webhook)
-  Schedules     intake '{env["KOMBO_INTAKE_SCHEDULE"]}', write-back '{env["KOMBO_WRITEBACK_SCHEDULE"]}', catalog '{env["KOMBO_CATALOG_SCHEDULE"]}', reconcile '{env["KOMBO_RECONCILE_SCHEDULE"]}' (UTC cron)
+  Schedules     intake '{env["KOMBO_INTAKE_SCHEDULE"]}', write-back '{env["KOMBO_WRITEBACK_SCHEDULE"]}', catalog '{env["KOMBO_CATALOG_SCHEDULE"]}', reconcile '{env["KOMBO_RECONCILE_SCHEDULE"]}', lifecycle '{env["KOMBO_LIFECYCLE_SCHEDULE"]}' (UTC cron)
   Candidates    finish {finish_after:.0f} s after their invitation (platform and e-mail), results flow back
   Processes     api-server, scheduler, dag-processor, triggerer: one that dies is restarted, and said here
   Logs          {home / "logs"}
 
 What to look at next:
-  1. The DAGs: {base_url}/dags (five kombo_* DAGs, unpaused; trigger kombo_housekeeping with erase_emails to erase a candidate)
+  1. The DAGs: {base_url}/dags (six kombo_* DAGs, unpaused; trigger kombo_housekeeping with erase_emails to erase a candidate)
   2. The Kombo connections: {base_url}/connections (edit one there: the next task uses the new value)
   3. The runs: {base_url}/dags/kombo_order_intake/runs and {base_url}/dags/kombo_result_writeback/runs;
      results written back: curl -s 'http://127.0.0.1:{ports["kombo"]}/_sandbox/orders' | python -m json.tool

@@ -3,7 +3,10 @@
 `POST /api/invitations` invites a candidate (idempotent on the Kombo order id);
 `POST /api/invitations/{order_id}/revoke` withdraws it (idempotent: a repeat answers 200 with
 `already_revoked: true`; an unknown order 404 `not_found`; a candidate who already finished 409
-`invitation_finished`, with the invitation's status). Simulated candidates finish (`POST /_platform/simulate`, or `--finish-after` seconds) and their results land in the warehouse table
+`invitation_finished`, with the invitation's status);
+`POST /api/invitations/{order_id}/remind` reminds the candidate (idempotent on the `Idempotency-Key`, one
+reminder per key: a repeat answers 200 with the same reminder and `repeated: true`; an unknown order 404
+`not_found`; a revoked invitation 409 `invitation_revoked`, a finished one 409 `invitation_finished`). Simulated candidates finish (`POST /_platform/simulate`, or `--finish-after` seconds) and their results land in the warehouse table
 `assessment_results` (see `sandbox.warehouse`), where the pipeline's write-back job reads them.
 """
 
@@ -119,6 +122,9 @@ class PlatformState:
         self.creations: Counter[str] = Counter()
         self.revoke_requests: Counter[str] = Counter()
         self.revocations: Counter[str] = Counter()
+        self.remind_requests: Counter[str] = Counter()
+        self.reminders: dict[str, dict[str, Any]] = {}  # idempotency key -> the reminder
+        self.reminder_creations: Counter[str] = Counter()  # per idempotency key
 
     def invite(self, make: Any, order_id: str, idempotent: bool) -> tuple[Invitation, bool]:
         with self._lock:
@@ -146,6 +152,31 @@ class PlatformState:
             self.revocations[order_id] += 1
             return invitation, True
 
+    def remind(
+        self, order_id: str, key: str, number: int | None, make_id: Any
+    ) -> tuple[Invitation | None, dict[str, Any] | None, bool]:
+        """(invitation, reminder, created): the reminder under ``key`` (created by this call or an earlier one);
+        no reminder when the order has no open invitation (None, or an invitation that is not `invited`)."""
+        with self._lock:
+            self.remind_requests[order_id] += 1
+            invitation = self.by_order.get(order_id)
+            existing = self.reminders.get(key)
+            if existing is not None:
+                return invitation, existing, False
+            if invitation is None or invitation.status != "invited":
+                return invitation, None, False
+            reminder = {
+                "reminder_id": make_id(),
+                "order_id": order_id,
+                "invitation_id": invitation.invitation_id,
+                "number": number,
+                "idempotency_key": key,
+                "sent_at": iso_ms(utc_now()),
+            }
+            self.reminders[key] = reminder
+            self.reminder_creations[key] += 1
+            return invitation, reminder, True
+
     def pending(self, order_ids: set[str] | None = None, older_than: float | None = None) -> list[Invitation]:
         with self._lock:
             return [
@@ -172,6 +203,14 @@ class PlatformState:
                 "duplicates": sorted(order_id for order_id, count in self.creations.items() if count > 1),
                 "revoke_requests_by_order": dict(self.revoke_requests),
                 "revocations_by_order": dict(self.revocations),
+                "remind_requests_by_order": dict(self.remind_requests),
+                "reminders": [dict(reminder) for reminder in self.reminders.values()],
+                "reminders_by_order": dict(
+                    Counter(reminder["order_id"] for reminder in self.reminders.values())
+                ),
+                "reminder_duplicates": sorted(
+                    key for key, count in self.reminder_creations.items() if count > 1
+                ),
             }
 
 
@@ -283,6 +322,12 @@ class RevokeIn(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
+class RemindIn(BaseModel):
+    order_id: str | None = None
+    number: int | None = Field(default=None, ge=1, le=100)
+    idempotency_key: str | None = Field(default=None, max_length=300)
+
+
 class SimulateIn(BaseModel):
     count: int | None = Field(default=None, ge=0, description="default: every invited candidate")
     order_ids: list[str] | None = None
@@ -383,6 +428,45 @@ async def revoke_invitation(request: Request, order_id: str) -> JSONResponse:
             status_code=409,
         )
     return JSONResponse(invitation.revoke_view(already=not revoked), status_code=200)
+
+
+@api.post("/api/invitations/{order_id}/remind")
+async def remind_candidate(request: Request, order_id: str) -> JSONResponse:
+    """Remind the candidate of an open invitation. Idempotent on the `Idempotency-Key` (or the body's
+    `idempotency_key`): one reminder per key, a repeat answers 200 with the same reminder (`repeated: true`)."""
+    runtime = _runtime(request)
+    if (refused := _unauthorized(request)) is not None:
+        return refused
+    raw = await request.body()
+    try:
+        spec = RemindIn.model_validate_json(raw) if raw.strip() else RemindIn()
+    except ValidationError as exc:
+        fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
+        return JSONResponse({"error": "invalid_request", "fields": fields}, status_code=422)
+    key = request.headers.get("idempotency-key") or spec.idempotency_key
+    if not key:
+        return JSONResponse({"error": "invalid_request", "fields": ["idempotency_key"]}, status_code=422)
+    invitation, reminder, created = runtime.state.remind(
+        order_id, key, spec.number, lambda: f"rem_{runtime.ids.new(20)}"
+    )
+    if reminder is not None:
+        return JSONResponse(
+            {**reminder, "status": "sent", "repeated": not created}, status_code=201 if created else 200
+        )
+    if invitation is None:
+        return JSONResponse(
+            {"error": "not_found", "message": "No invitation for this order."}, status_code=404
+        )
+    error = "invitation_revoked" if invitation.status == "revoked" else "invitation_finished"
+    return JSONResponse(
+        {
+            "error": error,
+            "message": "No reminder: the invitation is no longer open.",
+            "status": invitation.status,
+            "invitation_id": invitation.invitation_id,
+        },
+        status_code=409,
+    )
 
 
 @api.get("/assessments/{invitation_id}", response_class=HTMLResponse)

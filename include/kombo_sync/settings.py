@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -218,6 +218,39 @@ class RetentionSettings(_Section):
     batch_size: int = Field(default=500, ge=1, le=5000)
 
 
+# Reminders after the invitation and expiry (docs/lifecycle.md). Days may be fractions (0.5 = 12 hours).
+_Days = Annotated[float, Field(gt=0, le=3660)]
+
+
+class LifecycleOverrides(_Section):
+    # None: inherit; [] switches reminders off for this integration or package.
+    reminder_days: list[_Days] | None = None
+    # None: inherit; 0 switches expiry off for this integration or package.
+    expiry_days: float | None = Field(default=None, ge=0, le=3660)
+
+
+class LifecycleSettings(_Section):
+    # Days after the invitation at which a candidate without a result is reminded; [] or `reminders: false`: off.
+    reminders: bool = True
+    reminder_days: list[_Days] = Field(default_factory=lambda: [2.0, 5.0])
+    # Days after the invitation without a result after which the order expires (written back CANCELLED, the
+    # invitation revoked); 0: orders never expire.
+    expiry_days: float = Field(default=14.0, ge=0, le=3660)
+    # Overrides by package id and by integration id (the package's wins, then the integration's, then these).
+    packages: dict[str, LifecycleOverrides] = Field(default_factory=dict)
+    integrations: dict[str, LifecycleOverrides] = Field(default_factory=dict)
+    # The result written back for an expired order needs a URL: the invitation's link, else this.
+    expiry_result_url: str | None = None
+    # A reminder's claim is a lease, like an invitation's.
+    lease_seconds: int = Field(default=300, ge=10, le=TEN_YEARS_SECONDS)
+    # Invited orders read from the state store per page.
+    page_size: int = Field(default=500, ge=1)
+    send_concurrency: int = Field(default=8, ge=1)
+    # A reminder the channel could not take is tried again after this long (doubling), at most max_attempts.
+    retry_backoff_seconds: int = Field(default=300, ge=0, le=TEN_YEARS_SECONDS)
+    max_attempts: int = Field(default=5, ge=1)
+
+
 class PipelineSettings(_Section):
     kombo_conn_id: str = "kombo_default"
     state_conn_id: str = "kombo_state"
@@ -229,6 +262,7 @@ class PipelineSettings(_Section):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
 
     def resolve_path(self, relative: str) -> Path:
         """Paths in the file are relative to the project root unless absolute."""
@@ -252,7 +286,7 @@ def _load(path: str, mtime: float) -> PipelineSettings:
     if not isinstance(raw, dict):
         raise SettingsError(
             f"settings file {file}: the top level must be a mapping of sections "
-            f"(catalog, intake, writeback, webhook, alerts), not {type(raw).__name__}"
+            f"(catalog, intake, writeback, reconcile, webhook, alerts, retention, lifecycle), not {type(raw).__name__}"
         )
     try:
         return PipelineSettings.model_validate(raw)

@@ -14,6 +14,7 @@ EXPECTED_DAGS = {
     "kombo_result_writeback",
     "kombo_reconcile",
     "kombo_housekeeping",
+    "kombo_lifecycle",
 }
 
 

@@ -59,6 +59,7 @@ def test_astro_dag_integrity_test_passes_here():
         "kombo_result_writeback.py",
         "kombo_reconcile.py",
         "kombo_housekeeping.py",
+        "kombo_lifecycle.py",
     }
     found = {Path(path).name for path in results}
     assert expected <= found, f"Astro's test did not see {expected - found}"

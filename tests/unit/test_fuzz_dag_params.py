@@ -1,4 +1,4 @@
-"""The five DAGs' params as a trigger form or a JSON conf may hand them: read as meant, or a `ParamError` naming
+"""The six DAGs' params as a trigger form or a JSON conf may hand them: read as meant, or a `ParamError` naming
 the param (final: a retry would read the same conf), never a TypeError, OverflowError or a bare ValueError."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from kombo_sync.catalog.plan import SyncOptions
 from kombo_sync.housekeeping import tasks as housekeeping_tasks
 from kombo_sync.intake import tasks as intake_tasks
+from kombo_sync.lifecycle import tasks as lifecycle_tasks
 from kombo_sync.reconcile import tasks as reconcile_tasks
 from kombo_sync.runs import ParamError, RunInfo
 from kombo_sync.storable import text_problem
@@ -23,7 +24,7 @@ from tests.support.fuzz import COUNTS, fuzz_settings, hostile_values, tried
 pytestmark = pytest.mark.filterwarnings(
     "ignore::hypothesis.errors.HypothesisWarning"
 )  # long reprs, on purpose
-NAME = "DAG params: every param of the five DAGs"
+NAME = "DAG params: every param of the six DAGs"
 PARAMS = ("integration_ids", "order_ids", "dry_run", "repoll", "force", "allow_shrink", "replay_dead_letters",
           "date_from", "date_to", "erase_emails", "erase_reason")  # fmt: skip
 form_values = st.one_of(
@@ -54,6 +55,7 @@ def test_params_are_read_as_meant_or_refused_by_name(params):
         lambda: reconcile_tasks._params(_info(params)),
         lambda: writeback_tasks._params(_info(params)),
         lambda: housekeeping_tasks._params(_info(params)),
+        lambda: lifecycle_tasks._params(_info(params)),
         lambda: SyncOptions.from_params(params),
     ):
         try:

@@ -193,6 +193,7 @@ def create_console_app(queries_factory: Callable[[], Any] | None = None) -> Fast
             show_candidates=show,
             order_columns=_visible(COLUMNS["orders"], show),
             invitation_columns=COLUMNS["invitations"],
+            reminder_columns=COLUMNS["reminders"],
             webhook_columns=COLUMNS["webhooks"],
             version_columns=COLUMNS["versions"],
         )

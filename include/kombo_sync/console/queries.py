@@ -26,6 +26,7 @@ from kombo_sync.state.schema import (
     orders,
     poll_coverage,
     quarantine,
+    reminders,
     result_outbox,
     webhook_events,
 )
@@ -108,6 +109,7 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("channel", "Channel"),
         ("received_at", "Received"),
         ("invited_at", "Invited"),
+        ("expired_at", "Expired"),
         ("updated_at", "Updated"),
     ),
     "invitations": (
@@ -116,6 +118,18 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("external_id", "Invitation id"),
         ("sent_at", "Sent"),
         ("attempt", "Attempt"),
+    ),
+    # Reminders sent (or tried) after the invitation (kombo_sync.lifecycle).
+    "reminders": (
+        ("order_id", "Order"),
+        ("number", "Reminder"),
+        ("channel", "Channel"),
+        ("state", "State"),
+        ("external_id", "Reminder id"),
+        ("attempts", "Attempts"),
+        ("last_error", "Last error"),
+        ("due_at", "Due"),
+        ("sent_at", "Sent"),
     ),
     "versions": (
         ("order_id", "Order"),
@@ -184,6 +198,7 @@ class OrderHistory:
     term: str
     orders: list[dict[str, Any]] = field(default_factory=list)
     invitations: list[dict[str, Any]] = field(default_factory=list)
+    reminders: list[dict[str, Any]] = field(default_factory=list)
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -459,7 +474,7 @@ class ConsoleQueries:
 
     def order_history(self, term: str, *, with_candidates: bool = False) -> OrderHistory:
         """The orders whose Kombo order id, invitation id or ATS application id is `term` (each an index
-        lookup), with their invitations, webhook events and result versions (Kombo's answers included)."""
+        lookup), with their invitations, reminders, webhook events and result versions (Kombo's answers included)."""
         term = term.strip()
         history = OrderHistory(term)
         if not term:
@@ -479,6 +494,7 @@ class ConsoleQueries:
             orders.c.channel,
             orders.c.received_at,
             orders.c.invited_at,
+            orders.c.expired_at,
             orders.c.updated_at,
         ]
         if with_candidates:
@@ -515,6 +531,14 @@ class ConsoleQueries:
                         invitations.c.sent_at,
                         invitations.c.attempt,
                     ).where(invitations.c.order_id.in_(order_ids))
+                ).mappings()
+            ]
+            history.reminders = [
+                dict(row)
+                for row in conn.execute(
+                    sa.select(*(reminders.c[name] for name, _title in COLUMNS["reminders"]))
+                    .where(reminders.c.order_id.in_(order_ids))
+                    .order_by(reminders.c.order_id, reminders.c.number)
                 ).mappings()
             ]
             events = conn.execute(

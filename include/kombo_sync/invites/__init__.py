@@ -3,7 +3,8 @@
 ``Inviters`` builds each channel once per task from its Airflow connection (``kombo_platform``,
 ``kombo_smtp``) and hands out the one configured for an integration (per-integration override in
 ``pipeline.yaml``, then the registry's ``invitation_channel``, then ``intake.channel``). ``Inviters.revoker``
-hands out the channel that withdraws an invitation (the e-mail one needs no connection: it cannot).
+hands out the channel that withdraws an invitation (the e-mail one needs no connection: it cannot), and
+``Inviters.reminder`` the one that reminds a candidate (the same channel as the invitation's).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from kombo_sync.invites.base import (
     InvitationResult,
     Inviter,
     PermanentInvitationError,
+    Reminder,
+    ReminderRequest,
+    ReminderResult,
     RetriableInvitationError,
     RevocationResult,
     Revoker,
@@ -39,6 +43,9 @@ __all__ = [
     "InviterConfigurationError",
     "Inviters",
     "PermanentInvitationError",
+    "Reminder",
+    "ReminderRequest",
+    "ReminderResult",
     "RetriableInvitationError",
     "RevocationResult",
     "Revoker",
@@ -126,6 +133,16 @@ class Inviters:
         inviter = self.get(channel)
         if not isinstance(inviter, Revoker):
             raise InviterConfigurationError(f"channel {channel!r} ({type(inviter).__name__}) cannot revoke")
+        return inviter
+
+    def reminder(self, channel: str | None) -> Reminder:
+        """The channel that reminds a candidate invited through ``channel`` (raises InviterConfigurationError
+        when its connection is missing or it cannot remind)."""
+        if channel not in CHANNELS:
+            raise InviterConfigurationError(f"unknown invitation channel {channel!r}; use one of {CHANNELS}")
+        inviter = self.get(channel)
+        if not isinstance(inviter, Reminder):
+            raise InviterConfigurationError(f"channel {channel!r} ({type(inviter).__name__}) cannot remind")
         return inviter
 
     def channel_for(self, integration_id: str, registry_channel: str | None = None) -> str:

@@ -10,12 +10,17 @@ candidate's e-mail, name or phone, so both are safe to log and to store as the o
 A channel also answers ``revoke(order_id, reason)`` (``Revoker``) when an order leaves OPEN in the ATS: the
 platform withdraws the invitation (idempotent: revoking twice is a clear answer, not an error); e-mail cannot
 take a message back and answers ``not_revocable``. Transport failures raise the same two errors.
+
+A channel also reminds a candidate who has not finished (``Reminder``): ``remind(request, idempotency_key)``
+with the key ``<order id>:reminder:<number>``; the platform creates at most one reminder per key, the e-mail
+channel derives the reminder's ``Message-ID`` from the order id and the number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 CHANNEL_PLATFORM = "platform"
@@ -191,4 +196,50 @@ class Revoker(Protocol):
     def revoke(self, order_id: str, reason: str) -> RevocationResult:
         """Withdraw the invitation created for ``order_id``; raise Retriable/PermanentInvitationError when the
         channel gives no definite answer."""
+        ...
+
+
+# What a reminder call found (``ReminderResult.status``).
+REMINDER_SENT = (
+    "sent"  # this call sent it, or an earlier call with the same key did (the platform deduplicates)
+)
+REMINDER_NOT_NEEDED = "not_needed"  # the channel holds no open invitation (finished, revoked, unknown)
+REMINDER_STATUSES = (REMINDER_SENT, REMINDER_NOT_NEEDED)
+
+
+@dataclass(frozen=True)
+class ReminderResult:
+    """A channel's definite answer to a reminder; ``detail`` is short and free of candidate data."""
+
+    status: str
+    channel: str
+    external_id: str | None = None
+    detail: str | None = None
+    repeated: bool = False  # the platform answered a repeat of the same key
+
+
+@dataclass(frozen=True)
+class ReminderRequest:
+    """What a channel needs to remind one candidate; candidate fields stay out of ``repr`` (and logs)."""
+
+    order_id: str
+    integration_id: str
+    package_id: str
+    number: int
+    link: str | None = None  # the invitation's link
+    expires_at: datetime | None = None
+    package_name: str | None = None
+    job_name: str | None = None
+    candidate_email: str | None = field(default=None, repr=False)
+    candidate_first_name: str | None = field(default=None, repr=False)
+
+
+@runtime_checkable
+class Reminder(Protocol):
+    """A channel that can remind a candidate of an open invitation (idempotent per key, thread-safe)."""
+
+    channel: str
+
+    def remind(self, request: ReminderRequest, idempotency_key: str) -> ReminderResult:
+        """Send the reminder; raise Retriable/PermanentInvitationError when the channel gives no definite answer."""
         ...

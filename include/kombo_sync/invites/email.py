@@ -5,6 +5,11 @@ derived from the Kombo order id (``<kombo-invitation.<order id>@<sender domain>>
 crash between the server's "250 accepted" and the state store's commit carries the same ``Message-ID`` and can
 be recognised (and is, by many mail systems, folded into one). See docs/intake.md, "the SMTP window".
 
+A reminder (``remind``) is rendered from the reminder templates beside the invitation's
+(``reminder_subject.txt.j2``, ``reminder_email.txt.j2``, ``reminder_email.html.j2``) and carries the
+``Message-ID`` ``<kombo-reminder-<number>.<order id>@<sender domain>>``, the same for every attempt, so a
+duplicate caused by a crash in the same window is recognisable like the invitation's.
+
 A sent e-mail cannot be taken back: ``revoke`` (``EmailRevoker``, which needs no connection) answers
 ``not_revocable``; the reconcile job then only marks the order cancelled, so no reminder goes out for it.
 
@@ -35,9 +40,12 @@ from kombo_sync.connections import connection_extras
 from kombo_sync.invites.base import (
     CHANNEL_EMAIL,
     NOT_REVOCABLE,
+    REMINDER_SENT,
     InvitationOrder,
     InvitationResult,
     PermanentInvitationError,
+    ReminderRequest,
+    ReminderResult,
     RetriableInvitationError,
     RevocationResult,
 )
@@ -47,13 +55,17 @@ log = logging.getLogger(__name__)
 SUBJECT_TEMPLATE = "invitation_subject.txt.j2"
 TEXT_TEMPLATE = "invitation_email.txt.j2"
 HTML_TEMPLATE = "invitation_email.html.j2"
+INVITATION_TEMPLATES = (SUBJECT_TEMPLATE, TEXT_TEMPLATE, HTML_TEMPLATE)
+REMINDER_TEMPLATES = ("reminder_subject.txt.j2", "reminder_email.txt.j2", "reminder_email.html.j2")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
-def message_id_for(order_id: str, domain: str) -> str:
-    """The invitation's ``Message-ID``: the same for every attempt at the same order."""
+def message_id_for(order_id: str, domain: str, *, reminder: int | None = None) -> str:
+    """The invitation's ``Message-ID`` (or reminder ``reminder``'s): the same for every attempt at the same order
+    (and number)."""
     local = order_id if _SAFE_ID.match(order_id) else hashlib.sha256(order_id.encode()).hexdigest()[:40]
-    return f"<kombo-invitation.{local}@{domain}>"
+    kind = "kombo-invitation" if reminder is None else f"kombo-reminder-{int(reminder)}"
+    return f"<{kind}.{local}@{domain}>"
 
 
 def assessment_link(template: str, order: InvitationOrder) -> str:
@@ -73,10 +85,12 @@ class RenderedInvitation:
 
 
 class InvitationTemplates:
-    """The three Jinja2 templates the team owns (subject, plain text, HTML), loaded from one directory."""
+    """The three Jinja2 templates the team owns (subject, plain text, HTML), loaded from one directory: the
+    invitation's by default, ``names=REMINDER_TEMPLATES`` for the reminder."""
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, names: tuple[str, str, str] = INVITATION_TEMPLATES) -> None:
         self.directory = Path(directory)
+        self.names = names
         self._env = Environment(
             loader=FileSystemLoader(str(self.directory)),
             autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
@@ -86,13 +100,14 @@ class InvitationTemplates:
 
     def render(self, context: dict[str, Any]) -> RenderedInvitation:
         try:
-            subject = self._env.get_template(SUBJECT_TEMPLATE).render(context)
-            text = self._env.get_template(TEXT_TEMPLATE).render(context)
-            html = self._env.get_template(HTML_TEMPLATE).render(context)
+            subject_name, text_name, html_name = self.names
+            subject = self._env.get_template(subject_name).render(context)
+            text = self._env.get_template(text_name).render(context)
+            html = self._env.get_template(html_name).render(context)
         except TemplateError as exc:
             # A broken template fails every order alike: retriable, so fixing the file lets them through.
             raise RetriableInvitationError(
-                f"invitation template error in {self.directory}: {type(exc).__name__}: {exc}",
+                f"e-mail template error in {self.directory}: {type(exc).__name__}: {exc}",
                 channel=CHANNEL_EMAIL,
                 code="TEMPLATE_ERROR",
             ) from exc
@@ -137,6 +152,7 @@ class EmailInviter:
         self.starttls = starttls
         self.timeout = timeout
         self.domain = from_email.rsplit("@", 1)[1]
+        self._reminder_templates: InvitationTemplates | None = None
 
     def __repr__(self) -> str:
         return f"EmailInviter(host={self.host!r}, port={self.port})"
@@ -203,6 +219,61 @@ class EmailInviter:
 
     def send(self, order: InvitationOrder, idempotency_key: str) -> InvitationResult:
         message, link = self.build_message(order, idempotency_key)
+        message_id = self._deliver(message)
+        log.info("invitation e-mail for order %s accepted by %s:%s", idempotency_key, self.host, self.port)
+        return InvitationResult(external_id=message_id, url=link, channel=CHANNEL_EMAIL)
+
+    def build_reminder(self, request: ReminderRequest) -> EmailMessage:
+        """The multipart reminder message (raises PermanentInvitationError for a malformed address)."""
+        templates = self._reminder_templates
+        if templates is None:
+            templates = self._reminder_templates = InvitationTemplates(
+                self.templates.directory, names=REMINDER_TEMPLATES
+            )
+        rendered = templates.render(
+            {
+                "first_name": (request.candidate_first_name or "").strip(),
+                "job_title": (request.job_name or "").strip(),
+                "package_name": request.package_name or request.package_id,
+                "link": request.link or assessment_link(self.url_template, request),  # type: ignore[arg-type]
+                "sender_name": self.from_name or self.domain,
+                "reminder_number": request.number,
+                "expires_on": request.expires_at.strftime("%d %B %Y") if request.expires_at else "",
+            }
+        )
+        message = self._envelope(request.candidate_email, rendered)
+        message["Message-ID"] = message_id_for(request.order_id, self.domain, reminder=request.number)
+        message["X-Kombo-Order-Id"] = request.order_id
+        message["X-Kombo-Reminder"] = str(request.number)
+        return message
+
+    def remind(self, request: ReminderRequest, idempotency_key: str) -> ReminderResult:
+        """Send reminder ``request.number`` by e-mail (SMTP cannot deduplicate: see the module docstring)."""
+        message_id = self._deliver(self.build_reminder(request))
+        log.info("reminder %s e-mail for order %s accepted by %s:%s", request.number, request.order_id,
+                 self.host, self.port)  # fmt: skip
+        return ReminderResult(REMINDER_SENT, CHANNEL_EMAIL, external_id=message_id)
+
+    def _envelope(self, to: str | None, rendered: RenderedInvitation) -> EmailMessage:
+        message = EmailMessage()
+        try:
+            message["To"] = Address(addr_spec=to or "")
+        except (ValueError, IndexError, MessageError) as exc:
+            raise PermanentInvitationError(
+                "candidate e-mail address is malformed", channel=CHANNEL_EMAIL, code="BAD_ADDRESS"
+            ) from exc
+        message["From"] = Address(display_name=self.from_name or "", addr_spec=self.from_email)
+        if self.reply_to:
+            message["Reply-To"] = self.reply_to
+        message["Subject"] = rendered.subject
+        message["Date"] = formatdate(localtime=False)
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(rendered.text)
+        message.add_alternative(rendered.html, subtype="html")
+        return message
+
+    def _deliver(self, message: EmailMessage) -> str:
+        """Send over a fresh SMTP session; the message's ``Message-ID``, or Retriable/PermanentInvitationError."""
         message_id = str(message["Message-ID"])
         try:
             smtp = self._connect()
@@ -233,8 +304,7 @@ class EmailInviter:
         if refused:
             codes = [code for code, _ in refused.values()]
             raise _from_code(min(codes), "recipient refused")
-        log.info("invitation e-mail for order %s accepted by %s:%s", idempotency_key, self.host, self.port)
-        return InvitationResult(external_id=message_id, url=link, channel=CHANNEL_EMAIL)
+        return message_id
 
     def revoke(self, order_id: str, reason: str) -> RevocationResult:
         """An e-mail cannot be taken back (see ``EmailRevoker``)."""

@@ -10,6 +10,12 @@ idempotent: a repeat answers 200 with ``already_revoked``, an unknown order 404,
 409 ``invitation_finished``; each is a definite answer (``RevocationResult``), so a run killed after revoking
 and before recording converges on the next run by simply revoking again.
 
+``POST {base}/api/invitations/{order_id}/remind`` reminds the candidate, with the idempotency key
+``<order id>:reminder:<number>`` (header ``Idempotency-Key``, and ``number`` in the body): the platform sends at
+most one reminder per key and answers a repeat 200 with the same reminder, so a re-send after a crash is
+harmless. 404 (no invitation) and 409 ``invitation_finished`` / ``invitation_revoked`` mean no reminder is
+needed: definite answers too.
+
 Connection ``kombo_platform`` (HTTP): host = base URL, password = bearer token, extras ``timeout`` (s, default
 15) and ``path`` (default ``/api/invitations``).
 """
@@ -29,10 +35,14 @@ from kombo_sync.invites.base import (
     CHANNEL_PLATFORM,
     FINISHED,
     NOT_FOUND,
+    REMINDER_NOT_NEEDED,
+    REMINDER_SENT,
     REVOKED,
     InvitationOrder,
     InvitationResult,
     PermanentInvitationError,
+    ReminderRequest,
+    ReminderResult,
     RetriableInvitationError,
     RevocationResult,
 )
@@ -172,6 +182,11 @@ class PlatformInviter:
         log.info("platform invitation %s for order %s (HTTP %s)", invitation_id, idempotency_key, status)
         return InvitationResult(external_id=str(invitation_id), url=str(url), channel=self.channel)
 
+    def remind(self, request: ReminderRequest, idempotency_key: str) -> ReminderResult:
+        """Remind the candidate (idempotent per key); raises RetriableInvitationError when there is no definite
+        answer and PermanentInvitationError when the platform refuses the call itself."""
+        return remind(self, request, idempotency_key)
+
     def revoke(self, order_id: str, reason: str) -> RevocationResult:
         """Withdraw the order's invitation (idempotent); raises RetriableInvitationError when there is no
         definite answer and PermanentInvitationError when the platform refuses the call itself."""
@@ -217,6 +232,65 @@ class PlatformInviter:
         result = ALREADY_REVOKED if body.get("already_revoked") else REVOKED
         log.info("platform invitation of order %s: %s (HTTP %s)", order_id, result, status)
         return RevocationResult(result, self.channel, external_id=_text(body.get("invitation_id")))
+
+
+_NO_REMINDER_NEEDED = frozenset({"invitation_finished", "invitation_revoked"})
+
+
+def _post(
+    inviter: PlatformInviter, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> httpx.Response:
+    try:
+        return inviter._client().post(path, json=body, headers=headers)
+    except httpx.TimeoutException as exc:
+        raise RetriableInvitationError(
+            f"platform timed out after {inviter.timeout:g} s", channel=inviter.channel, code="TIMEOUT"
+        ) from exc
+    except httpx.TransportError as exc:
+        raise RetriableInvitationError(
+            f"platform unreachable ({type(exc).__name__})", channel=inviter.channel, code="UNAVAILABLE"
+        ) from exc
+
+
+def remind(inviter: PlatformInviter, request: ReminderRequest, idempotency_key: str) -> ReminderResult:
+    """The platform's reminder call (``PlatformInviter.remind``)."""
+    path = f"{inviter.path}/{quote(request.order_id, safe='')}/remind"
+    response = _post(
+        inviter,
+        path,
+        {"order_id": request.order_id, "number": request.number, "idempotency_key": idempotency_key},
+        {"Idempotency-Key": idempotency_key},
+    )
+    status = response.status_code
+    body = _json_object(response)
+    if status == 404:
+        return ReminderResult(
+            REMINDER_NOT_NEEDED, inviter.channel, detail="the platform has no invitation for it"
+        )
+    if status == 409 and body.get("error") in _NO_REMINDER_NEEDED:
+        state = str(body.get("status") or body.get("error"))[:32]
+        return ReminderResult(REMINDER_NOT_NEEDED, inviter.channel, detail=f"the invitation is {state}")
+    if status >= 500 or status in _RETRIABLE_STATUSES:
+        raise RetriableInvitationError(
+            f"platform answered HTTP {status}{_detail(response)}", channel=inviter.channel, code=str(status)
+        )
+    if status >= 400:
+        raise PermanentInvitationError(
+            f"platform refused the reminder: HTTP {status}{_detail(response)}",
+            channel=inviter.channel,
+            code=str(status),
+        )
+    reminder_id = body.get("reminder_id") or body.get("id")
+    if not reminder_id:
+        raise RetriableInvitationError(
+            f"platform answered HTTP {status} without a reminder id",
+            channel=inviter.channel,
+            code="BAD_RESPONSE",
+        )
+    log.info("platform reminder %s of order %s (HTTP %s)", request.number, request.order_id, status)
+    return ReminderResult(
+        REMINDER_SENT, inviter.channel, external_id=_text(reminder_id), repeated=bool(body.get("repeated"))
+    )
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

@@ -17,7 +17,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from kombo_sync.state._util import chunked, clip, expire_leases_of_earlier_tries, from_row, to_jsonable
-from kombo_sync.state.schema import INVITATION_CHANNELS, ORDER_SEEN_VIA, ORDER_STATES, invitations, orders
+from kombo_sync.state.schema import (
+    INVITATION_CHANNELS,
+    ORDER_SEEN_VIA,
+    ORDER_STATES,
+    invitations,
+    orders,
+    result_outbox,
+)
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,8 @@ TRANSITIONS: dict[str, Transition] = {
         Transition("mark_cancelled", frozenset({RECEIVED, INVITING}), CANCELLED),
         # After the invitation: only the reconcile job, once the channel has revoked it (or cannot).
         Transition("cancel_invitation", frozenset({INVITED}), CANCELLED),
+        # No result in time: only the lifecycle job, after revoking, with the expiry result in the outbox.
+        Transition("expire", frozenset({INVITED}), CANCELLED),
     )
 }
 
@@ -147,6 +156,9 @@ class OrderRecord:
     # Candidate data erased (kombo_sync.state.erasures): when, and the salted hash of the e-mail that stays.
     candidate_email_hash: str | None = None
     erased_at: datetime | None = None
+    # Expired without a result (kombo_sync.lifecycle): when, and the hash of the CANCELLED result written back.
+    expired_at: datetime | None = None
+    expiry_payload_hash: str | None = None
 
 
 # What an erased order keeps of Kombo's order (kombo_sync.state.erasures): ids, package, status, the job's name.
@@ -500,6 +512,32 @@ class OrderRepository:
         """invited -> cancelled: the order left OPEN in the ATS after its invitation went out. The caller revokes
         the invitation first (idempotently), so a crash in between is repaired by doing both again."""
         return self._transition(order_id, "cancel_invitation", {"last_error": clip(reason)}, conn=conn)
+
+    def expire(
+        self, order_id: str, *, reason: str, payload_hash: str, now: datetime, conn: Connection | None = None
+    ) -> bool:
+        """invited -> cancelled because no result came in time (``expired_at``, the hash of the CANCELLED result
+        the caller enqueues in the same transaction). Only while the order has no result version at all: a
+        result that arrived meanwhile wins. The caller revokes the invitation first, like ``cancel_invitation``."""
+        no_result = ~sa.exists().where(result_outbox.c.order_id == orders.c.id)
+        return self._transition(
+            order_id,
+            "expire",
+            {"last_error": clip(reason), "expired_at": now, "expiry_payload_hash": payload_hash},
+            fence=no_result,
+            conn=conn,
+        )
+
+    def expiry_payload_hashes(self, order_ids: Iterable[str]) -> dict[str, str]:
+        """order id -> the hash of its expiry result, for those of these orders that expired."""
+        found: dict[str, str] = {}
+        with self.store.transaction(readonly=True) as conn:
+            for batch in chunked(sorted(set(order_ids))):
+                query = sa.select(orders.c.id, orders.c.expiry_payload_hash).where(
+                    orders.c.id.in_(batch), orders.c.expiry_payload_hash.is_not(None)
+                )
+                found.update((str(order_id), str(value)) for order_id, value in conn.execute(query))
+        return found
 
     def states_of(self, order_ids: Iterable[str]) -> dict[str, str]:
         """order id -> state for those of these orders the store knows."""

@@ -20,9 +20,10 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from kombo_sync.state._util import chunked, clip, expire_leases_of_earlier_tries, from_row, to_jsonable
-from kombo_sync.state.schema import OUTBOX_STATES, result_outbox
+from kombo_sync.state.schema import OUTBOX_STATES, orders, result_outbox
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,10 @@ class ResultOutbox:
         rows: Iterable[OutboxEntry | tuple[str, str, str, Mapping[str, Any], datetime | None]],
         *,
         now: datetime | None = None,
+        conn: Connection | None = None,
     ) -> int:
-        """Add results not seen before (by order id and payload hash) as pending; returns how many.
+        """Add results not seen before (by order id and payload hash) as pending; returns how many. With
+        ``conn``, in the caller's transaction (the expiry of an order enqueues its result with its state change).
 
         The newer payload of an order supersedes its older pending and dead rows; a payload older (by
         `source_updated_at`) than one already queued or sent is kept as superseded; a superseded payload that
@@ -123,12 +126,12 @@ class ResultOutbox:
         now = now or self.store.now()
         added = 0
         for batch in chunked(OutboxEntry(*row) for row in rows):
-            added += self._enqueue_batch(batch, now)
+            added += self._enqueue_batch(batch, now, conn)
         if added:
             log.info("result outbox: %d new result(s) queued", added)
         return added
 
-    def _enqueue_batch(self, batch: list[OutboxEntry], now: datetime) -> int:
+    def _enqueue_batch(self, batch: list[OutboxEntry], now: datetime, outer: Connection | None = None) -> int:
         # Within one batch only the latest version of each order counts (later rows win ties).
         latest: dict[str, OutboxEntry] = {}
         for entry in batch:
@@ -138,7 +141,7 @@ class ResultOutbox:
         inserts: list[dict[str, Any]] = []
         revive: list[OutboxEntry] = []
         fresh: list[OutboxEntry] = []
-        with self.store.transaction() as conn:
+        with self.store.transaction(conn=outer) as conn:
             existing: dict[str, list[Any]] = {}
             query = sa.select(_row.order_id, _row.payload_hash, _row.state, _row.source_updated_at).where(
                 _row.order_id.in_(list(latest))
@@ -213,6 +216,11 @@ class ResultOutbox:
                         _row.order_id == entry.order_id,
                         _row.payload_hash != entry.payload_hash,
                         _row.state.in_([PENDING, DEAD]),
+                        # An expired order's CANCELLED result stands: a late result never replaces it (the
+                        # sender records the late one not_writable).
+                        ~sa.exists().where(
+                            orders.c.id == _row.order_id, orders.c.expiry_payload_hash == _row.payload_hash
+                        ),
                     )
                     .values(state=SUPERSEDED, updated_at=now)
                 )

@@ -130,6 +130,10 @@ orders = sa.Table(
     # the duplicate rule working for an erased order that is still active (kombo_sync.housekeeping).
     sa.Column("candidate_email_hash", sa.String(64), nullable=True),
     sa.Column("erased_at", UTCDateTime(), nullable=True),
+    # Set when the order expired without a result (migration 0010, kombo_sync.lifecycle): the order is then
+    # `cancelled`, and its CANCELLED result with the expiry attribute waits in the outbox under this hash.
+    sa.Column("expired_at", UTCDateTime(), nullable=True),
+    sa.Column("expiry_payload_hash", sa.String(128), nullable=True),
     sa.ForeignKeyConstraint(["duplicate_of"], ["orders.id"], ondelete="SET NULL"),
     _states_check("state", ORDER_STATES, "state"),
     _states_check("first_seen_via", ORDER_SEEN_VIA, "first_seen_via"),
@@ -311,3 +315,33 @@ erasures = sa.Table(
     sa.Index("ix_erasures_kind_erased_at", "kind", "erased_at"),
 )
 ALL_TABLES = (*ALL_TABLES, erasures)
+
+
+# Reminders to candidates who have not finished (kombo_sync.lifecycle; migration 0010_reminders_expiry): one row
+# per (order, reminder number), claimed with a lease like an invitation and committed `sent` fenced by it.
+# `sending` with no live lease is claimable (a dead worker's claim, or a retry whose time has come).
+REMINDER_STATES = ("sending", "sent", "failed", "skipped")
+
+reminders = sa.Table(
+    "reminders",
+    metadata,
+    sa.Column("order_id", sa.String(255), primary_key=True),
+    sa.Column("number", sa.Integer(), primary_key=True),  # 1 = the first reminder
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("idempotency_key", sa.String(300), nullable=False),
+    sa.Column("external_id", sa.String(), nullable=True),  # the platform's reminder id or the Message-ID
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("due_at", UTCDateTime(), nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("sent_at", UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(["order_id"], ["orders.id"], ondelete="CASCADE"),
+    _states_check("state", REMINDER_STATES, "state"),
+    _states_check("channel", INVITATION_CHANNELS, "channel"),
+    sa.Index("ix_reminders_state_lease_expires_at", "state", "lease_expires_at"),
+)
+ALL_TABLES = (*ALL_TABLES, reminders)

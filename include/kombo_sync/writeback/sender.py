@@ -17,7 +17,9 @@ retries what Kombo calls transient. What happens to each result:
   becomes a dead letter.
 - Before sending, a result whose order the state store holds as ``cancelled`` (closed in the ATS before or after
   its invitation, its integration deleted: found by the intake, the webhook or the reconcile job) is not sent
-  (``not_writable``, code ``ORDER_CANCELLED``): Kombo no longer accepts a result for it.
+  (``not_writable``, code ``ORDER_CANCELLED``): Kombo no longer accepts a result for it. An order that expired
+  without a result (``kombo_sync.lifecycle``) is cancelled too, but its own expiry result (the CANCELLED one whose
+  hash the order records) is sent; any other result of it is ``not_writable`` with code ``ORDER_EXPIRED``.
 - Before sending, a result whose order already took a COMPLETED / CANCELLED result from us is not sent
   (``not_writable``): Kombo accepts a result only while the order is OPEN, and a second, different payload for
   one order is what the pipeline must never write. When another version may have been applied, the order is read
@@ -71,6 +73,7 @@ ORDER_NOT_OPEN = "ORDER_NOT_OPEN"
 ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
 READBACK_FAILED = "READBACK_FAILED"
 ORDER_CANCELLED = "ORDER_CANCELLED"
+ORDER_EXPIRED = "ORDER_EXPIRED"  # the order expired (kombo_sync.lifecycle): only its expiry result is sent
 UNEXPECTED_ERROR = "UNEXPECTED_ERROR"
 
 _TERMINAL = ("COMPLETED", "CANCELLED")
@@ -282,8 +285,36 @@ class ResultSender:
         states = OrderRepository(self.store).states_of(item.order_id for item in batch)
         to_send: list[OutboxItem] = []
         uncertain: list[OutboxItem] = []
+        expiries = OrderRepository(self.store).expiry_payload_hashes(
+            item.order_id for item in batch if states.get(item.order_id) == CANCELLED
+        )
         for item in batch:
-            if states.get(item.order_id) == CANCELLED and item.order_id not in siblings.terminal_sent:
+            expiry = expiries.get(item.order_id)
+            if (
+                expiry is not None
+                and item.payload_hash == expiry
+                and item.order_id not in siblings.terminal_sent
+            ):
+                # The order's own expiry result (CANCELLED): sent like any result while the order is OPEN.
+                if item.order_id in siblings.maybe_applied:
+                    uncertain.append(item)
+                else:
+                    to_send.append(item)
+            elif (
+                expiry is not None
+                and item.payload_hash != expiry
+                and item.order_id not in siblings.terminal_sent
+            ):
+                self._record(
+                    item,
+                    Outcome(
+                        NOT_WRITABLE,
+                        ORDER_EXPIRED,
+                        "the order expired without a result before this one arrived; its CANCELLED result with "
+                        "the expiry attribute goes to Kombo instead, so this result was not sent",
+                    ),
+                )
+            elif states.get(item.order_id) == CANCELLED and item.order_id not in siblings.terminal_sent:
                 self._record(
                     item,
                     Outcome(
