@@ -7,6 +7,9 @@ counted or looked up. Rows come back as plain dicts whose keys are the columns o
 
 Candidate data (e-mail, names) is only selected when the caller says the user may see it; otherwise it never
 leaves the database, and e-mail addresses quoted in quarantine reasons are masked.
+
+Over 400 lines on purpose: every read the console makes is here, so the indexes it needs and the rule on
+candidate data are checked in one file.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ only. ``on_step(step, order_id)`` is called after each step (used by the crash t
 The webhook's inline flow (`invite_order_now`) is a one-order dispatch: it claims its order, then
 `Dispatcher.dispatch_one` builds the request and sends through `Dispatcher.deliver`, the one send step (send,
 error classification, attempt counting, failure rules, commit) that the batch's `Dispatcher.send` uses too.
+
+Over 400 lines on purpose: claim, re-check, send and commit share the lease fence and the counters; the one
+send path for an order lives here and nowhere else.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Each version also records whether Kombo may hold it (`maybe_applied`): an attemp
 reply, a timeout, a dropped connection), a send abandoned by a dead worker, or a delivery sets it; an attempt
 answered with a definite error does not, and a read-back that finds the order still OPEN clears it. The sender
 compares what Kombo shows with these versions only.
+
+Over 400 lines on purpose: the only writer of `result_outbox`; the claim, supersede and delivery rules
+share one set of fences.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 chunk, quarantines bad rows and enqueues the rest into the outbox, whose (order id, payload hash) key is the
 anti-join: a result already queued or sent is not queued again. ``send_pending`` drains the outbox. A dry run
 maps and compares but writes nothing anywhere.
+
+Over 400 lines on purpose: read, dry-run comparison, replay and discard share the window and the chunk loop, and
+splitting them would hide the order of the steps.
 """
 
 from __future__ import annotations

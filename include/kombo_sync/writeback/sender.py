@@ -24,6 +24,9 @@ retries what Kombo calls transient. What happens to each result:
   (``not_writable``): Kombo accepts a result only while the order is OPEN, and a second, different payload for
   one order is what the pipeline must never write. When another version may have been applied, the order is read
   back first, with the rule above; an order still OPEN clears the flag of the versions whose sends have ended.
+
+Over 400 lines on purpose: the send loop (claims, pacing, concurrency, answers and read-backs) is one
+exactly-once protocol and is read as one.
 """
 
 from __future__ import annotations
