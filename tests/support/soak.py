@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +56,7 @@ DAGS = (
     "kombo_order_intake",
     "kombo_result_writeback",
     "kombo_reconcile",
+    "kombo_lifecycle",
     "kombo_housekeeping",
 )
 PACKAGES = [
@@ -73,10 +76,15 @@ FINAL_ORDER_STATES = {"invited", "duplicate", "rejected", "cancelled", "failed"}
 KOMBO_FAULTS = {"error_rate": 0.06, "bare_503_rate": 0.02, "throttle_rate": 0.05, "lost_response_rate": 0.05}
 FROM_EMAIL = "assessments@provider.example"
 PLATFORM_FAULTS = {"failure_rate": 0.1, "lost_response_rate": 0.05}
-# Candidates who never start; the recruiter cancels their orders in the ATS this long after they were due to
-# finish, and the reconcile must revoke their invitations.
+# Candidates who never start. On the platform customers with a lifecycle (EXPIRING), half of them are reminded and
+# their orders expire; the others' recruiters cancel the order in the ATS this long after the candidate was due to
+# finish, and the reconcile must revoke the invitation.
 NO_SHOW_RATE = 0.1
 GIVE_UP_AFTER_SECONDS = 15.0
+EXPIRING = ("acme", "globex")
+DAY = 86400.0
+REMINDER_SECONDS = (50.0, 110.0)  # after the invitation, like the default 2 and 5 days
+EXPIRY_SECONDS = 240.0  # like the default 14 days
 
 
 @dataclass
@@ -86,7 +94,7 @@ class SoakConfig:
     workdir: Path = field(default_factory=lambda: ROOT / ".local" / "soak")
     order_interval_seconds: float = 4.0
     finish_after_seconds: float = 20.0
-    drain_timeout_seconds: float = 420.0
+    drain_timeout_seconds: float = 600.0
     database: str = "auto"  # auto (PostgreSQL when reachable), postgres, sqlite
     pg_admin_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     faults: bool = True
@@ -134,6 +142,7 @@ class Soak:
         self.published: set[str] = set()
         self.anomalies: list[str] = []
         self.timings: dict[str, float] = {}
+        self.lifecycle_counts: Counter[str] = Counter()
         self.result_outcomes: dict[str, int] = {}  # state of each finished result's newest version
 
     # Setup ----------------------------------------------------------------------------------------------------
@@ -238,6 +247,14 @@ class Soak:
         # Alerts to a local receiver, as a chat webhook; the checker reads them for candidate data.
         config["alerts"]["channels"]["webhook"]["conn_id"] = "kombo_alerts"
         config["alerts"]["repeat_minutes"] = 0
+        # The lifecycle in seconds instead of days, for the platform customers in EXPIRING only: the e-mail
+        # customer's candidates all finish, and its results can wait longer than EXPIRY_SECONDS for the write-back
+        # while it is paused (an e-mail invitation cannot be revoked, so such an order would expire).
+        config["lifecycle"].update(
+            {"reminder_days": [], "expiry_days": 0, "retry_backoff_seconds": 5, "lease_seconds": 60,
+             "integrations": {self.integrations[c]: {"reminder_days": [r / DAY for r in REMINDER_SECONDS],
+                                                     "expiry_days": EXPIRY_SECONDS / DAY} for c in EXPIRING}}
+        )  # fmt: skip
         (self.work / "pipeline.yaml").write_text(yaml.safe_dump(config))
 
     def _connections(self) -> dict[str, str]:
@@ -289,6 +306,7 @@ class Soak:
                 "KOMBO_WRITEBACK_SCHEDULE": "* * * * *",
                 "KOMBO_CATALOG_SCHEDULE": "*/2 * * * *",
                 "KOMBO_RECONCILE_SCHEDULE": "*/2 * * * *",
+                "KOMBO_LIFECYCLE_SCHEDULE": "* * * * *",
             }
         )
         started = time.monotonic()
@@ -428,10 +446,16 @@ class Soak:
             created = as_utc(invitation["created_at"])
             if invitation["status"] != "invited" or order_id in self.expected.cancelled_in_ats or not created:
                 continue
-            if created < before and order_id in self.expected.orders:
+            if created < before and order_id in self.expected.orders and not self.left_to_expire(order_id):
                 self.sandbox.admin.cancel_order(order_id)
                 self.expected.cancelled_in_ats.add(order_id)
                 self.expected.event("cancelled_in_ats", order=order_id)
+
+    def left_to_expire(self, order_id: str) -> bool:
+        """Whether a no-show's order is left to the lifecycle (reminders, then expiry) rather than cancelled."""
+        integration = self.expected.orders[order_id]["integration_id"]
+        expiring = {self.integrations[c] for c in EXPIRING if c in self.integrations}
+        return integration in expiring and hashlib.sha256(order_id.encode()).digest()[0] % 2 == 0
 
     def correct_some_results(self) -> None:
         """The provider re-scores a few results after they were first written to the warehouse."""
@@ -618,6 +642,12 @@ class Soak:
             state = states.get(order_id)
             if order_id in self.expected.cancelled_in_ats:
                 broken += self._check_cancelled_in_ats(order_id, state, sent, platform)
+            elif (
+                expected["kind"] == "invite"
+                and self._no_show(order_id, platform)
+                and self.left_to_expire(order_id)
+            ):
+                broken += self._check_expired(order_id, state, sent, platform)
             elif expected["kind"] == "invite":
                 if state not in ("invited", "duplicate") or (state == "invited") != (sent == 1):
                     broken.append(
@@ -676,6 +706,42 @@ class Soak:
                 f"order {order_id} (cancelled in the ATS): Kombo shows {order.get('status')} with "
                 f"{len(applied)} result(s) applied"
             )
+        return problems
+
+    def _no_show(self, order_id: str, platform: dict[str, Any]) -> bool:
+        status = {i["order_id"]: i["status"] for i in platform["invitations"]}.get(order_id)
+        return status in ("invited", "revoked")
+
+    def _check_expired(
+        self, order_id: str, state: str | None, sent: int, platform: dict[str, Any]
+    ) -> list[str]:
+        """A candidate who never started: reminded (at most once per reminder), then the order expired: the
+        invitation revoked once, the order cancelled with `expired_at`, and Kombo's order CANCELLED by our one
+        result carrying the `Expired` attribute."""
+        problems = []
+        revoked = (platform.get("revocations_by_order") or {}).get(order_id, 0)
+        reminded = (platform.get("reminders_by_order") or {}).get(order_id, 0)
+        with self.store.engine.connect() as conn:
+            expired_at = conn.execute(
+                sa.text("SELECT expired_at FROM orders WHERE id = :id"), {"id": order_id}
+            ).scalar()
+        if state != "cancelled" or expired_at is None or sent != 1 or revoked != 1:
+            problems.append(
+                f"order {order_id} (never started): state {state}, expired_at {expired_at}, {sent} invitation(s), "
+                f"revoked {revoked} time(s); expected cancelled, expired, 1, 1"
+            )
+        if not 1 <= reminded <= len(REMINDER_SECONDS):
+            problems.append(f"order {order_id} (never started): {reminded} reminder(s), expected 1 to 2")
+        [order] = self.sandbox.admin.list_orders(ids=[order_id]) or [{}]
+        applied = [_payload(w["body"]) for w in order.get("results") or [] if w.get("outcome") == "applied"]
+        labels = [a.get("label") for body in applied for a in (body or {}).get("attributes") or []]
+        if order.get("status") != "CANCELLED" or len(applied) != 1 or "Expired" not in labels:
+            problems.append(
+                f"order {order_id} (never started): Kombo shows {order.get('status')} with {len(applied)} result(s) "
+                f"applied, attributes {labels}; expected CANCELLED by one result marked Expired"
+            )
+        self.lifecycle_counts["expired"] += 1
+        self.lifecycle_counts["reminders_to_expired_orders"] += reminded
         return problems
 
     def _check_no_candidate_data(self) -> list[str]:
@@ -764,6 +830,7 @@ class Soak:
             ("kombo_result_writeback", 3),
             ("kombo_package_sync", 1),
             ("kombo_reconcile", 1),
+            ("kombo_lifecycle", 1),
         ):
             mine = [r for r in runs if r["dag_id"] == dag_id]
             succeeded = [r for r in mine if r["state"] == "success"]
@@ -846,6 +913,7 @@ class Soak:
             "order_states": states,
             "duplicate_pairs": len(self.expected.duplicate_pairs),
             "orders_cancelled_in_ats": len(self.expected.cancelled_in_ats),
+            "lifecycle": dict(self.lifecycle_counts),
             "results_finished": len(finished),
             "results_completed": sum(1 for s in finished.values() if s == "completed"),
             "results_corrected_in_warehouse": len(self.expected.corrected),
@@ -934,7 +1002,7 @@ def run_soak(config: SoakConfig) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     lines = ["Scheduled soak summary", ""]
     for key in ("minutes", "seed", "database", "orders_created", "orders_by_kind", "orders_announced_by_webhook",
-                "order_states", "duplicate_pairs", "orders_cancelled_in_ats", "results_finished", "results_completed",
+                "order_states", "duplicate_pairs", "orders_cancelled_in_ats", "lifecycle", "results_finished", "results_completed",
                 "results_corrected_in_warehouse", "results_landed_while_writeback_paused",
                 "newest_result_version_states", "sandbox_faults", "timings",
                 "error"):  # fmt: skip
@@ -962,7 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=str(ROOT / ".local" / "soak"))
     parser.add_argument("--database", choices=("auto", "postgres", "sqlite"), default="auto")
     parser.add_argument("--no-faults", action="store_true", help="traffic only, no injected faults")
-    parser.add_argument("--drain-timeout", type=float, default=420.0, help="seconds to wait for the drain")
+    parser.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to wait for the drain")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # The stand-ins' own chatter (SMTP dialogues name recipients; one line per HTTP request) stays out.
