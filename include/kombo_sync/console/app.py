@@ -4,7 +4,8 @@ it works under any prefix and behind a reverse proxy.
 
 Every route depends on `security.read_access` (pages, CSV) or `security.run_access` (actions); the queries live
 in `console.queries`, the repairs in `console.actions`. Pages: overview (`./`), dead letters and quarantine
-(`dead-letters`), order lookup (`orders?q=`), webhook log (`webhooks`), CSV exports (`export/<table>.csv`).
+(`dead-letters`), order lookup (`orders?q=`), webhook log (`webhooks`), funnel and trends (`funnel?period=`),
+run history (`runs`), erasures (`erasures`), CSV exports (`export/<table>.csv`).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 URL_PREFIX_ENV = "KOMBO_CONSOLE_PREFIX"
 DEFAULT_URL_PREFIX = "/kombo-console"
-EXPORTS = ("overview", "dead_letters", "quarantine", "webhooks", "orders")
+EXPORTS = ("overview", "dead_letters", "quarantine", "webhooks", "orders", "funnel", "runs", "erasures")
 
-_PAGES = (("./", "Overview"), ("dead-letters", "Dead letters & quarantine"), ("orders", "Order lookup"),
-          ("webhooks", "Webhook log"))  # fmt: skip
+_PAGES = (("./", "Overview"), ("funnel", "Funnel & trends"), ("dead-letters", "Dead letters & quarantine"),
+          ("orders", "Order lookup"), ("webhooks", "Webhook log"), ("runs", "Run history"),
+          ("erasures", "Erasures"))  # fmt: skip
 
 
 def url_prefix() -> str:
@@ -96,6 +98,84 @@ def _visible(columns: Sequence[tuple[str, str]], show_candidates: bool) -> list[
     from kombo_sync.console.queries import CANDIDATE_COLUMNS
 
     return [column for column in columns if show_candidates or column[0] not in CANDIDATE_COLUMNS]
+
+
+def _short_bucket(bucket: str) -> str:
+    """An axis label: "05h" for an hour bucket ("YYYY-MM-DD HH"), "11-30" for a day ("YYYY-MM-DD")."""
+    return f"{bucket[11:13]}h" if len(bucket) > 10 else bucket[5:]
+
+
+def funnel_charts(found: Any, bin_labels: Sequence[str]) -> dict[str, Any]:
+    """The funnel page's SVG charts (`console.charts`) from a `queries.Funnel`."""
+    from kombo_sync.console.charts import Series, column_chart, funnel_bars
+
+    categories = [_short_bucket(str(row["bucket"])) for row in found.buckets]
+
+    def values(key: str) -> list[float]:
+        return [float(row[key] or 0) for row in found.buckets]
+
+    totals = found.totals
+    return {
+        "funnel": funnel_bars(
+            [
+                ("Received", totals["received"]),
+                ("Invited", totals["invited"]),
+                ("Finished", totals["finished"]),
+                ("Written back", totals["written_back"]),
+            ],
+            title="Received, invited, finished, written back",
+        ),
+        "volume": column_chart(
+            categories,
+            [
+                Series(name, values(key))
+                for key, name in (
+                    ("received", "received"),
+                    ("invited", "invited"),
+                    ("finished", "finished"),
+                    ("written_back", "written back"),
+                )
+            ],  # fmt: skip
+            title="Orders and results per " + found.unit,
+        ),
+        "latency": column_chart(
+            list(bin_labels), [Series("orders", found.invite_latency)], title="Invitation latency"
+        ),
+        "latency_trend": column_chart(
+            categories,
+            [Series("average invitation latency", [value / 60 for value in values("invite_latency_avg_s")])],
+            title="Average invitation latency per " + found.unit,
+            unit=" min",
+            height=180,
+        ),
+        "lag": column_chart(
+            list(bin_labels), [Series("results", found.writeback_lag, "#009E73")], title="Write-back lag"
+        ),
+        "lag_trend": column_chart(
+            categories,
+            [
+                Series(
+                    "average write-back lag",
+                    [value / 60 for value in values("writeback_lag_avg_s")],
+                    "#009E73",
+                )
+            ],
+            title="Average write-back lag per " + found.unit,
+            unit=" min",
+            height=180,
+        ),
+        "webhooks": column_chart(
+            categories,
+            [
+                Series("2xx", values("webhooks_2xx"), "#009E73"),
+                Series("422 rejected", values("webhooks_422"), "#E69F00"),
+                Series("other 4xx", values("webhooks_other_4xx"), "#CC79A7"),
+                Series("5xx / none", values("webhooks_5xx"), "#D55E00"),
+            ],
+            title="Webhook answers by status per " + found.unit,
+            stacked=True,
+        ),
+    }
 
 
 def create_console_app(queries_factory: Callable[[], Any] | None = None) -> FastAPI:
@@ -217,12 +297,56 @@ def create_console_app(queries_factory: Callable[[], Any] | None = None) -> Fast
             rows=events,
         )
 
+    @app.get("/funnel", response_class=HTMLResponse)
+    async def funnel(
+        request: Request, period: str = Query("7d", max_length=8), user: Any = Depends(read_access)
+    ) -> HTMLResponse:
+        from kombo_sync.console.queries import COLUMNS, LATENCY_BIN_LABELS, PERIODS
+
+        if period not in PERIODS:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"period is one of {', '.join(PERIODS)}")
+        found = await read(lambda: queries().funnel(period))
+        return render(
+            request,
+            "funnel.html",
+            user,
+            page="funnel",
+            period=period,
+            periods=[(key, label) for key, (label, _length, _unit) in PERIODS.items()],
+            funnel=found,
+            charts=funnel_charts(found, LATENCY_BIN_LABELS),
+            columns=COLUMNS["funnel"],
+        )
+
+    @app.get("/runs", response_class=HTMLResponse)
+    async def run_history(
+        request: Request, job: str = Query("", max_length=64), user: Any = Depends(read_access)
+    ) -> HTMLResponse:
+        from kombo_sync.console.queries import COLUMNS
+
+        found = await read(lambda: queries().run_history(job=job or None))
+        jobs = await read(lambda: queries().run_jobs())
+        return render(
+            request, "runs.html", user, page="runs", job=job, jobs=jobs, columns=COLUMNS["runs"], rows=found
+        )
+
+    @app.get("/erasures", response_class=HTMLResponse)
+    async def erasure_record(request: Request, user: Any = Depends(read_access)) -> HTMLResponse:
+        from kombo_sync.console.queries import COLUMNS
+
+        found = await read(lambda: queries().erasures())
+        return render(
+            request, "erasures.html", user, page="erasures", columns=COLUMNS["erasures"], rows=found
+        )
+
     @app.get("/export/{table}.csv")
     async def export(
         request: Request,
         table: str,
         q: str = Query("", max_length=255),
         integration_id: str = "",
+        period: str = Query("7d", max_length=8),
+        job: str = Query("", max_length=64),
         user: Any = Depends(read_access),
     ) -> Response:
         from kombo_sync.console.queries import COLUMNS
@@ -239,6 +363,16 @@ def create_console_app(queries_factory: Callable[[], Any] | None = None) -> Fast
             rows = await read(lambda: queries().quarantine(with_candidates=show))
         elif table == "webhooks":
             rows = await read(lambda: queries().webhook_log())
+        elif table == "funnel":
+            from kombo_sync.console.queries import PERIODS
+
+            if period not in PERIODS:
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, f"period is one of {', '.join(PERIODS)}")
+            rows = (await read(lambda: queries().funnel(period))).buckets
+        elif table == "runs":
+            rows = await read(lambda: queries().run_history(job=job or None))
+        elif table == "erasures":
+            rows = await read(lambda: queries().erasures())
         else:
             rows = (await read(lambda: queries().order_history(q, with_candidates=show))).orders
         text = to_csv(_visible(COLUMNS[table], show), rows)
