@@ -80,6 +80,13 @@ def _environment() -> Any:
     env.filters["cell"] = cell_text
     env.filters["safe_url"] = safe_url
     env.filters["q"] = lambda value: quote(str(value), safe="")
+    from kombo_sync.console.render import overview_rows, selectable_rows, table_rows
+
+    env.filters["table_rows"] = lambda rows, columns, linkable=False: table_rows(columns, rows, linkable)
+    env.filters["overview_rows"] = lambda rows, columns: overview_rows(columns, rows)
+    env.filters["selectable_rows"] = lambda rows, columns, **options: selectable_rows(
+        columns, rows, **options
+    )
     return env
 
 
