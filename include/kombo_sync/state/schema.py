@@ -242,7 +242,7 @@ runs = sa.Table(
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("summary", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_runs_job_started_at", "job", "started_at"),
-    sa.Index("ix_runs_started_at", "started_at"),  # the console's run history, newest first (0011)
+    sa.Index("ix_runs_started_at", "started_at", "id"),  # the console's run history, newest first (0011)
 )
 
 ALL_TABLES: tuple[sa.Table, ...] = (
@@ -318,7 +318,7 @@ erasures = sa.Table(
     sa.Column("erased_at", UTCDateTime(), nullable=False),
     _states_check("kind", ERASURE_KINDS, "kind"),
     sa.Index("ix_erasures_kind_erased_at", "kind", "erased_at"),
-    sa.Index("ix_erasures_erased_at", "erased_at"),  # the console's erasures page, newest first (0011)
+    sa.Index("ix_erasures_erased_at", "erased_at", "id"),  # the console's erasures page, newest first (0011)
 )
 ALL_TABLES = (*ALL_TABLES, erasures)
 
