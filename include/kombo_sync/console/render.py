@@ -4,7 +4,7 @@ exactly what the templates' macros made (`_macros.html` keeps the table shell); 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Number
 from typing import Any
 from urllib.parse import quote
@@ -59,34 +59,49 @@ def table_rows(
     return Markup("".join(out))
 
 
+def _overview_cell(key: str) -> Callable[[Mapping[str, Any]], str]:
+    """How one overview column renders a row's value (chosen once per column, not per cell)."""
+    if key == "health":
+
+        def health(row: Mapping[str, Any]) -> str:
+            bad = row.get("health") == "unhealthy"
+            text = escape(cell_text(row.get("health")))
+            return (
+                f'<td data-sort="0" class="bad">{text}</td>'
+                if bad
+                else f'<td data-sort="1" class="ok">{text}</td>'
+            )
+
+        return health
+    if key == "integration_id":
+        return lambda row: (
+            f'<td><a href="dead-letters?integration_id={escape(_q(row.get(key)))}">'
+            f"{escape(cell_text(row.get(key)))}</a></td>"
+        )
+    if key in ("problems", "last_error"):
+        return lambda row: f'<td class="wrap">{escape(cell_text(row.get(key)))}</td>'
+    flagged = key in BAD_WHEN_SET or key.endswith("_failed")
+
+    def other(row: Mapping[str, Any]) -> str:
+        value = row.get(key)
+        if isinstance(value, Number) and not isinstance(value, bool):
+            return (
+                f'<td class="num bad">{value}</td>' if flagged and value else f'<td class="num">{value}</td>'
+            )
+        return f"<td>{cell_html(key, row)}</td>"
+
+    return other
+
+
 def overview_rows(columns: Sequence[tuple[str, str]], rows: Iterable[Mapping[str, Any]]) -> Markup:
     """The overview's `<tr>`s: unhealthy rows marked, health sortable, counts right-aligned, problems in red."""
-    keys = [key for key, _label in columns]
+    cells = [_overview_cell(key) for key, _label in columns]
     out = []
     for row in rows:
-        unhealthy = row.get("health") == "unhealthy"
-        cells = []
-        for key in keys:
-            value = row.get(key)
-            if key == "health":
-                cells.append(
-                    f'<td data-sort="{0 if unhealthy else 1}" class="{"bad" if unhealthy else "ok"}">'
-                    f"{escape(cell_text(value))}</td>"
-                )
-            elif key == "integration_id":
-                cells.append(
-                    f'<td><a href="dead-letters?integration_id={escape(_q(value))}">{escape(cell_text(value))}</a></td>'
-                )
-            elif key in ("problems", "last_error"):
-                cells.append(f'<td class="wrap">{escape(cell_text(value))}</td>')
-            elif isinstance(value, Number) and not isinstance(value, bool):
-                bad = value and (key in BAD_WHEN_SET or key.endswith("_failed"))
-                cells.append(f'<td class="num{" bad" if bad else ""}">{escape(str(value))}</td>')
-            else:
-                cells.append(f"<td>{cell_html(key, row)}</td>")
-        marker = ' class="unhealthy"' if unhealthy else ""
+        marker = ' class="unhealthy"' if row.get("health") == "unhealthy" else ""
+        body = "".join([cell(row) for cell in cells])
         out.append(
-            f'<tr{marker} data-integration="{escape(cell_text(row.get("integration_id")))}">{"".join(cells)}</tr>\n'
+            f'<tr{marker} data-integration="{escape(cell_text(row.get("integration_id")))}">{body}</tr>\n'
         )
     return Markup("".join(out))
 
