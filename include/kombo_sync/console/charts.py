@@ -1,11 +1,13 @@
 """Charts drawn on the server as inline SVG (no script, no library, nothing from the internet): horizontal bars
 for the funnel and column charts (grouped or stacked) for the trends. Every text is escaped; the SVG carries a
-`<title>` per bar, so a hover shows the exact number, and the page keeps a table of the same numbers."""
+`<title>` per bar, so a hover shows the exact number, and the page keeps a table of the same numbers.
+`funnel_charts` draws the funnel page's charts from a `queries.Funnel`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from markupsafe import Markup, escape
 
@@ -115,3 +117,79 @@ def column_chart(
         x += 24 + 7 * len(item.name)
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def _short_bucket(bucket: str) -> str:
+    """An axis label: "05h" for an hour bucket ("YYYY-MM-DD HH"), "11-30" for a day ("YYYY-MM-DD")."""
+    return f"{bucket[11:13]}h" if len(bucket) > 10 else bucket[5:]
+
+
+def funnel_charts(found: Any, bin_labels: Sequence[str]) -> dict[str, Any]:
+    """The funnel page's SVG charts (`console.charts`) from a `queries.Funnel`."""
+    categories = [_short_bucket(str(row["bucket"])) for row in found.buckets]
+
+    def values(key: str) -> list[float]:
+        return [float(row[key] or 0) for row in found.buckets]
+
+    totals = found.totals
+    return {
+        "funnel": funnel_bars(
+            [
+                ("Received", totals["received"]),
+                ("Invited", totals["invited"]),
+                ("Finished", totals["finished"]),
+                ("Written back", totals["written_back"]),
+            ],
+            title="Received, invited, finished, written back",
+        ),
+        "volume": column_chart(
+            categories,
+            [
+                Series(name, values(key))
+                for key, name in (
+                    ("received", "received"),
+                    ("invited", "invited"),
+                    ("finished", "finished"),
+                    ("written_back", "written back"),
+                )
+            ],  # fmt: skip
+            title="Orders and results per " + found.unit,
+        ),
+        "latency": column_chart(
+            list(bin_labels), [Series("orders", found.invite_latency)], title="Invitation latency"
+        ),
+        "latency_trend": column_chart(
+            categories,
+            [Series("average invitation latency", [value / 60 for value in values("invite_latency_avg_s")])],
+            title="Average invitation latency per " + found.unit,
+            unit=" min",
+            height=180,
+        ),
+        "lag": column_chart(
+            list(bin_labels), [Series("results", found.writeback_lag, "#009E73")], title="Write-back lag"
+        ),
+        "lag_trend": column_chart(
+            categories,
+            [
+                Series(
+                    "average write-back lag",
+                    [value / 60 for value in values("writeback_lag_avg_s")],
+                    "#009E73",
+                )
+            ],
+            title="Average write-back lag per " + found.unit,
+            unit=" min",
+            height=180,
+        ),
+        "webhooks": column_chart(
+            categories,
+            [
+                Series("2xx", values("webhooks_2xx"), "#009E73"),
+                Series("422 rejected", values("webhooks_422"), "#E69F00"),
+                Series("other 4xx", values("webhooks_other_4xx"), "#CC79A7"),
+                Series("5xx / none", values("webhooks_5xx"), "#D55E00"),
+            ],
+            title="Webhook answers by status per " + found.unit,
+            stacked=True,
+        ),
+    }

@@ -2,8 +2,8 @@
 
 Read-only: every query runs in `StateStore.transaction(readonly=True)` (SQLite: a deferred transaction, so a
 page never takes the write lock the pipeline's writers queue on). Each page is a fixed, small number of
-queries that aggregate in the database (GROUP BY), through the indexes of migration 0008 where orders are
-counted or looked up. Rows come back as plain dicts whose keys are the columns of `COLUMNS[view]`.
+queries that aggregate in the database (GROUP BY), through the indexes of migrations 0008 and 0011 where orders
+are counted or looked up and where the funnel, the run history and the erasures read by time. Rows come back as plain dicts whose keys are the columns of `COLUMNS[view]`.
 
 Candidate data (e-mail, names) is only selected when the caller says the user may see it; otherwise it never
 leaves the database, and e-mail addresses quoted in quarantine reasons are masked.

@@ -10,7 +10,7 @@
   in the pages' exact order (PostgreSQL sorted 100,000 runs for the page without the `id`).
 
 Revision ID: 0011_console_speed
-Revises: 0009_erasure
+Revises: 0010_reminders_expiry
 Create Date: 2026-11-30 05:30:00
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0011_console_speed"
-down_revision: str | None = "0009_erasure"
+down_revision: str | None = "0010_reminders_expiry"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
