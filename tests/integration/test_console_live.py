@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 PASSWORDS = {"admin": "admin-pw-1", "viewer": "viewer-pw-1", "editor": "editor-pw-1"}
 CONSOLE = "/kombo-console"
 WRITEBACK = "kombo_result_writeback"
-PAGES = ("/", "/dead-letters", "/orders?q=ord-invited-1", "/webhooks", "/export/overview.csv")
+PAGES = ("/", "/dead-letters", "/orders?q=ord-invited-1", "/webhooks", "/export/overview.csv", "/funnel?period=7d",
+         "/runs", "/erasures", "/export/funnel.csv", "/export/runs.csv", "/export/erasures.csv")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +294,35 @@ def test_csv_exports(live: LiveAirflow, tokens: dict[str, str], seeded: Any) -> 
         assert http.get("/export/secrets.csv").status_code == 404
 
 
+def test_funnel_run_history_and_erasures_pages(
+    live: LiveAirflow, tokens: dict[str, str], seeded: Any
+) -> None:
+    _, state = seeded
+    with client(live, tokens["viewer"]) as http:
+        funnel = http.get("/funnel", params={"period": "7d"})
+        assert funnel.status_code == 200 and funnel.text.count("<svg") == 7
+        assert '<div class="big" id="total-received">5</div>' in funnel.text
+        assert '<div class="big" id="total-written">1</div>' in funnel.text
+        rows = list(
+            csv.DictReader(io.StringIO(http.get("/export/funnel.csv", params={"period": "30d"}).text))
+        )
+        assert (
+            sum(int(row["Received"]) for row in rows) == 5
+            and sum(int(row["Webhooks 422"]) for row in rows) == 1
+        )
+        runs = list(csv.DictReader(io.StringIO(http.get("/export/runs.csv").text)))
+        assert [(row["Job"], row["Status"]) for row in runs] == [
+            ("writeback", "failed"),
+            ("intake", "success"),
+        ]
+        one_job = http.get("/runs", params={"job": "writeback"}).text
+        assert "manual__seed" in one_job and "scheduled__2026-01-05" not in one_job
+        erasures = list(csv.DictReader(io.StringIO(http.get("/export/erasures.csv").text)))
+        assert [(row["Kind"], row["Orders"]) for row in erasures] == [("request", "1")]
+        page = http.get("/erasures").text
+        assert state.erased_order not in page and "grace.hopper" not in page
+
+
 def test_the_plugin_puts_kombo_in_the_navigation(live: LiveAirflow, tokens: dict[str, str]) -> None:
     response = httpx.get(
         f"{live.url}/api/v2/plugins", headers={"Authorization": f"Bearer {tokens['viewer']}"}, timeout=30.0
@@ -360,6 +390,31 @@ def test_overview_in_a_browser_renders_its_table_and_its_script_filters_it(
     # The dead letters page renders its action forms for the same session.
     assert chromium.open(f"{live.url}{CONSOLE}/dead-letters") == 200
     assert chromium.evaluate("document.querySelectorAll('#letters tbody tr').length") == 2
+
+
+def test_funnel_in_a_browser_draws_its_charts(
+    live: LiveAirflow, tokens: dict[str, str], chromium: HeadlessChromium
+) -> None:
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+
+    chromium.set_cookie(COOKIE_NAME_JWT_TOKEN, tokens["viewer"], live.url)
+    ready = "document.querySelector('#funnel[data-ready=true]') !== null"
+    assert chromium.open(f"{live.url}{CONSOLE}/funnel?period=7d", ready=ready) == 200
+    # Seven charts drawn, each with a size on the page, and bars in them; the funnel's first bar is the widest.
+    sizes = chromium.evaluate(
+        "Array.from(document.querySelectorAll('svg.chart')).map(s => [s.getBoundingClientRect().width,"
+        " s.getBoundingClientRect().height, s.querySelectorAll('rect').length])"
+    )
+    assert len(sizes) == 7 and all(width > 100 and height > 50 and bars > 0 for width, height, bars in sizes)
+    widths = chromium.evaluate(
+        "Array.from(document.querySelectorAll('#chart-funnel rect')).map(r => r.getBBox().width)"
+    )
+    assert len(widths) == 4 and widths[0] == max(widths) and widths[1] > 0
+    assert chromium.evaluate("document.getElementById('total-received').textContent") == "5"
+    # The period buttons reload the page for another period.
+    chromium.evaluate("document.querySelector('button[value=today]').click()")
+    assert chromium.open(f"{live.url}{CONSOLE}/funnel?period=today", ready=ready) == 200
+    assert chromium.evaluate("document.querySelector('button[aria-pressed]').value") == "today"
 
 
 def test_the_airflow_ui_shows_kombo_in_its_navigation_and_embeds_the_console(

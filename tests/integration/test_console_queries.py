@@ -102,3 +102,55 @@ def test_webhook_log_shows_answers_without_candidate_data(state_store: StateStor
     assert events[0]["response_status"] == 422 and "ORDER_REJECTED" in events[0]["answer"]
     assert [event["id"] for event in queries.webhook_log(status=422)] == [seeded.rejected_event]
     assert CANDIDATE_EMAIL not in repr(events)
+
+
+def test_funnel_counts_the_seeded_orders_results_and_webhooks(state_store: StateStore) -> None:
+    seed_console_state(state_store, state_store.now())
+    queries = ConsoleQueries(state_store)
+    week = queries.funnel("7d")
+    # Five orders this week (the erased one is 40 days old); one invited; three results queued, one sent.
+    assert week.totals == {"received": 5, "invited": 1, "finished": 3, "written_back": 1}
+    assert week.webhook_statuses == {200: 1, 422: 1}
+    assert sum(week.invite_latency) == 1 and sum(week.writeback_lag) == 1
+    # Invited about 30 minutes after it was received (the seed's clock and the store's are a moment apart).
+    assert week.invite_latency[2] == 1 and 25 * 60 < (week.invite_latency_avg_s or 0) < 35 * 60
+    assert len(week.buckets) in (7, 8) and all(len(row["bucket"]) == 10 for row in week.buckets)
+    assert sum(row["received"] for row in week.buckets) == 5
+    assert sum(row["webhooks_422"] for row in week.buckets) == 1
+
+    month = queries.funnel("30d")
+    assert month.totals["received"] == 5 and month.totals["invited"] == 1
+
+    today = queries.funnel("today")
+    assert all(len(row["bucket"]) == 13 for row in today.buckets)  # per hour
+    assert today.totals["received"] <= 4 and today.totals["finished"] == 3
+
+
+def test_funnel_reads_orders_from_the_funnel_index(state_store: StateStore) -> None:
+    """The order counts and latency of a period come from the reception time index (with invited_at) alone."""
+    seed_console_state(state_store, state_store.now())
+    with state_store.transaction(readonly=True) as conn:
+        if state_store.dialect == "postgresql":
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            explain = "EXPLAIN "
+        else:
+            explain = "EXPLAIN QUERY PLAN "
+        since = (state_store.now() - timedelta(days=7)).replace(tzinfo=None).isoformat(sep=" ")
+        sql = "SELECT count(*), count(invited_at) FROM orders WHERE received_at >= '" + since + "'"
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(explain + sql))
+    assert "ix_orders_received_at_integration_id" in plan, plan
+
+
+def test_run_history_and_erasures_hold_no_candidate_data(state_store: StateStore) -> None:
+    seeded = seed_console_state(state_store, state_store.now())
+    queries = ConsoleQueries(state_store)
+    found = queries.run_history()
+    assert [(run["job"], run["status"]) for run in found] == [("writeback", "failed"), ("intake", "success")]
+    assert found[0]["summary"] == "sent=1, dead=2" and found[0]["duration_s"] is not None
+    assert [run["job"] for run in queries.run_history(job="intake")] == ["intake"]
+    assert queries.run_jobs() == ["intake", "writeback"]
+
+    [erasure] = queries.erasures()
+    assert (erasure["kind"], erasure["requested_by"], erasure["order_count"]) == ("request", "admin", 1)
+    assert erasure["reason"] == "candidate asked (ticket 7)" and "orders_erased=1" in erasure["counts"]
+    assert seeded.erased_order not in repr(erasure) and "grace.hopper" not in repr(erasure)

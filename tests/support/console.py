@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from kombo_sync.state.audit import Quarantine
+from kombo_sync.state.audit import Quarantine, RunAudit
 from kombo_sync.state.coverage import PollCoverage
+from kombo_sync.state.erasures import CandidateErasure
 from kombo_sync.state.events import WebhookEventLog
 from kombo_sync.state.integrations import IntegrationRepository
 from kombo_sync.state.orders import OrderRepository
@@ -36,6 +37,7 @@ class SeededConsole:
     sent_order: str
     quarantine_id: int
     rejected_event: str
+    erased_order: str
 
 
 def _order(order_id: str, integration_id: str, email: str = CANDIDATE_EMAIL) -> dict[str, Any]:
@@ -133,6 +135,22 @@ def seed_console_state(store: StateStore, now: datetime) -> SeededConsole:
         422,
         {"status": "ORDER_REJECTED", "message": "The assessment package 'x' is not available."},
     )
+    audit = RunAudit(store)
+    intake_run = audit.start("intake", "scheduled__2026-01-05T08:00:00+00:00")
+    audit.finish(intake_run, "success", {"orders_recorded": 3, "invited": 1})
+    writeback_run = audit.start("writeback", "manual__seed")
+    audit.finish(writeback_run, "failed", {"sent": 1, "dead": 2})
+
+    erased = "ord-erased-1"
+    orders.record_order(_order(erased, HEALTHY, "grace.hopper@example.com"), "poll", integration_id=HEALTHY,
+                        now=now - timedelta(days=40))  # fmt: skip
+    CandidateErasure(store, None).erase_orders(
+        [erased],
+        kind="request",
+        reason="candidate asked (ticket 7)",
+        requested_by="admin",
+        run_id="manual__erase",
+    )
     return SeededConsole(
         now=now,
         invited_order=invited,
@@ -143,4 +161,5 @@ def seed_console_state(store: StateStore, now: datetime) -> SeededConsole:
         sent_order=invited,
         quarantine_id=quarantine_id,
         rejected_event=rejected_event,
+        erased_order=erased,
     )

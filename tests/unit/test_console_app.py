@@ -108,3 +108,87 @@ def test_every_console_route_requires_an_airflow_login() -> None:
         assert needed in calls(route.dependant), route.path
         if needed is run_access:
             assert route.methods == {"POST"}, route.path
+
+
+class _FakeUser:
+    def get_name(self) -> str:
+        return "viewer"
+
+
+class _FakeQueries:
+    """Fixed answers in the shapes of `ConsoleQueries`, so the pages render without a database."""
+
+    def funnel(self, period: str):  # type: ignore[no-untyped-def]
+        from kombo_sync.console.queries import COLUMNS, Funnel
+
+        now = datetime(2026, 1, 5, 12, tzinfo=UTC)
+        found = Funnel(period, "Last 7 days", now.replace(day=1), now, "day")
+        for day, received in ((4, 10), (5, 6)):
+            row = {key: 0 for key, _label in COLUMNS["funnel"]}
+            row.update(bucket=f"2026-01-0{day}", received=received, invited=received - 1, webhooks_422=1)
+            found.buckets.append(row)
+        found.totals = {"received": 16, "invited": 14, "finished": 9, "written_back": 8}
+        found.invite_latency, found.writeback_lag = [3, 9, 2, 0, 0], [0, 1, 7, 0, 0]
+        found.webhook_statuses = {200: 12, 422: 2}
+        return found
+
+    def run_history(self, job: str | None = None):  # type: ignore[no-untyped-def]
+        return [{"job": "intake", "run_id": "<b>r1</b>", "status": "success", "started_at": None,
+                 "finished_at": None, "duration_s": 1.5, "summary": "orders=3"}]  # fmt: skip
+
+    def run_jobs(self) -> list[str]:
+        return ["intake"]
+
+    def erasures(self):  # type: ignore[no-untyped-def]
+        return [{"erased_at": None, "kind": "retention", "reason": "=cmd", "requested_by": None, "run_id": None,
+                 "integration_id": None, "order_count": 4, "counts": "orders_erased=4"}]  # fmt: skip
+
+
+@pytest.fixture
+def console_client(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from kombo_sync.console import app as console_app
+    from kombo_sync.console.security import read_access
+
+    monkeypatch.setattr(console_app, "csrf_token", lambda request: "token")
+    monkeypatch.setattr(console_app, "can_see_candidates", lambda request, user: False)
+    app = console_app.create_console_app(_FakeQueries)
+    app.dependency_overrides[read_access] = _FakeUser
+    with TestClient(app) as client:
+        yield client
+
+
+def test_funnel_page_draws_its_charts_as_inline_svg(console_client) -> None:  # type: ignore[no-untyped-def]
+    page = console_client.get("/funnel?period=7d")
+    assert page.status_code == 200
+    html = page.text
+    assert (
+        html.count("<svg") == 7
+        and "<script src" not in html
+        and "http://" not in html.replace('xmlns="http://', "")
+    )
+    assert '<div class="big" id="total-received">16</div>' in html and "Written back: 8" in html
+    assert "01-04" in html and "422 rejected" in html  # axis labels and the legend
+    assert console_client.get("/funnel?period=year").status_code == 400
+    rows = list(csv.reader(io.StringIO(console_client.get("/export/funnel.csv?period=7d").text)))
+    assert rows[0][:3] == ["Period", "Received", "Invited"] and rows[1][:3] == ["2026-01-04", "10", "9"]
+
+
+def test_run_history_and_erasures_pages_and_csv(console_client) -> None:  # type: ignore[no-untyped-def]
+    runs = console_client.get("/runs")
+    assert runs.status_code == 200 and "&lt;b&gt;r1&lt;/b&gt;" in runs.text and "orders=3" in runs.text
+    assert console_client.get("/erasures").status_code == 200
+    rows = list(csv.reader(io.StringIO(console_client.get("/export/erasures.csv").text)))
+    assert rows[0][0] == "Erased at" and rows[1][2] == "'=cmd" and rows[1][6] == "4"
+    assert list(csv.reader(io.StringIO(console_client.get("/export/runs.csv").text)))[1][0] == "intake"
+
+
+def test_charts_escape_their_labels() -> None:
+    from kombo_sync.console.charts import Series, column_chart, funnel_bars
+
+    svg = str(column_chart(["<x>"], [Series("<s>", [1.0])], title="<t>")) + str(
+        funnel_bars([("<a>", 3), ("b", 1)], title="f")
+    )
+    assert "<x>" not in svg and "<s>" not in svg and "<a>" not in svg and "&lt;x&gt;" in svg
+    assert "33%" in svg  # the second step as a share of the first

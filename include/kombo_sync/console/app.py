@@ -4,7 +4,8 @@ it works under any prefix and behind a reverse proxy.
 
 Every route depends on `security.read_access` (pages, CSV) or `security.run_access` (actions); the queries live
 in `console.queries`, the repairs in `console.actions`. Pages: overview (`./`), dead letters and quarantine
-(`dead-letters`), order lookup (`orders?q=`), webhook log (`webhooks`), CSV exports (`export/<table>.csv`).
+(`dead-letters`), order lookup (`orders?q=`), webhook log (`webhooks`), funnel and trends (`funnel?period=`),
+run history (`runs`), erasures (`erasures`), CSV exports (`export/<table>.csv`).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 URL_PREFIX_ENV = "KOMBO_CONSOLE_PREFIX"
 DEFAULT_URL_PREFIX = "/kombo-console"
-EXPORTS = ("overview", "dead_letters", "quarantine", "webhooks", "orders")
+EXPORTS = ("overview", "dead_letters", "quarantine", "webhooks", "orders", "funnel", "runs", "erasures")
 
-_PAGES = (("./", "Overview"), ("dead-letters", "Dead letters & quarantine"), ("orders", "Order lookup"),
-          ("webhooks", "Webhook log"))  # fmt: skip
+_PAGES = (("./", "Overview"), ("funnel", "Funnel & trends"), ("dead-letters", "Dead letters & quarantine"),
+          ("orders", "Order lookup"), ("webhooks", "Webhook log"), ("runs", "Run history"),
+          ("erasures", "Erasures"))  # fmt: skip
 
 
 def url_prefix() -> str:
@@ -78,6 +80,13 @@ def _environment() -> Any:
     env.filters["cell"] = cell_text
     env.filters["safe_url"] = safe_url
     env.filters["q"] = lambda value: quote(str(value), safe="")
+    from kombo_sync.console.render import overview_rows, selectable_rows, table_rows
+
+    env.filters["table_rows"] = lambda rows, columns, linkable=False: table_rows(columns, rows, linkable)
+    env.filters["overview_rows"] = lambda rows, columns: overview_rows(columns, rows)
+    env.filters["selectable_rows"] = lambda rows, columns, **options: selectable_rows(
+        columns, rows, **options
+    )
     return env
 
 
@@ -217,12 +226,57 @@ def create_console_app(queries_factory: Callable[[], Any] | None = None) -> Fast
             rows=events,
         )
 
+    @app.get("/funnel", response_class=HTMLResponse)
+    async def funnel(
+        request: Request, period: str = Query("7d", max_length=8), user: Any = Depends(read_access)
+    ) -> HTMLResponse:
+        from kombo_sync.console.charts import funnel_charts
+        from kombo_sync.console.queries import COLUMNS, LATENCY_BIN_LABELS, PERIODS
+
+        if period not in PERIODS:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"period is one of {', '.join(PERIODS)}")
+        found = await read(lambda: queries().funnel(period))
+        return render(
+            request,
+            "funnel.html",
+            user,
+            page="funnel",
+            period=period,
+            periods=[(key, label) for key, (label, _length, _unit) in PERIODS.items()],
+            funnel=found,
+            charts=funnel_charts(found, LATENCY_BIN_LABELS),
+            columns=COLUMNS["funnel"],
+        )
+
+    @app.get("/runs", response_class=HTMLResponse)
+    async def run_history(
+        request: Request, job: str = Query("", max_length=64), user: Any = Depends(read_access)
+    ) -> HTMLResponse:
+        from kombo_sync.console.queries import COLUMNS
+
+        found = await read(lambda: queries().run_history(job=job or None))
+        jobs = await read(lambda: queries().run_jobs())
+        return render(
+            request, "runs.html", user, page="runs", job=job, jobs=jobs, columns=COLUMNS["runs"], rows=found
+        )
+
+    @app.get("/erasures", response_class=HTMLResponse)
+    async def erasure_record(request: Request, user: Any = Depends(read_access)) -> HTMLResponse:
+        from kombo_sync.console.queries import COLUMNS
+
+        found = await read(lambda: queries().erasures())
+        return render(
+            request, "erasures.html", user, page="erasures", columns=COLUMNS["erasures"], rows=found
+        )
+
     @app.get("/export/{table}.csv")
     async def export(
         request: Request,
         table: str,
         q: str = Query("", max_length=255),
         integration_id: str = "",
+        period: str = Query("7d", max_length=8),
+        job: str = Query("", max_length=64),
         user: Any = Depends(read_access),
     ) -> Response:
         from kombo_sync.console.queries import COLUMNS
@@ -239,6 +293,16 @@ def create_console_app(queries_factory: Callable[[], Any] | None = None) -> Fast
             rows = await read(lambda: queries().quarantine(with_candidates=show))
         elif table == "webhooks":
             rows = await read(lambda: queries().webhook_log())
+        elif table == "funnel":
+            from kombo_sync.console.queries import PERIODS
+
+            if period not in PERIODS:
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, f"period is one of {', '.join(PERIODS)}")
+            rows = (await read(lambda: queries().funnel(period))).buckets
+        elif table == "runs":
+            rows = await read(lambda: queries().run_history(job=job or None))
+        elif table == "erasures":
+            rows = await read(lambda: queries().erasures())
         else:
             rows = (await read(lambda: queries().order_history(q, with_candidates=show))).orders
         text = to_csv(_visible(COLUMNS[table], show), rows)

@@ -2,8 +2,8 @@
 
 Read-only: every query runs in `StateStore.transaction(readonly=True)` (SQLite: a deferred transaction, so a
 page never takes the write lock the pipeline's writers queue on). Each page is a fixed, small number of
-queries that aggregate in the database (GROUP BY), through the indexes of migration 0008 where orders are
-counted or looked up. Rows come back as plain dicts whose keys are the columns of `COLUMNS[view]`.
+queries that aggregate in the database (GROUP BY), through the indexes of migrations 0008 and 0011 where orders
+are counted or looked up and where the funnel, the run history and the erasures read by time. Rows come back as plain dicts whose keys are the columns of `COLUMNS[view]`.
 
 Candidate data (e-mail, names) is only selected when the caller says the user may see it; otherwise it never
 leaves the database, and e-mail addresses quoted in quarantine reasons are masked.
@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from kombo_sync.candidate_hash import replace_emails
 from kombo_sync.state.outbox import DEAD_LETTER_STATES, SENT
 from kombo_sync.state.schema import (
+    erasures,
     integrations,
     invitations,
     orders,
@@ -31,6 +32,7 @@ from kombo_sync.state.schema import (
     quarantine,
     reminders,
     result_outbox,
+    runs,
     webhook_events,
 )
 from kombo_sync.state.store import StateStore
@@ -150,6 +152,38 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("sent_at", "Sent"),
     ),
 }
+COLUMNS["runs"] = (
+    ("job", "Job"),
+    ("run_id", "Run"),
+    ("status", "Status"),
+    ("started_at", "Started"),
+    ("finished_at", "Finished"),
+    ("duration_s", "Duration (s)"),
+    ("summary", "Summary"),
+)
+COLUMNS["erasures"] = (
+    ("erased_at", "Erased at"),
+    ("kind", "Kind"),
+    ("reason", "Reason"),
+    ("requested_by", "Requested by"),
+    ("run_id", "Run"),
+    ("integration_id", "Integration"),
+    ("order_count", "Orders"),
+    ("counts", "Counts"),
+)
+COLUMNS["funnel"] = (
+    ("bucket", "Period"),
+    ("received", "Received"),
+    ("invited", "Invited"),
+    ("finished", "Finished"),
+    ("written_back", "Written back"),
+    ("invite_latency_avg_s", "Invitation latency avg (s)"),
+    ("writeback_lag_avg_s", "Write-back lag avg (s)"),
+    ("webhooks_2xx", "Webhooks 2xx"),
+    ("webhooks_422", "Webhooks 422"),
+    ("webhooks_other_4xx", "Webhooks other 4xx"),
+    ("webhooks_5xx", "Webhooks 5xx"),
+)
 CANDIDATE_COLUMNS = frozenset({"candidate_email", "candidate_name"})
 
 
@@ -194,6 +228,92 @@ def recent_order_counts(today: datetime, since: datetime) -> sa.Select[Any]:
     )
 
 
+# The funnel's periods: (label, length, bucket). "today" starts at midnight UTC and is counted per hour.
+PERIODS: dict[str, tuple[str, timedelta | None, str]] = {
+    "today": ("Today (UTC)", None, "hour"),
+    "7d": ("Last 7 days", timedelta(days=7), "day"),
+    "30d": ("Last 30 days", timedelta(days=30), "day"),
+}
+# Upper bounds (seconds) of the latency histograms' bins; the last bin is open.
+LATENCY_BINS = (60, 300, 3600, 86400)
+LATENCY_BIN_LABELS = ("< 1 min", "1-5 min", "5-60 min", "1-24 h", "> 24 h")
+
+
+BUCKET_FORMATS = {"hour": "%Y-%m-%d %H", "day": "%Y-%m-%d"}
+
+
+def _bucket(column: sa.ColumnElement[Any], unit: str, dialect: str) -> sa.ColumnElement[Any]:
+    """The UTC hour or day of a timestamp: PostgreSQL truncates it (a timestamp; `to_char` on every row cost
+    hundreds of ms a month), SQLite keeps the text prefix ("YYYY-MM-DD HH" or "YYYY-MM-DD") of the UTC text it
+    stores. `_bucket_key` makes both the same text."""
+    if dialect == "postgresql":
+        return sa.func.date_trunc(unit, sa.func.timezone("UTC", column))
+    return sa.func.substr(column, 1, 13 if unit == "hour" else 10)
+
+
+def _bucket_key(value: Any, unit: str) -> str:
+    if isinstance(value, datetime):
+        return value.strftime(BUCKET_FORMATS[unit])
+    return "" if value is None else str(value)
+
+
+def _seconds_between(start: sa.ColumnElement[Any], end: sa.ColumnElement[Any], dialect: str) -> Any:
+    """`end - start` in seconds (NULL when either is NULL), on both databases."""
+    if dialect == "postgresql":
+        return sa.func.extract("epoch", end - start)
+    return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
+
+
+def _once_per_row(query: sa.Select[Any], name: str, dialect: str) -> Any:
+    """`query` as a subquery whose columns are computed once per row. SQLite would otherwise inline them into
+    every aggregate that uses them (a latency used by the sum and five histogram bins was parsed from text twelve
+    times per row: 440 ms for a month of a million-order store); a MATERIALIZED CTE computes each once."""
+    if dialect == "sqlite":
+        return query.cte(name).prefix_with("MATERIALIZED")
+    return query.subquery(name)
+
+
+def _histogram(seconds: Any) -> list[sa.ColumnElement[Any]]:
+    """How many values fall below each of `LATENCY_BINS` (cumulative: one comparison per bin and row);
+    `_bins` turns them into the bins' counts."""
+    return [
+        sa.func.sum(sa.case((seconds < upper, 1), else_=0)).label(f"below{index}")
+        for index, upper in enumerate(LATENCY_BINS)
+    ]
+
+
+def _bins(row: Any, total: int) -> list[int]:
+    """The counts per bin of `LATENCY_BINS` (the last one open) from `_histogram`'s cumulative counts."""
+    below = [int(getattr(row, f"below{index}") or 0) for index in range(len(LATENCY_BINS))]
+    edges = [0, *below, total]
+    return [edges[index + 1] - edges[index] for index in range(len(LATENCY_BINS) + 1)]
+
+
+@dataclass
+class Funnel:
+    """The funnel and trends of one period: totals, one row per bucket (hour or day), latency histograms."""
+
+    period: str
+    label: str
+    since: datetime
+    until: datetime
+    unit: str
+    buckets: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)
+    invite_latency: list[int] = field(default_factory=list)
+    writeback_lag: list[int] = field(default_factory=list)
+    webhook_statuses: dict[int, int] = field(default_factory=dict)
+    invite_latency_avg_s: float | None = None
+    writeback_lag_avg_s: float | None = None
+
+
+def _summary_text(summary: Any) -> str:
+    """A run's JSON summary as one line (`key=value, ...`); summaries hold counts, never candidate data."""
+    if isinstance(summary, Mapping):
+        return ", ".join(f"{key}={value}" for key, value in summary.items())
+    return "" if summary is None else str(summary)
+
+
 @dataclass
 class OrderHistory:
     """Everything the state store knows about the orders a lookup found."""
@@ -228,10 +348,11 @@ class ConsoleQueries:
             .where(result_outbox.c.state.in_(DEAD_LETTER_STATES))
             .group_by(result_outbox.c.integration_id)
         )
-        # Only sent rows have a sent_at: a range of the (sent_at, integration_id, state) index.
+        # Only sent rows have a sent_at: a range of the (sent_at, integration_id, state) index. SQLite, without
+        # statistics, would rather walk every sent row of the state index (60 ms at 100,000 results).
         sent_counts = (
             sa.select(result_outbox.c.integration_id, sa.func.count().label("count"))
-            .where(result_outbox.c.sent_at >= week_ago, result_outbox.c.state == SENT)
+            .where(result_outbox.c.sent_at >= week_ago, _not_by_index(result_outbox.c.state) == SENT)
             .group_by(result_outbox.c.integration_id)
         )
         newest_dead = (
@@ -579,3 +700,197 @@ class ConsoleQueries:
         if not history.orders and not history.webhooks and not history.versions:
             return OrderHistory(term)
         return history
+
+    def funnel(self, period: str = "7d") -> Funnel:
+        """Received -> invited -> finished -> written back over the period, per hour (today) or day, with the
+        invitation latency, the write-back lag and the webhook answers by status; each a GROUP BY over a range
+        of a time index (migrations 0008 and 0011)."""
+        if period not in PERIODS:
+            raise ValueError(f"unknown period {period!r}; one of {', '.join(PERIODS)}")
+        label, length, unit = PERIODS[period]
+        now = self._clock()
+        since = now.replace(hour=0, minute=0, second=0, microsecond=0) if length is None else now - length
+        dialect = self.store.dialect
+        result = Funnel(period, label, since, now, unit)
+
+        received = _once_per_row(
+            sa.select(
+                _bucket(orders.c.received_at, unit, dialect).label("bucket"),
+                _seconds_between(orders.c.received_at, orders.c.invited_at, dialect).label("seconds"),
+            ).where(orders.c.received_at >= since),
+            "received_in_period",
+            dialect,
+        )
+        order_rows = sa.select(
+            received.c.bucket,
+            sa.func.count().label("received"),
+            sa.func.count(received.c.seconds).label("invited"),
+            sa.func.sum(received.c.seconds).label("latency_sum"),
+            *_histogram(received.c.seconds),
+        ).group_by(received.c.bucket)
+        # Finished: a result was queued for the order (the candidate completed); superseded versions of a result
+        # are not counted again.
+        queued_bucket = _bucket(result_outbox.c.created_at, unit, dialect).label("bucket")
+        queued_rows = (
+            sa.select(queued_bucket, sa.func.count().label("finished"))
+            .where(result_outbox.c.created_at >= since, result_outbox.c.state != "superseded")
+            .group_by(queued_bucket)
+        )
+        # Written back: sent in the period; the lag from the warehouse row (the candidate finishing) to Kombo.
+        sent = _once_per_row(
+            sa.select(
+                _bucket(result_outbox.c.sent_at, unit, dialect).label("bucket"),
+                _seconds_between(
+                    sa.func.coalesce(result_outbox.c.source_updated_at, result_outbox.c.created_at),
+                    result_outbox.c.sent_at,
+                    dialect,
+                ).label("seconds"),
+            ).where(result_outbox.c.sent_at >= since, _not_by_index(result_outbox.c.state) == SENT),
+            "sent_in_period",
+            dialect,
+        )
+        sent_rows = sa.select(
+            sent.c.bucket,
+            sa.func.count().label("written_back"),
+            sa.func.sum(sent.c.seconds).label("lag_sum"),
+            *_histogram(sent.c.seconds),
+        ).group_by(sent.c.bucket)
+        event_bucket = _bucket(webhook_events.c.received_at, unit, dialect).label("bucket")
+        event_rows = (
+            sa.select(event_bucket, webhook_events.c.response_status, sa.func.count().label("events"))
+            .where(webhook_events.c.received_at >= since)
+            .group_by(event_bucket, webhook_events.c.response_status)
+        )
+        with self.store.transaction(readonly=True) as conn:
+            found_orders = conn.execute(order_rows).all()
+            found_queued = conn.execute(queued_rows).all()
+            found_sent = conn.execute(sent_rows).all()
+            found_events = conn.execute(event_rows).all()
+
+        buckets: dict[str, dict[str, Any]] = {}
+        for key in self._bucket_keys(since, now, unit):
+            buckets[key] = {column: 0 for column, _label in COLUMNS["funnel"]}
+            buckets[key].update(bucket=key, invite_latency_avg_s=None, writeback_lag_avg_s=None)
+
+        def bucket(key: Any) -> dict[str, Any]:
+            name = _bucket_key(key, unit)
+            if name not in buckets:
+                buckets[name] = {column: 0 for column, _label in COLUMNS["funnel"]}
+                buckets[name].update(bucket=name, invite_latency_avg_s=None, writeback_lag_avg_s=None)
+            return buckets[name]
+
+        bins = len(LATENCY_BINS) + 1
+        result.invite_latency = [0] * bins
+        result.writeback_lag = [0] * bins
+        latency_total, lag_total = 0.0, 0.0
+        for row in found_orders:
+            target = bucket(row.bucket)
+            target["received"] += int(row.received)
+            target["invited"] += int(row.invited)
+            if row.invited:
+                target["invite_latency_avg_s"] = round(float(row.latency_sum or 0) / int(row.invited), 1)
+            latency_total += float(row.latency_sum or 0)
+            for index, count in enumerate(_bins(row, int(row.invited))):
+                result.invite_latency[index] += count
+        for row in found_queued:
+            bucket(row.bucket)["finished"] += int(row.finished)
+        for row in found_sent:
+            target = bucket(row.bucket)
+            target["written_back"] += int(row.written_back)
+            if row.written_back:
+                target["writeback_lag_avg_s"] = round(float(row.lag_sum or 0) / int(row.written_back), 1)
+            lag_total += float(row.lag_sum or 0)
+            for index, count in enumerate(_bins(row, int(row.written_back))):
+                result.writeback_lag[index] += count
+        for row in found_events:
+            status_code = int(row.response_status) if row.response_status is not None else 0
+            result.webhook_statuses[status_code] = result.webhook_statuses.get(status_code, 0) + int(
+                row.events
+            )
+            target = bucket(row.bucket)
+            target[self._status_column(status_code)] += int(row.events)
+
+        result.buckets = [buckets[key] for key in sorted(buckets)]
+        result.totals = {
+            name: sum(int(row[name]) for row in result.buckets)
+            for name in ("received", "invited", "finished", "written_back")
+        }
+        if result.totals["invited"]:
+            result.invite_latency_avg_s = round(latency_total / result.totals["invited"], 1)
+        if result.totals["written_back"]:
+            result.writeback_lag_avg_s = round(lag_total / result.totals["written_back"], 1)
+        return result
+
+    @staticmethod
+    def _status_column(status_code: int) -> str:
+        if 200 <= status_code < 300:
+            return "webhooks_2xx"
+        if status_code == 422:
+            return "webhooks_422"
+        if 400 <= status_code < 500:
+            return "webhooks_other_4xx"
+        return "webhooks_5xx"  # 5xx, or no answer recorded (the handler failed before answering)
+
+    @staticmethod
+    def _bucket_keys(since: datetime, until: datetime, unit: str) -> list[str]:
+        """Every bucket of the period, so an hour or day without orders shows as zero, not as a gap."""
+        step = timedelta(hours=1) if unit == "hour" else timedelta(days=1)
+        pattern = BUCKET_FORMATS[unit]
+        start = since.replace(minute=0, second=0, microsecond=0)
+        if unit == "day":
+            start = start.replace(hour=0)
+        keys = []
+        while start <= until:
+            keys.append(start.strftime(pattern))
+            start += step
+        return keys
+
+    def run_history(self, *, job: str | None = None, limit: int = MAX_ROWS) -> list[dict[str, Any]]:
+        """The newest job runs (the `runs` audit table) with their status and summary counts."""
+        query = (
+            sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(min(limit, MAX_ROWS))
+        )
+        if job:
+            query = query.where(runs.c.job == job)
+        with self.store.transaction(readonly=True) as conn:
+            found = [dict(row) for row in conn.execute(query).mappings()]
+        for row in found:
+            started, finished = row["started_at"], row["finished_at"]
+            row["duration_s"] = (
+                round((finished - started).total_seconds(), 1) if started and finished else None
+            )
+            row["summary"] = _summary_text(row["summary"])
+        return found
+
+    def run_jobs(self) -> list[str]:
+        """The jobs that have runs (for the page's filter)."""
+        with self.store.transaction(readonly=True) as conn:
+            return [
+                str(job)
+                for job in conn.execute(sa.select(runs.c.job).distinct().order_by(runs.c.job)).scalars()
+            ]
+
+    def erasures(self, *, limit: int = MAX_ROWS) -> list[dict[str, Any]]:
+        """The newest erasures of candidate data: kind, reason, who asked, counts, how many orders (the ids
+        stay in the database; the record holds no personal data)."""
+        query = (
+            sa.select(
+                erasures.c.erased_at,
+                erasures.c.kind,
+                erasures.c.reason,
+                erasures.c.requested_by,
+                erasures.c.run_id,
+                erasures.c.integration_id,
+                sa.func.json_array_length(erasures.c.order_ids).label("order_count"),
+                erasures.c.counts,
+            )
+            .order_by(erasures.c.erased_at.desc(), erasures.c.id.desc())
+            .limit(min(limit, MAX_ROWS))
+        )
+        with self.store.transaction(readonly=True) as conn:
+            found = [dict(row) for row in conn.execute(query).mappings()]
+        for row in found:
+            row["counts"] = _summary_text(row["counts"])
+            # A free-text reason might quote an address by mistake: never shown.
+            row["reason"] = mask_emails(row["reason"])
+        return found

@@ -143,7 +143,8 @@ orders = sa.Table(
     sa.Index("ix_orders_duplicate_application", "integration_id", "package_id", "application_remote_id"),
     sa.Index("ix_orders_state_next_attempt_at", "state", "next_attempt_at"),
     # The console (migration 0008): counts of recent orders per integration and state, and the order lookup.
-    sa.Index("ix_orders_received_at_integration_id", "received_at", "integration_id", "state"),
+    # invited_at (migration 0011): the funnel's invitation latency of a period from the same index alone.
+    sa.Index("ix_orders_received_at_integration_id", "received_at", "integration_id", "state", "invited_at"),
     sa.Index("ix_orders_application_remote_id", "application_remote_id"),
     sa.Index("ix_orders_invitation_id", "invitation_id"),
     sa.Index("ix_orders_duplicate_email_hash", "integration_id", "package_id", "candidate_email_hash"),
@@ -196,6 +197,7 @@ result_outbox = sa.Table(
     sa.Index("ix_result_outbox_state_next_attempt_at", "state", "next_attempt_at"),
     # The console's results written per integration this week (migration 0008).
     sa.Index("ix_result_outbox_sent_at_integration_id", "sent_at", "integration_id", "state"),
+    sa.Index("ix_result_outbox_created_at_state", "created_at", "state"),  # results queued per period (0011)
 )
 
 webhook_events = sa.Table(
@@ -210,6 +212,7 @@ webhook_events = sa.Table(
     sa.Column("response_body", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_webhook_events_received_at", "received_at"),
     sa.Index("ix_webhook_events_order_id", "order_id"),  # an order's history in the console (0008)
+    sa.Index("ix_webhook_events_received_at_status", "received_at", "response_status"),  # answers (0011)
 )
 
 quarantine = sa.Table(
@@ -225,6 +228,7 @@ quarantine = sa.Table(
     sa.Column("resolved_at", UTCDateTime(), nullable=True),
     sa.Column("resolution", sa.Text(), nullable=True),  # why it was resolved, e.g. discarded (migration 0008)
     sa.Index("ix_quarantine_job_resolved_at", "job", "resolved_at"),
+    sa.Index("ix_quarantine_resolved_at_id", "resolved_at", "id"),  # the console's open rows (0011)
 )
 
 runs = sa.Table(
@@ -238,6 +242,7 @@ runs = sa.Table(
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("summary", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_runs_job_started_at", "job", "started_at"),
+    sa.Index("ix_runs_started_at", "started_at", "id"),  # the console's run history, newest first (0011)
 )
 
 ALL_TABLES: tuple[sa.Table, ...] = (
@@ -313,6 +318,7 @@ erasures = sa.Table(
     sa.Column("erased_at", UTCDateTime(), nullable=False),
     _states_check("kind", ERASURE_KINDS, "kind"),
     sa.Index("ix_erasures_kind_erased_at", "kind", "erased_at"),
+    sa.Index("ix_erasures_erased_at", "erased_at", "id"),  # the console's erasures page, newest first (0011)
 )
 ALL_TABLES = (*ALL_TABLES, erasures)
 
