@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -143,6 +142,8 @@ class Soak:
         self.anomalies: list[str] = []
         self.timings: dict[str, float] = {}
         self.lifecycle_counts: Counter[str] = Counter()
+        self.left_to_expire: set[str] = set()  # no-shows' orders left to the lifecycle (reminders, expiry)
+        self.no_shows_on_expiring = 0
         self.result_outcomes: dict[str, int] = {}  # state of each finished result's newest version
 
     # Setup ----------------------------------------------------------------------------------------------------
@@ -446,16 +447,20 @@ class Soak:
             created = as_utc(invitation["created_at"])
             if invitation["status"] != "invited" or order_id in self.expected.cancelled_in_ats or not created:
                 continue
-            if created < before and order_id in self.expected.orders and not self.left_to_expire(order_id):
-                self.sandbox.admin.cancel_order(order_id)
-                self.expected.cancelled_in_ats.add(order_id)
-                self.expected.event("cancelled_in_ats", order=order_id)
-
-    def left_to_expire(self, order_id: str) -> bool:
-        """Whether a no-show's order is left to the lifecycle (reminders, then expiry) rather than cancelled."""
-        integration = self.expected.orders[order_id]["integration_id"]
-        expiring = {self.integrations[c] for c in EXPIRING if c in self.integrations}
-        return integration in expiring and hashlib.sha256(order_id.encode()).digest()[0] % 2 == 0
+            if created >= before or order_id not in self.expected.orders or order_id in self.left_to_expire:
+                continue
+            integration = self.expected.orders[order_id]["integration_id"]
+            expiring = {self.integrations[c] for c in EXPIRING if c in self.integrations}
+            # On the customers with a lifecycle, every other no-show (the first one included) is left to expire.
+            if integration in expiring and self.no_shows_on_expiring % 2 == 0:
+                self.no_shows_on_expiring += 1
+                self.left_to_expire.add(order_id)
+                self.expected.event("left_to_expire", order=order_id)
+                continue
+            self.no_shows_on_expiring += integration in expiring
+            self.sandbox.admin.cancel_order(order_id)
+            self.expected.cancelled_in_ats.add(order_id)
+            self.expected.event("cancelled_in_ats", order=order_id)
 
     def correct_some_results(self) -> None:
         """The provider re-scores a few results after they were first written to the warehouse."""
@@ -604,9 +609,11 @@ class Soak:
             "%s results not yet in Kombo", open_orders, len(unseen), pending, len(waiting), len(unwritten),
         )  # fmt: skip
         states = self._store_states()
-        not_revoked = [o for o in self.expected.cancelled_in_ats if states.get(o) != "cancelled"]
+        not_revoked = [
+            o for o in self.expected.cancelled_in_ats | self.left_to_expire if states.get(o) != "cancelled"
+        ]
         if not_revoked:
-            log.info("draining: %s orders cancelled in the ATS not yet revoked and closed", len(not_revoked))
+            log.info("draining: %s orders cancelled in the ATS or expiring not yet closed", len(not_revoked))
         return not (open_orders or pending or waiting or unwritten or unseen or not_revoked)
 
     def _store_states(self) -> dict[str, str]:
@@ -631,6 +638,12 @@ class Soak:
         broken: list[str] = []
         states = self._store_states()
         platform = self.platform.admin.invitations()
+        if not self.left_to_expire:
+            self.anomalies.append(
+                "no candidate of the lifecycle's customers never started: expiry not exercised"
+            )
+        if platform.get("reminder_duplicates"):
+            broken.append(f"reminders created twice on the platform: {platform['reminder_duplicates']}")
         creations = platform.get("creations_by_order") or {}
         mails = self.smtp.count_by_message_id()
         channel_of = {self.integrations[c]: CUSTOMERS[c][1] for c in self.integrations}
@@ -642,11 +655,7 @@ class Soak:
             state = states.get(order_id)
             if order_id in self.expected.cancelled_in_ats:
                 broken += self._check_cancelled_in_ats(order_id, state, sent, platform)
-            elif (
-                expected["kind"] == "invite"
-                and self._no_show(order_id, platform)
-                and self.left_to_expire(order_id)
-            ):
+            elif order_id in self.left_to_expire:
                 broken += self._check_expired(order_id, state, sent, platform)
             elif expected["kind"] == "invite":
                 if state not in ("invited", "duplicate") or (state == "invited") != (sent == 1):
@@ -663,7 +672,16 @@ class Soak:
         for first, twin in self.expected.duplicate_pairs:
             # One of the two is invited; the other is closed as a duplicate (poll) or answered 422 and recorded
             # rejected (webhook), with nothing sent.
-            pair = sorted([states.get(first), states.get(twin)], key=str)
+            # An invited order whose candidate never started ends cancelled (in the ATS, or expired): still the
+            # pair's invited one.
+            gone = self.expected.cancelled_in_ats | self.left_to_expire
+            pair = sorted(
+                [
+                    "invited" if o in gone and states.get(o) == "cancelled" else states.get(o)
+                    for o in (first, twin)
+                ],
+                key=str,
+            )
             if pair not in (["duplicate", "invited"], ["invited", "rejected"]):
                 broken.append(
                     f"duplicate pair {first}/{twin}: states {pair}, expected one invited, one closed"
@@ -707,10 +725,6 @@ class Soak:
                 f"{len(applied)} result(s) applied"
             )
         return problems
-
-    def _no_show(self, order_id: str, platform: dict[str, Any]) -> bool:
-        status = {i["order_id"]: i["status"] for i in platform["invitations"]}.get(order_id)
-        return status in ("invited", "revoked")
 
     def _check_expired(
         self, order_id: str, state: str | None, sent: int, platform: dict[str, Any]
@@ -913,7 +927,7 @@ class Soak:
             "order_states": states,
             "duplicate_pairs": len(self.expected.duplicate_pairs),
             "orders_cancelled_in_ats": len(self.expected.cancelled_in_ats),
-            "lifecycle": dict(self.lifecycle_counts),
+            "lifecycle": {"left_to_expire": len(self.left_to_expire), **self.lifecycle_counts},
             "results_finished": len(finished),
             "results_completed": sum(1 for s in finished.values() if s == "completed"),
             "results_corrected_in_warehouse": len(self.expected.corrected),
