@@ -19,30 +19,18 @@ Params: `erase_emails` (list), `erase_reason`, `dry_run` (count, erase nothing).
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
-from kombo_sync.alerts.notifier import KomboAlertNotifier
-
-default_args = {
-    "owner": "data-team",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-}
+from kombo_sync.dag_kit import dag_defaults, flag_param
 
 
 @dag(
     dag_id="kombo_housekeeping",
     schedule=os.environ.get("KOMBO_HOUSEKEEPING_SCHEDULE", "@daily"),
-    start_date=datetime(2025, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args,
-    on_failure_callback=KomboAlertNotifier(),  # alerts.channels in pipeline.yaml (docs/alerts.md)
     doc_md=__doc__,
-    tags=["kombo", "housekeeping"],
+    **dag_defaults("housekeeping", retry_delay=timedelta(minutes=1)),
     params={
         "erase_emails": Param(
             [], type=["array", "null"], items={"type": "string"}, description="candidates to erase now"
@@ -50,7 +38,7 @@ default_args = {
         "erase_reason": Param(
             "erasure requested by the candidate", type=["string", "null"], description="recorded in erasures"
         ),
-        "dry_run": Param(False, type=["boolean", "null"], description="count what would be erased"),
+        "dry_run": flag_param("count what would be erased"),
     },
 )
 def kombo_housekeeping() -> None:

@@ -21,40 +21,21 @@ See docs/lifecycle.md.
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import dag, task
 
-from kombo_sync.alerts.notifier import KomboAlertNotifier
-
-default_args = {
-    "owner": "data-team",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-}
+from kombo_sync.dag_kit import cron, dag_defaults, flag_param, integration_ids_param
 
 
 @dag(
     dag_id="kombo_lifecycle",
-    schedule=CronDataIntervalTimetable(
-        os.environ.get("KOMBO_LIFECYCLE_SCHEDULE", "20 * * * *"), timezone="UTC"
-    ),
-    start_date=datetime(2025, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args,
-    on_failure_callback=KomboAlertNotifier(),  # alerts.channels in pipeline.yaml (docs/alerts.md)
+    schedule=cron("KOMBO_LIFECYCLE_SCHEDULE", "20 * * * *"),
     doc_md=__doc__,
-    tags=["kombo", "lifecycle"],
+    **dag_defaults("lifecycle", retry_delay=timedelta(seconds=30)),
     params={
-        "integration_ids": Param(
-            [], type=["array", "null"], items={"type": "string"}, description="empty: all"
-        ),
-        "dry_run": Param(
-            False, type=["boolean", "null"], description="count what is due; send, revoke and record nothing"
-        ),
+        "integration_ids": integration_ids_param("empty: all"),
+        "dry_run": flag_param("count what is due; send, revoke and record nothing"),
     },
 )
 def kombo_lifecycle() -> None:

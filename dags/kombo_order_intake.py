@@ -20,49 +20,26 @@ See docs/intake.md.
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, dag, task
 
-from kombo_sync.alerts.notifier import KomboAlertNotifier
 from kombo_sync.assets import ORDERS_RECEIVED
-
-default_args = {
-    "owner": "data-team",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=10),
-    "retry_exponential_backoff": True,
-}
+from kombo_sync.dag_kit import cron, dag_defaults, flag_param, integration_ids_param
 
 
 @dag(
     dag_id="kombo_order_intake",
     schedule=AssetOrTimeSchedule(
-        timetable=CronDataIntervalTimetable(
-            os.environ.get("KOMBO_INTAKE_SCHEDULE", "*/5 * * * *"), timezone="UTC"
-        ),
+        timetable=cron("KOMBO_INTAKE_SCHEDULE", "*/5 * * * *"),
         assets=[ORDERS_RECEIVED],
     ),
-    start_date=datetime(2025, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args,
-    on_failure_callback=KomboAlertNotifier(),  # alerts.channels in pipeline.yaml (docs/alerts.md)
     doc_md=__doc__,
-    tags=["kombo", "intake"],
+    **dag_defaults("intake", retry_delay=timedelta(seconds=10)),
     params={
-        "integration_ids": Param(
-            [], type=["array", "null"], items={"type": "string"}, description="empty: all active"
-        ),
-        "dry_run": Param(
-            False, type=["boolean", "null"], description="count what would be recorded and sent"
-        ),
-        "repoll": Param(
-            False,
-            type=["boolean", "null"],
-            description="backfills: poll Kombo even for windows an earlier poll already covered",
-        ),
+        "integration_ids": integration_ids_param("empty: all active"),
+        "dry_run": flag_param("count what would be recorded and sent"),
+        "repoll": flag_param("backfills: poll Kombo even for windows an earlier poll already covered"),
     },
 )
 def kombo_order_intake() -> None:

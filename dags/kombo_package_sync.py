@@ -25,10 +25,11 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
 
 from kombo_sync.alerts.notifier import KomboAlertNotifier
 from kombo_sync.assets import INTEGRATIONS_CHANGED
+from kombo_sync.dag_kit import flag_param, integration_ids_param
 
 SCHEDULE = os.environ.get("KOMBO_CATALOG_SCHEDULE", "0 2 * * *")
 
@@ -45,18 +46,10 @@ SCHEDULE = os.environ.get("KOMBO_CATALOG_SCHEDULE", "0 2 * * *")
     tags=["kombo", "catalog"],
     default_args={"owner": "data-team", "retries": 2, "retry_delay": timedelta(minutes=2)},
     params={
-        "integration_ids": Param(
-            [], type=["array", "null"], items={"type": "string"}, description="empty = all"
-        ),
-        "force": Param(
-            False, type=["boolean", "null"], description="publish even when the list is unchanged"
-        ),
-        "dry_run": Param(
-            False, type=["boolean", "null"], description="log the per-integration diff, send nothing"
-        ),
-        "allow_shrink": Param(
-            False, type=["boolean", "null"], description="allow removing many or all packages"
-        ),
+        "integration_ids": integration_ids_param("empty = all"),
+        "force": flag_param("publish even when the list is unchanged"),
+        "dry_run": flag_param("log the per-integration diff, send nothing"),
+        "allow_shrink": flag_param("allow removing many or all packages"),
     },
 )
 def kombo_package_sync() -> None:

@@ -18,40 +18,21 @@ See docs/lifecycle.md.
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import dag, task
 
-from kombo_sync.alerts.notifier import KomboAlertNotifier
-
-default_args = {
-    "owner": "data-team",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-}
+from kombo_sync.dag_kit import cron, dag_defaults, flag_param, integration_ids_param
 
 
 @dag(
     dag_id="kombo_reconcile",
-    schedule=CronDataIntervalTimetable(
-        os.environ.get("KOMBO_RECONCILE_SCHEDULE", "30 3 * * *"), timezone="UTC"
-    ),
-    start_date=datetime(2025, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args,
-    on_failure_callback=KomboAlertNotifier(),  # alerts.channels in pipeline.yaml (docs/alerts.md)
+    schedule=cron("KOMBO_RECONCILE_SCHEDULE", "30 3 * * *"),
     doc_md=__doc__,
-    tags=["kombo", "reconcile"],
+    **dag_defaults("reconcile", retry_delay=timedelta(minutes=1)),
     params={
-        "integration_ids": Param(
-            [], type=["array", "null"], items={"type": "string"}, description="empty: all"
-        ),
-        "dry_run": Param(
-            False, type=["boolean", "null"], description="read Kombo and count; revoke and record nothing"
-        ),
+        "integration_ids": integration_ids_param("empty: all"),
+        "dry_run": flag_param("read Kombo and count; revoke and record nothing"),
     },
 )
 def kombo_reconcile() -> None:

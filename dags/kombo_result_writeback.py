@@ -20,47 +20,28 @@ mapped payloads and their diff, send nothing), `date_from` / `date_to` (re-read 
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from kombo_sync.alerts.notifier import KomboAlertNotifier
-
-default_args = {
-    "owner": "data-team",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-}
+from kombo_sync.dag_kit import cron, dag_defaults, flag_param
 
 
 @dag(
     dag_id="kombo_result_writeback",
-    schedule=CronDataIntervalTimetable(
-        os.environ.get("KOMBO_WRITEBACK_SCHEDULE", "*/10 * * * *"), timezone="UTC"
-    ),
-    start_date=datetime(2025, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args,
-    on_failure_callback=KomboAlertNotifier(),  # alerts.channels in pipeline.yaml (docs/alerts.md)
+    schedule=cron("KOMBO_WRITEBACK_SCHEDULE", "*/10 * * * *"),
     doc_md=__doc__,
-    tags=["kombo", "writeback"],
+    **dag_defaults("writeback", retry_delay=timedelta(minutes=1)),
     params={
         "order_ids": Param(
             [], type=["array", "null"], items={"type": "string"}, description="replay / preview these"
         ),
-        "dry_run": Param(
-            False, type=["boolean", "null"], description="print the payloads and their diff, send nothing"
-        ),
+        "dry_run": flag_param("print the payloads and their diff, send nothing"),
         "date_from": Param(
             None, type=["null", "string"], description="re-read from (YYYY-MM-DD or ISO time)"
         ),
         "date_to": Param(None, type=["null", "string"], description="until, exclusive (default: now)"),
-        "replay_dead_letters": Param(
-            False, type=["boolean", "null"], description="requeue every dead letter"
-        ),
+        "replay_dead_letters": flag_param("requeue every dead letter"),
         "discard_order_ids": Param(
             [], type=["array", "null"], items={"type": "string"}, description="discard these dead letters"
         ),
