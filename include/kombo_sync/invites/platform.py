@@ -139,31 +139,11 @@ class PlatformInviter:
         }
 
     def send(self, order: InvitationOrder, idempotency_key: str) -> InvitationResult:
-        try:
-            response = self._client().post(
-                self.path,
-                json=self.request_body(order, idempotency_key),
-                headers={"Idempotency-Key": idempotency_key},
-            )
-        except httpx.TimeoutException as exc:
-            raise RetriableInvitationError(
-                f"platform timed out after {self.timeout:g} s", channel=self.channel, code="TIMEOUT"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise RetriableInvitationError(
-                f"platform unreachable ({type(exc).__name__})", channel=self.channel, code="UNAVAILABLE"
-            ) from exc
+        response = _post(
+            self, self.path, self.request_body(order, idempotency_key), {"Idempotency-Key": idempotency_key}
+        )
         status = response.status_code
-        if status >= 500 or status in _RETRIABLE_STATUSES:
-            raise RetriableInvitationError(
-                f"platform answered HTTP {status}{_detail(response)}", channel=self.channel, code=str(status)
-            )
-        if status >= 400:
-            raise PermanentInvitationError(
-                f"platform refused the invitation: HTTP {status}{_detail(response)}",
-                channel=self.channel,
-                code=str(status),
-            )
+        _raise_for_error(self, response, "the invitation")
         try:
             body = response.json()
         except ValueError as exc:
@@ -191,16 +171,7 @@ class PlatformInviter:
         """Withdraw the order's invitation (idempotent); raises RetriableInvitationError when there is no
         definite answer and PermanentInvitationError when the platform refuses the call itself."""
         path = f"{self.path}/{quote(order_id, safe='')}/revoke"
-        try:
-            response = self._client().post(path, json={"reason": reason[:500]})
-        except httpx.TimeoutException as exc:
-            raise RetriableInvitationError(
-                f"platform timed out after {self.timeout:g} s", channel=self.channel, code="TIMEOUT"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise RetriableInvitationError(
-                f"platform unreachable ({type(exc).__name__})", channel=self.channel, code="UNAVAILABLE"
-            ) from exc
+        response = _post(self, path, {"reason": reason[:500]}, {})
         status = response.status_code
         body = _json_object(response)
         if status == 404:
@@ -213,16 +184,7 @@ class PlatformInviter:
                 external_id=_text(body.get("invitation_id")),
                 detail=f"the candidate already finished ({finished})",
             )
-        if status >= 500 or status in _RETRIABLE_STATUSES:
-            raise RetriableInvitationError(
-                f"platform answered HTTP {status}{_detail(response)}", channel=self.channel, code=str(status)
-            )
-        if status >= 400:
-            raise PermanentInvitationError(
-                f"platform refused the revocation: HTTP {status}{_detail(response)}",
-                channel=self.channel,
-                code=str(status),
-            )
+        _raise_for_error(self, response, "the revocation")
         if body.get("status") != "revoked":
             raise RetriableInvitationError(
                 f"platform answered HTTP {status} without a revoked invitation",
@@ -252,6 +214,21 @@ def _post(
         ) from exc
 
 
+def _raise_for_error(inviter: PlatformInviter, response: httpx.Response, what: str) -> None:
+    """A 5xx or a 4xx in ``_RETRIABLE_STATUSES`` is tried again; any other 4xx is the platform refusing ``what``."""
+    status = response.status_code
+    if status >= 500 or status in _RETRIABLE_STATUSES:
+        raise RetriableInvitationError(
+            f"platform answered HTTP {status}{_detail(response)}", channel=inviter.channel, code=str(status)
+        )
+    if status >= 400:
+        raise PermanentInvitationError(
+            f"platform refused {what}: HTTP {status}{_detail(response)}",
+            channel=inviter.channel,
+            code=str(status),
+        )
+
+
 def remind(inviter: PlatformInviter, request: ReminderRequest, idempotency_key: str) -> ReminderResult:
     """The platform's reminder call (``PlatformInviter.remind``)."""
     path = f"{inviter.path}/{quote(request.order_id, safe='')}/remind"
@@ -270,16 +247,7 @@ def remind(inviter: PlatformInviter, request: ReminderRequest, idempotency_key: 
     if status == 409 and body.get("error") in _NO_REMINDER_NEEDED:
         state = str(body.get("status") or body.get("error"))[:32]
         return ReminderResult(REMINDER_NOT_NEEDED, inviter.channel, detail=f"the invitation is {state}")
-    if status >= 500 or status in _RETRIABLE_STATUSES:
-        raise RetriableInvitationError(
-            f"platform answered HTTP {status}{_detail(response)}", channel=inviter.channel, code=str(status)
-        )
-    if status >= 400:
-        raise PermanentInvitationError(
-            f"platform refused the reminder: HTTP {status}{_detail(response)}",
-            channel=inviter.channel,
-            code=str(status),
-        )
+    _raise_for_error(inviter, response, "the reminder")
     reminder_id = body.get("reminder_id") or body.get("id")
     if not reminder_id:
         raise RetriableInvitationError(
