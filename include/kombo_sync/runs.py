@@ -187,6 +187,14 @@ def string_list(value: Any, name: str = "param") -> list[str]:
     return list(result)
 
 
+def scope_params(info: RunInfo) -> tuple[list[str] | None, bool]:
+    """The two params most DAGs share: ``integration_ids`` (None: all) and ``dry_run``."""
+    params = info.params
+    return (string_list(params.get("integration_ids"), "integration_ids") or None), flag(
+        params.get("dry_run"), "dry_run"
+    )
+
+
 def flag(value: Any, name: str = "param") -> bool:
     """A boolean param: true/false (or null: false); the text a JSON conf may carry ("false", "1") is read as
     meant, never as a non-empty string being true. Anything else raises `ParamError` naming the param."""

@@ -12,10 +12,7 @@ from hypothesis import strategies as st
 
 from kombo_sync.catalog.plan import SyncOptions
 from kombo_sync.housekeeping import tasks as housekeeping_tasks
-from kombo_sync.intake import tasks as intake_tasks
-from kombo_sync.lifecycle import tasks as lifecycle_tasks
-from kombo_sync.reconcile import tasks as reconcile_tasks
-from kombo_sync.runs import ParamError, RunInfo
+from kombo_sync.runs import ParamError, RunInfo, scope_params
 from kombo_sync.storable import text_problem
 from kombo_sync.writeback import tasks as writeback_tasks
 from kombo_sync.writeback.window import writeback_window
@@ -51,11 +48,9 @@ def _info(params: dict) -> RunInfo:
 def test_params_are_read_as_meant_or_refused_by_name(params):
     tried(NAME)
     for read in (
-        lambda: intake_tasks._params(_info(params)),
-        lambda: reconcile_tasks._params(_info(params)),
+        lambda: scope_params(_info(params)),  # intake, reconcile and lifecycle
         lambda: writeback_tasks._params(_info(params)),
         lambda: housekeeping_tasks._params(_info(params)),
-        lambda: lifecycle_tasks._params(_info(params)),
         lambda: SyncOptions.from_params(params),
     ):
         try:

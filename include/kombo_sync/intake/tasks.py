@@ -17,7 +17,7 @@ from kombo_sync.intake.dispatch import dispatch_invitations
 from kombo_sync.intake.poll import poll_orders
 from kombo_sync.intake.window import poll_window
 from kombo_sync.invites import Inviters
-from kombo_sync.runs import RunInfo, StepFailed, audited, flag, run_info, string_list
+from kombo_sync.runs import StepFailed, audited, flag, run_info, scope_params
 from kombo_sync.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -30,20 +30,13 @@ class IntakeRunFailed(StepFailed):
     """The run finished its work but some integrations could not be polled (named in the message)."""
 
 
-def _params(info: RunInfo) -> tuple[list[str] | None, bool]:
-    params = info.params
-    return (string_list(params.get("integration_ids"), "integration_ids") or None), flag(
-        params.get("dry_run"), "dry_run"
-    )
-
-
 def poll_task(context: Mapping[str, Any]) -> dict[str, Any]:
     """Task `poll`: record every open order in the run's window."""
     from kombo_sync.runtime import kombo_client, state_store
 
     settings = load_settings()
     info = run_info(context)
-    integration_ids, dry_run = _params(info)
+    integration_ids, dry_run = scope_params(info)
     window = poll_window(
         settings.intake,
         now=datetime.now(UTC),
@@ -76,7 +69,7 @@ def dispatch_task(context: Mapping[str, Any]) -> dict[str, Any]:
 
     settings = load_settings()
     info = run_info(context)
-    integration_ids, dry_run = _params(info)
+    integration_ids, dry_run = scope_params(info)
     store = state_store(settings)
     owner = info.lease_owner("intake")
     with audited(store, DISPATCH_JOB, info.run_id) as outcome:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kombo_sync.lifecycle.job import EXPIRE_JOB, REMIND_JOB, expire_orders, send_reminders
-from kombo_sync.runs import RunInfo, StepFailed, audited, flag, run_info, string_list
+from kombo_sync.runs import StepFailed, audited, run_info, scope_params
 from kombo_sync.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -23,13 +23,6 @@ EXPIRE_REPORT_KEYS = ("due", "expired", "revoke_failed", "finished_meanwhile", "
 REMIND_REPORT_KEYS = ("due", "sent", "not_needed", "retry_later", "failed", "not_claimed", "lease_lost")
 
 
-def _params(info: RunInfo) -> tuple[list[str] | None, bool]:
-    params = info.params
-    return (string_list(params.get("integration_ids"), "integration_ids") or None), flag(
-        params.get("dry_run"), "dry_run"
-    )
-
-
 def expire_task(context: Mapping[str, Any]) -> dict[str, Any]:
     """Task ``expire``: orders past their expiry time without a result are revoked and written back CANCELLED."""
     from kombo_sync.invites import Inviters
@@ -37,7 +30,7 @@ def expire_task(context: Mapping[str, Any]) -> dict[str, Any]:
 
     settings = load_settings()
     info = run_info(context)
-    integration_ids, dry_run = _params(info)
+    integration_ids, dry_run = scope_params(info)
     store = state_store(settings)
     with audited(None if dry_run else store, EXPIRE_JOB, info.run_id) as outcome:
         summary = expire_orders(
@@ -56,7 +49,7 @@ def remind_task(context: Mapping[str, Any]) -> dict[str, Any]:
 
     settings = load_settings()
     info = run_info(context)
-    integration_ids, dry_run = _params(info)
+    integration_ids, dry_run = scope_params(info)
     store = state_store(settings)
     owner = info.lease_owner("lifecycle")
     with audited(None if dry_run else store, REMIND_JOB, info.run_id) as outcome:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kombo_sync.reconcile.job import JOB, reconcile_orders
-from kombo_sync.runs import RunInfo, StepFailed, audited, flag, run_info, string_list
+from kombo_sync.runs import StepFailed, audited, run_info, scope_params
 from kombo_sync.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,6 @@ REPORT_KEYS = (
 )
 
 
-def _params(info: RunInfo) -> tuple[list[str] | None, bool]:
-    params = info.params
-    return (string_list(params.get("integration_ids"), "integration_ids") or None), flag(
-        params.get("dry_run"), "dry_run"
-    )
-
-
 def reconcile_task(context: Mapping[str, Any]) -> dict[str, Any]:
     """Task ``reconcile``: check every invited order not yet written back and repair what drifted."""
     from kombo_sync.invites import Inviters
@@ -49,7 +42,7 @@ def reconcile_task(context: Mapping[str, Any]) -> dict[str, Any]:
 
     settings = load_settings()
     info = run_info(context)
-    integration_ids, dry_run = _params(info)
+    integration_ids, dry_run = scope_params(info)
     store = state_store(settings)
     with audited(None if dry_run else store, f"{JOB}.orders", info.run_id) as outcome:
         summary = reconcile_orders(
