@@ -1,9 +1,13 @@
 """The Kombo console served by a live `airflow api-server` with the SimpleAuthManager and three users (viewer,
 user, admin), over a seeded state store: who gets what, what each page shows, the CSV exports, repairs that
-become write-back DAG runs in Airflow's run history, and the overview in a real (headless) browser.
+become write-back DAG runs in Airflow's run history, and every view in a real (headless) browser after logging in
+through Airflow's own login form, a logged-out browser that gets nothing, and a dead letter replayed from the
+page and watched until a real scheduler has sent it to the Kombo sandbox.
 
 One api-server per module (about 15-25 s to start, after a `dags reserialize` so the write-back DAG exists in
-its metadata DB).
+its metadata DB): every test here shares it, which is why the module is long (over 400 lines) rather than split
+into modules that would each start their own. The replay test starts a scheduler for itself only, changes the
+seeded state (a fourth integration, a sent result) and so comes last.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ import io
 import json
 import os
 import re
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import pytest
 
 from kombo_sync.state.store import StateStore
+from sandbox import warehouse
 from tests.support.browser import HeadlessChromium, chromium_path
 from tests.support.console import CANDIDATE_EMAIL, DISABLED, HEALTHY, LOG_URL, UNHEALTHY, seed_console_state
 from tests.support.webhooks import LiveAirflow
@@ -43,9 +50,20 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="module")
-def live(seeded: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def warehouse_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty results warehouse (SQLite) for the replay test's write-back run."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('console-warehouse') / 'warehouse.db'}"
+    warehouse.create_schema(url).dispose()
+    return url
+
+
+@pytest.fixture(scope="module")
+def live(
+    seeded: Any, warehouse_url: str, tmp_path_factory: pytest.TempPathFactory, _kombo_sandbox_server: Any
+) -> Any:
     state_path, _ = seeded
     home = tmp_path_factory.mktemp("console-airflow")
+    sandbox = _kombo_sandbox_server
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps(PASSWORDS))
     env = {
@@ -57,6 +75,18 @@ def live(seeded: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__DAGS_FOLDER": os.environ["AIRFLOW__CORE__DAGS_FOLDER"],
         "AIRFLOW_CONN_KOMBO_STATE": json.dumps({"conn_type": "sqlite", "host": str(state_path)}),
+        # For the write-back run the replay test's scheduler executes (the api-server itself calls neither).
+        "AIRFLOW_CONN_KOMBO_DEFAULT": json.dumps(
+            {
+                "conn_type": "http",
+                "host": sandbox.api_url,
+                "password": sandbox.api_key,
+                "extra": {"max_retries": 2, "backoff_base": 0.05},
+            }
+        ),
+        "AIRFLOW_CONN_KOMBO_WAREHOUSE": json.dumps(
+            {"conn_type": "generic", "extra": {"sqlalchemy_url": warehouse_url}}
+        ),
         "KOMBO_WEBHOOK_SECRET": "console-test-webhook-secret",
         "KOMBO_WEBHOOK_SECRETS": "",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -166,7 +196,11 @@ def test_an_admin_replays_and_discards_through_writeback_runs(
         replay = http.post("/actions/replay", data={"csrf_token": csrf, "all_for_integration": UNHEALTHY})
         assert replay.status_code == 303
         location = replay.headers["location"]
-        assert location.startswith("dead-letters?") and "queued+as+run" in location  # relative redirect
+        # Relative, resolved against the action's URL: back to the dead letters page under any prefix.
+        assert location.startswith("../dead-letters?") and "queued+as+run" in location
+        assert urljoin(f"{live.url}{CONSOLE}/actions/replay", location).startswith(
+            f"{live.url}{CONSOLE}/dead-letters?"
+        )
         discard = http.post(
             "/actions/discard",
             data={
@@ -184,7 +218,7 @@ def test_an_admin_replays_and_discards_through_writeback_runs(
         assert one.status_code == jailed.status_code == 303
         no_reason = http.post("/actions/discard", data={"csrf_token": csrf, "order_id": state.dead_orders[0]})
         assert no_reason.status_code == 303 and "error=" in no_reason.headers["location"]
-        shown = http.get(no_reason.headers["location"])
+        shown = http.get(urljoin(f"{live.url}{CONSOLE}/actions/discard", no_reason.headers["location"]))
         assert "needs a reason" in shown.text
 
     runs = writeback_runs(live, tokens["admin"])
@@ -441,3 +475,397 @@ def test_the_api_server_log_holds_no_candidate_data(live: LiveAirflow, tokens: d
     log = live.log_text()
     assert "console: admin triggered kombo_result_writeback run" in log
     assert CANDIDATE_EMAIL not in log and "Lovelace" not in log and "candidate withdrew" not in log
+
+
+# Every view in a browser, logged in through Airflow's own login form -----------------------------------------
+
+# The rows of a table as the user sees them: {header text: cell text}, hidden (filtered) rows left out.
+TABLE = (
+    "(id => { const t = document.getElementById(id); if (!t) return null;"
+    " const heads = Array.from(t.querySelectorAll('thead th')).map(h => h.textContent.trim());"
+    " return Array.from(t.querySelectorAll('tbody tr')).filter(r => !r.hidden).map(r =>"
+    " Object.fromEntries(Array.from(r.cells).map((c, i) => [heads[i], c.textContent.trim()]))); })"
+)
+READY = "document.querySelectorAll('table[data-sortable]:not([data-ready=true])').length === 0"
+SEEDED_IDS = ("ord-", "inv-platform-42", "app-ord", "evt-", "manual__seed", "scheduled__2026", HEALTHY, UNHEALTHY,
+              DISABLED, "Troubled Inc", "Healthy GmbH", "INTEGRATION.INACTIVE", "candidate asked")  # fmt: skip
+
+
+def table(browser: HeadlessChromium, table_id: str) -> list[dict[str, str]]:
+    rows = browser.evaluate(f"{TABLE}({json.dumps(table_id)})")
+    assert rows is not None, f"the page has no table #{table_id}"
+    return list(rows)
+
+
+def text_of(browser: HeadlessChromium, element_id: str) -> str:
+    return str(browser.evaluate(f"document.getElementById({json.dumps(element_id)}).textContent")).strip()
+
+
+@pytest.fixture
+def viewer_browser(live: LiveAirflow, chromium: HeadlessChromium) -> HeadlessChromium:
+    """The browser logged in as the viewer through Airflow's login page, on the console's overview."""
+    status = chromium.login(live.url, "viewer", PASSWORDS["viewer"], f"{CONSOLE}/")
+    assert status == 200
+    return chromium
+
+
+def test_logging_in_through_airflows_form_opens_the_console(
+    live: LiveAirflow, chromium: HeadlessChromium
+) -> None:
+    chromium.clear_cookies()
+    assert chromium.open(f"{live.url}{CONSOLE}/") == 401
+    assert chromium.login(live.url, "viewer", PASSWORDS["viewer"], f"{CONSOLE}/") == 200
+    chromium.wait_for(READY)
+    assert chromium.evaluate("location.pathname") == f"{CONSOLE}/"
+    assert chromium.evaluate("document.querySelector('.user').textContent") == "viewer"
+    assert [row["Integration"] for row in table(chromium, "overview")] == [DISABLED, UNHEALTHY, HEALTHY]
+    # A wrong password keeps the browser on the login page, with no session.
+    chromium.clear_cookies()
+    chromium.open(f"{live.url}/auth/login?next={CONSOLE}/")
+    chromium.type_text("input[name=username]", "viewer")
+    chromium.type_text("input[name=password]", "wrong-password")
+    chromium.evaluate("document.querySelector('button[type=submit]').click()")
+    chromium.wait_for("document.body.innerText.toLowerCase().includes('invalid')")
+    assert chromium.evaluate("location.pathname") == "/auth/login"
+    assert chromium.evaluate("document.cookie") == ""
+
+
+def test_overview_in_a_browser_shows_the_seeded_numbers(
+    live: LiveAirflow, viewer_browser: HeadlessChromium
+) -> None:
+    browser = viewer_browser
+    assert browser.open(f"{live.url}{CONSOLE}/", ready=READY) == 200
+    rows = {row["Integration"]: row for row in table(browser, "overview")}
+    assert list(rows) == [DISABLED, UNHEALTHY, HEALTHY]
+    troubled, healthy, paused = rows[UNHEALTHY], rows[HEALTHY], rows[DISABLED]
+    assert (troubled["Health"], troubled["Customer"], troubled["Dead letters"]) == (
+        "unhealthy",
+        "Troubled Inc",
+        "2",
+    )
+    assert "INTEGRATION.INACTIVE" in troubled["Last error"]
+    assert (troubled["7 d failed"], troubled["7 d rejected"], troubled["7 d received"]) == ("1", "1", "0")
+    assert (healthy["Health"], healthy["Dead letters"], healthy["Quarantined"]) == ("ok", "0", "0")
+    # invited-1 (invited), received-1 today and old-1 three days ago (received); its one result was sent.
+    assert (healthy["7 d invited"], healthy["7 d received"], healthy["Results written (7 d)"]) == (
+        "1",
+        "2",
+        "1",
+    )
+    assert (paused["Enabled"], paused["Health"]) == ("no", "unhealthy")
+    assert text_of(browser, "overview-count") == "3 of 3 shown"
+
+
+# How long before the seed's time each counted thing happened (tests/support/console.py): orders received
+# (invited-1, received-1, old-1, failed-1, rejected-1; the erased one is 40 days old), the one invited order, the
+# accepted and the rejected webhook. The one result was sent at the seed's time.
+SEEDED_AGO = {
+    "received": (timedelta(minutes=30), timedelta(0), timedelta(days=3), timedelta(minutes=20), timedelta(minutes=10)),
+    "invited": (timedelta(minutes=30),),
+    "Webhooks 2xx": (timedelta(minutes=30),),
+    "Webhooks 422": (timedelta(minutes=10),),
+}  # fmt: skip
+
+
+def expected_funnel(state: Any, period: str, now: datetime) -> tuple[dict[str, int], int]:
+    """What the funnel must count for the period (its totals by name, and how many buckets it shows)."""
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    since = {"today": midnight, "7d": now - timedelta(days=7), "30d": now - timedelta(days=30)}[period]
+    counts = {name: sum(1 for ago in agos if state.now - ago >= since) for name, agos in SEEDED_AGO.items()}
+    counts["written"] = 1
+    buckets = now.hour + 1 if period == "today" else (now.date() - since.date()).days + 1
+    return counts, buckets
+
+
+def test_funnel_in_a_browser_shows_each_periods_numbers(
+    live: LiveAirflow, viewer_browser: HeadlessChromium, seeded: Any
+) -> None:
+    _, state = seeded
+    browser = viewer_browser
+    ready = "document.querySelector('#funnel[data-ready=true]') !== null"
+    assert browser.open(f"{live.url}{CONSOLE}/funnel?period=7d", ready=ready) == 200
+    for period in ("today", "7d", "30d"):
+        # The period's button, clicked as a user would (a GET form).
+        status = browser.submit(f"document.querySelector('button[value=\"{period}\"]').click()", ready=ready)
+        assert (
+            status == 200 and browser.evaluate("new URL(location.href).searchParams.get('period')") == period
+        )
+        assert browser.evaluate("document.querySelector('button[aria-pressed]').value") == period
+        expected, bucket_count = expected_funnel(state, period, datetime.now(UTC))
+        totals = {name: int(text_of(browser, f"total-{name}")) for name in ("received", "invited", "written")}
+        assert totals == {name: expected[name] for name in totals}, period
+        buckets = table(browser, "funnel")
+        assert len(buckets) == bucket_count, period
+        for column in ("Webhooks 2xx", "Webhooks 422"):
+            assert sum(int(row[column]) for row in buckets) == expected[column], (period, column)
+        assert sum(int(row["Received"]) for row in buckets) == expected["received"]
+        assert browser.evaluate("document.querySelectorAll('svg.chart').length") == 7
+
+
+def test_dead_letters_and_quarantine_in_a_browser(
+    live: LiveAirflow, viewer_browser: HeadlessChromium, seeded: Any
+) -> None:
+    _, state = seeded
+    browser = viewer_browser
+    assert browser.open(f"{live.url}{CONSOLE}/dead-letters", ready=READY) == 200
+    letters = table(browser, "letters")
+    assert sorted(row["Order"] for row in letters) == sorted(state.dead_orders)
+    assert {(row["Integration"], row["State"], row["Code"]) for row in letters} == {
+        (UNHEALTHY, "dead", "INTEGRATION.INACTIVE")
+    }
+    assert text_of(browser, "letters-count") == "2 of 2 shown"
+    jailed = table(browser, "quarantine")
+    assert [(row["Id"], row["Job"], row["Key"]) for row in jailed] == [
+        (str(state.quarantine_id), "writeback", state.failed_order)
+    ]
+    assert (
+        "score 101 above max_score 100" in jailed[0]["Reason"] and CANDIDATE_EMAIL not in jailed[0]["Reason"]
+    )
+    # The overview's integration link opens the page for that integration only.
+    assert browser.open(f"{live.url}{CONSOLE}/", ready=READY) == 200
+    link = f"Array.from(document.querySelectorAll('#overview a')).find(a => a.textContent === '{UNHEALTHY}')"
+    assert browser.submit(f"{link}.click()", ready=READY) == 200
+    assert browser.evaluate("new URL(location.href).searchParams.get('integration_id')") == UNHEALTHY
+    assert sorted(row["Order"] for row in table(browser, "letters")) == sorted(state.dead_orders)
+    assert CANDIDATE_EMAIL not in browser.evaluate("document.body.innerText")
+
+
+def test_order_lookup_in_a_browser_finds_an_order_by_each_kind_of_id(
+    live: LiveAirflow, viewer_browser: HeadlessChromium, seeded: Any
+) -> None:
+    _, state = seeded
+    browser = viewer_browser
+    assert browser.open(f"{live.url}{CONSOLE}/orders") == 200
+    for term in (state.invited_order, state.invitation_id, state.application_id):
+        # Typed into the search box and sent with the button, as a user does.
+        browser.evaluate("document.querySelector('input[name=q]').value = ''")
+        browser.type_text("input[name=q]", term)
+        assert (
+            browser.submit("document.querySelector('form.toolbar button[type=submit]').click()", ready=READY)
+            == 200
+        )
+        found = table(browser, "orders")
+        assert [(row["Order"], row["Integration"], row["State"], row["Invitation"]) for row in found] == [
+            (state.invited_order, HEALTHY, "invited", state.invitation_id)
+        ], term
+        assert [row["Invitation id"] for row in table(browser, "invitations")] == [state.invitation_id]
+        assert [(row["State"], row["Score"]) for row in table(browser, "versions")] == [("sent", "88")]
+        assert [(row["Event"], row["Answer"]) for row in table(browser, "order-webhooks")] == [
+            ("evt-accepted-1", "200")
+        ]
+        text = browser.evaluate("document.body.innerText")
+        assert CANDIDATE_EMAIL not in text and "Lovelace" not in text
+    browser.evaluate("document.querySelector('input[name=q]').value = ''")
+    browser.type_text("input[name=q]", "no-such-order")
+    assert browser.submit("document.querySelector('form.toolbar button[type=submit]').click()") == 200
+    assert "Nothing is known" in browser.evaluate("document.body.innerText")
+
+
+def test_webhook_log_runs_and_erasures_in_a_browser(
+    live: LiveAirflow, viewer_browser: HeadlessChromium, seeded: Any
+) -> None:
+    _, state = seeded
+    browser = viewer_browser
+    assert browser.open(f"{live.url}{CONSOLE}/webhooks", ready=READY) == 200
+    events = table(browser, "webhooks")
+    assert sorted((row["Event"], row["Answer"]) for row in events) == [
+        ("evt-accepted-1", "200"),
+        (state.rejected_event, "422"),
+    ]
+    # The answer picker reloads the page with one status.
+    picked = "(() => { const s = document.querySelector('select[name=answer]'); s.value = '422';" \
+             " s.dispatchEvent(new Event('change')); })()"  # fmt: skip
+    assert browser.submit(picked, ready=READY) == 200
+    assert [(row["Event"], row["Order"]) for row in table(browser, "webhooks")] == [
+        (state.rejected_event, "ord-rejected-1")
+    ]
+
+    assert browser.open(f"{live.url}{CONSOLE}/runs", ready=READY) == 200
+    runs = table(browser, "runs")
+    assert [(row["Job"], row["Run"], row["Status"]) for row in runs] == [
+        ("writeback", "manual__seed", "failed"),
+        ("intake", "scheduled__2026-01-05T08:00:00+00:00", "success"),
+    ]
+    assert "dead=2" in runs[0]["Summary"] and "orders_recorded=3" in runs[1]["Summary"]
+    picked = "(() => { const s = document.querySelector('select[name=job]'); s.value = 'intake';" \
+             " s.dispatchEvent(new Event('change')); })()"  # fmt: skip
+    assert browser.submit(picked, ready=READY) == 200
+    assert [row["Job"] for row in table(browser, "runs")] == ["intake"]
+
+    assert browser.open(f"{live.url}{CONSOLE}/erasures", ready=READY) == 200
+    erasures = table(browser, "erasures")
+    assert [(row["Kind"], row["Requested by"], row["Orders"], row["Run"]) for row in erasures] == [
+        ("request", "admin", "1", "manual__erase")
+    ]
+    text = browser.evaluate("document.body.innerText")
+    assert state.erased_order not in text and "grace.hopper" not in text
+
+
+def test_a_logged_out_browser_gets_no_data_on_any_view_or_export(
+    live: LiveAirflow, chromium: HeadlessChromium
+) -> None:
+    from kombo_sync.console.app import EXPORTS
+
+    chromium.clear_cookies()
+    views = [path for path in PAGES if not path.startswith("/export/")]
+    views += ["/funnel?period=today", "/funnel?period=30d", "/orders?q=inv-platform-42",
+              "/orders?q=app-ord-invited-1", "/webhooks?answer=422", "/runs?job=writeback",
+              "/dead-letters?integration_id=" + UNHEALTHY]  # fmt: skip
+    exports = [f"/export/{name}.csv" for name in EXPORTS] + ["/export/orders.csv?q=ord-invited-1"]
+    for path in views + exports:
+        status = chromium.open(f"{live.url}{CONSOLE}{path}")
+        text = chromium.evaluate("document.documentElement.outerHTML")
+        assert status == 401, (path, status)
+        assert "Not authenticated" in text, path
+        assert not [seeded for seeded in SEEDED_IDS if seeded in text], path
+    # A session cookie that is not Airflow's own token: 403, no data either (Airflow's middleware then deletes
+    # the cookie, so it is set again for each page).
+    for path in ("/", "/dead-letters", "/export/overview.csv"):
+        chromium.set_cookie("_token", "not-a-jwt", live.url)
+        assert chromium.open(f"{live.url}{CONSOLE}{path}") == 403, path
+        text = chromium.evaluate("document.documentElement.outerHTML")
+        assert not [seeded for seeded in SEEDED_IDS if seeded in text], path
+    chromium.clear_cookies()
+
+
+# A replay clicked in the page, run by a real scheduler, sent to the Kombo sandbox (last: it changes the state) --
+
+
+def _dag_runs(live: LiveAirflow, admin: str, **params: Any) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{live.url}/api/v2/dags/{WRITEBACK}/dagRuns",
+        headers={"Authorization": f"Bearer {admin}"},
+        params=params,
+        timeout=30.0,
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["dag_runs"])
+
+
+def _await_run(live: LiveAirflow, admin: str, run_id: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    state = "queued"
+    while time.monotonic() < deadline:
+        response = httpx.get(
+            f"{live.url}/api/v2/dags/{WRITEBACK}/dagRuns/{run_id}",
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=30.0,
+        )
+        assert response.status_code == 200, response.text
+        state = str(response.json()["state"])
+        if state in ("success", "failed"):
+            return state
+        scheduler = live.processes.get("scheduler")
+        assert scheduler is None or scheduler.poll() is None, live.log_text("scheduler")[-3000:]
+        time.sleep(2)
+    return state
+
+
+def test_a_dead_letter_replayed_in_the_browser_is_sent_by_the_scheduler(
+    live: LiveAirflow,
+    chromium: HeadlessChromium,
+    seeded: Any,
+    warehouse_url: str,
+    tokens: dict[str, str],
+    kombo_sandbox: Any,
+) -> None:
+    from kombo_sync.state.integrations import IntegrationRepository
+    from kombo_sync.writeback.job import run_writeback
+    from tests.integration.writeback_helpers import (
+        expected_payload,
+        fast_client,
+        new_orders,
+        result_row,
+        wb_settings,
+    )
+
+    state_path, _ = seeded
+    admin = tokens["admin"]
+    # An integration of the sandbox whose result became a dead letter while Kombo said it was inactive: the real
+    # write-back job sent it then. Kombo now accepts results for it again.
+    integration = kombo_sandbox.admin.create_integration(tool="workday", organization_name="Replay Corp")[
+        "id"
+    ]
+    store = StateStore(f"sqlite:///{state_path}")
+    try:
+        IntegrationRepository(store).upsert(integration, source="bootstrap", customer_key="replay",
+                                            organization_name="Replay Corp")  # fmt: skip
+        _, (order_id,) = new_orders(store, kombo_sandbox, 1, integration)
+        row = result_row(order_id)
+        warehouse.write_results(warehouse_url, [row], replace=True)
+        kombo_sandbox.admin.set_integration_state(integration, status="INACTIVE")
+        with fast_client(kombo_sandbox) as client:
+            sent = run_writeback(
+                store, warehouse.make_engine(warehouse_url), client, wb_settings(), order_ids=[order_id]
+            )
+        assert (sent["send"]["sent"], sent["send"]["dead"]) == (0, 1)
+    finally:
+        store.dispose()
+    kombo_sandbox.admin.set_integration_state(integration, status="ACTIVE")
+    assert kombo_sandbox.admin.get_order(order_id)["result"] is None
+
+    # The admin logs in, ticks the dead letter and clicks "Replay selected".
+    page = f"{live.url}{CONSOLE}/dead-letters?integration_id={integration}"
+    assert chromium.login(live.url, "admin", PASSWORDS["admin"], f"{CONSOLE}/dead-letters") == 200
+    assert chromium.open(page, ready=READY) == 200
+    assert [(row["Order"], row["Code"]) for row in table(chromium, "letters")] == [
+        (order_id, "INTEGRATION.INACTIVE")
+    ]
+    chromium.evaluate(
+        f"document.querySelector('#letters input[name=order_id][value=\"{order_id}\"]').click()"
+    )
+    replay = "Array.from(document.querySelectorAll('#letters-form button')).find(b => b.textContent === 'Replay selected').click()"
+    assert chromium.submit(replay, ready=READY) == 200
+    message = chromium.evaluate("document.querySelector('.flash[role=status]').textContent")
+    found = re.search(r"Replay of 1 order\(s\) queued as run (\S+)", message)
+    assert found, message
+    run_id = found.group(1)
+    assert _dag_runs(live, admin, run_id_pattern=run_id)[0]["conf"] == {"order_ids": [order_id]}
+
+    # Runs other tests queued (their orders are not in the sandbox) are not this test's business.
+    for other in _dag_runs(live, admin, state="queued"):
+        if other["dag_run_id"] != run_id:
+            httpx.patch(
+                f"{live.url}/api/v2/dags/{WRITEBACK}/dagRuns/{other['dag_run_id']}",
+                headers={"Authorization": f"Bearer {admin}"}, json={"state": "failed"}, timeout=30.0,
+            ).raise_for_status()  # fmt: skip
+    live.airflow("pools", "set", "kombo_api", "4", "Kombo calls")
+    unpause = httpx.patch(
+        f"{live.url}/api/v2/dags/{WRITEBACK}",
+        headers={"Authorization": f"Bearer {admin}"},
+        json={"is_paused": False},
+        timeout=30.0,
+    )
+    assert unpause.status_code == 200, unpause.text
+    live.env.update({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "4"})
+    started = time.monotonic()
+    live.restart("scheduler")
+    try:
+        state = _await_run(live, admin, run_id, timeout=150)
+    finally:
+        live.stop_components("scheduler")
+        httpx.patch(
+            f"{live.url}/api/v2/dags/{WRITEBACK}",
+            headers={"Authorization": f"Bearer {admin}"},
+            json={"is_paused": True},
+            timeout=30.0,
+        )
+    print(f"replayed run {state} {time.monotonic() - started:.0f} s after the scheduler started "
+          f"(load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+    assert state == "success", live.log_text("scheduler")[-3000:]
+
+    # Kombo holds the result, exactly as the warehouse row maps, once.
+    assert kombo_sandbox.admin.get_order(order_id)["result"] == expected_payload(row)
+    applied = [
+        write for write in kombo_sandbox.admin.get_order(order_id)["results"] if write["outcome"] == "applied"
+    ]
+    assert len(applied) == 1
+    # The page, reloaded, shows the dead letter gone and the result sent.
+    assert chromium.open(page, ready=READY) == 200
+    assert table(chromium, "letters") == [] and "No dead letters." in chromium.evaluate(
+        "document.body.innerText"
+    )
+    assert chromium.open(f"{live.url}{CONSOLE}/orders?q={order_id}", ready=READY) == 200
+    versions = table(chromium, "versions")
+    assert [(version["State"], version["Attempts"] != "") for version in versions] == [("sent", True)]
+    assert versions[0]["Sent"]  # (Kombo code and message keep the last refusal, INTEGRATION.INACTIVE)

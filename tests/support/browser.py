@@ -2,7 +2,8 @@
 download: Debian's `chromium` package and the `websockets` client the venv already has).
 
 `chromium_path()` finds the browser; `HeadlessChromium` starts it on loopback with a throw-away profile, and
-`set_cookie`, `open` (waits for the load event and for the page's scripts) and `evaluate` drive one tab.
+`login` (Airflow's own login form), `set_cookie`, `clear_cookies`, `open` (waits for the load event and for the
+page's scripts), `submit` (a click that navigates), `type_text`, `evaluate` and `screenshot` drive one tab.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class HeadlessChromium:
             self._socket = connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=timeout)
             self.call("Page.enable")
             self.call("Network.enable")
+            # Documents of iframes (the Airflow UI embeds the console) are not the page's own status.
+            self._main_frame = self.call("Page.getFrameTree")["frameTree"]["frame"]["id"]
         except BaseException:
             self.close()
             raise
@@ -100,21 +103,39 @@ class HeadlessChromium:
         if not result.get("success", True):
             raise RuntimeError(f"chromium refused the cookie {name}")
 
+    def clear_cookies(self) -> None:
+        """Forget every cookie: the browser is logged out."""
+        self.call("Network.clearBrowserCookies")
+
     def open(self, url: str, *, ready: str = "document.readyState === 'complete'") -> int:
         """Navigate, wait for the load event and until the JS expression `ready` holds; returns the HTTP status
         of the main document."""
-        status: int | None = None
         message_id = next(self._ids)
         self._socket.send(json.dumps({"id": message_id, "method": "Page.navigate", "params": {"url": url}}))
+        return self._await_page(message_id, ready)
+
+    def submit(self, click: str, *, ready: str = "document.readyState === 'complete'") -> int:
+        """Run the JS expression `click` (a click on a button or link that navigates, e.g. a form's submit),
+        then wait as `open` does; returns the HTTP status of the document the browser lands on."""
+        message_id = next(self._ids)
+        self._socket.send(
+            json.dumps({"id": message_id, "method": "Runtime.evaluate", "params": {"expression": click}})
+        )
+        return self._await_page(message_id, ready)
+
+    def _await_page(self, message_id: int, ready: str) -> int:
+        # The last document response before the load event: a POST answered 303 ends on the GET it redirects to.
+        status: int | None = None
         deadline = time.monotonic() + self.timeout
         loaded = False
         while not loaded:
             message = json.loads(self._socket.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if message.get("id") == message_id and "error" in message:
-                raise RuntimeError(f"navigate: {message['error']}")
+            if message.get("id") == message_id:
+                if "error" in message or "exceptionDetails" in message.get("result", {}):
+                    raise RuntimeError(f"navigation: {message.get('error') or message['result']}")
             if message.get("method") == "Network.responseReceived":
                 params = message["params"]
-                if params.get("type") == "Document" and status is None:
+                if params.get("type") == "Document" and params.get("frameId") == self._main_frame:
                     status = int(params["response"]["status"])
             loaded = message.get("method") == "Page.loadEventFired"
         while not self.evaluate(ready):
@@ -123,12 +144,47 @@ class HeadlessChromium:
             time.sleep(0.05)
         return status or 0
 
+    def wait_for(self, condition: str) -> None:
+        """Wait until the JS expression `condition` holds in the current page."""
+        deadline = time.monotonic() + self.timeout
+        while not self.evaluate(condition):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the page never met: {condition}")
+            time.sleep(0.05)
+
+    def type_text(self, selector: str, text: str) -> None:
+        """Focus the element `selector` and type `text` into it as keyboard input (React forms see it)."""
+        self.wait_for(f"document.querySelector({json.dumps(selector)}) !== null")
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+        self.call("Input.insertText", text=text)
+
+    def login(self, base_url: str, username: str, password: str, next_path: str) -> int:
+        """Log in through Airflow's login page (SimpleAuthManager's form) as a user would, landing on
+        `next_path`; returns the HTTP status of that page. The form's script sets the session cookie (after
+        the old cookies are cleared: a script cannot replace an http-only one)."""
+        from urllib.parse import quote
+
+        self.clear_cookies()
+        self.open(f"{base_url}/auth/login?next={quote(next_path, safe='')}")
+        self.type_text("input[name=username]", username)
+        self.type_text("input[name=password]", password)
+        button = "document.querySelector('button[type=submit]')"
+        self.wait_for(f"{button} !== null && !{button}.disabled")
+        return self.submit(f"{button}.click()")
+
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page."""
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         if "exceptionDetails" in result:
             raise RuntimeError(f"JavaScript error: {result['exceptionDetails']}")
         return result.get("result", {}).get("value")
+
+    def screenshot(self, path: Path) -> Path:
+        """A PNG of the viewport, written to `path`."""
+        import base64
+
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+        return path
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

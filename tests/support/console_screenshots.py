@@ -1,5 +1,7 @@
 """Screenshots of the Kombo console's views for the docs, taken from a live api-server over the seeded example
-state (`tests/support/console.py`) by headless Chromium, as a viewer (candidate data hidden).
+state (`tests/support/console.py`) by headless Chromium, logged in through Airflow's login form as a viewer
+(candidate data hidden). One PNG per view: overview (inside the Airflow UI), funnel and trends, dead letters and
+quarantine, order lookup, webhook log, run history, erasures.
 
     .venv/bin/python -m tests.support.console_screenshots --out docs/images
 """
@@ -7,26 +9,36 @@ state (`tests/support/console.py`) by headless Chromium, as a viewer (candidate 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-
-import httpx
 
 from kombo_sync.state.store import StateStore
 from tests.support.browser import HeadlessChromium, chromium_path
 from tests.support.console import seed_console_state
 from tests.support.webhooks import PROJECT_ROOT, LiveAirflow
 
+# File name: (path, viewport height); the funnel's charts need a taller window.
 VIEWS = {
-    "console-overview": "/plugin/kombo",
-    "console-dead-letters": "/kombo-console/dead-letters",
-    "console-order-lookup": "/kombo-console/orders?q=ord-invited-1",
-    "console-webhook-log": "/kombo-console/webhooks",
+    "console-overview": ("/plugin/kombo", None),
+    "console-funnel": ("/kombo-console/funnel?period=7d", 1100),
+    "console-dead-letters": ("/kombo-console/dead-letters", None),
+    "console-order-lookup": ("/kombo-console/orders?q=ord-invited-1", None),
+    "console-webhook-log": ("/kombo-console/webhooks", None),
+    "console-runs": ("/kombo-console/runs", None),
+    "console-erasures": ("/kombo-console/erasures", None),
 }
+# A page is ready when its tables' scripts ran; the Airflow UI, when its labels are translated and the embedded
+# console is ready (on a busy machine that takes far longer than the load event).
+CONSOLE_READY = "document.querySelectorAll('table[data-sortable]:not([data-ready=true])').length === 0"
+UI_READY = (
+    "(() => { const f = document.querySelector('iframe'); const d = f && f.contentDocument;"
+    " return !!d && !!d.querySelector('#overview[data-ready=true]')"
+    " && !document.body.innerText.includes('nav.'); })()"
+)
 
 
 def main() -> None:
@@ -54,26 +66,24 @@ def main() -> None:
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW_CONN_KOMBO_STATE": json.dumps({"conn_type": "sqlite", "host": str(state)}),
     }
-    with LiveAirflow(home / "airflow", env=env) as live:
-        token = httpx.post(
-            f"{live.url}/auth/token", json={"username": "viewer", "password": "viewer"}, timeout=30.0
-        ).json()["access_token"]
-        with HeadlessChromium(binary) as browser:
-            browser.call(
-                "Emulation.setDeviceMetricsOverride",
-                width=args.width,
-                height=args.height,
-                deviceScaleFactor=1,
-                mobile=False,
-            )
-            browser.set_cookie("_token", token, live.url)
-            for name, path in VIEWS.items():
-                browser.open(live.url + path)
-                time.sleep(3)  # the UI's own scripts and the embedded page settle
-                shot = browser.call("Page.captureScreenshot", format="png")["data"]
-                target = args.out / f"{name}.png"
-                target.write_bytes(base64.b64decode(shot))
-                print(target)
+    try:
+        with LiveAirflow(home / "airflow", env=env) as live, HeadlessChromium(binary, timeout=90) as browser:
+            browser.login(live.url, "viewer", "viewer", "/kombo-console/")
+            for name, (path, height) in VIEWS.items():
+                browser.call(
+                    "Emulation.setDeviceMetricsOverride",
+                    width=args.width,
+                    height=height or args.height,
+                    deviceScaleFactor=1,
+                    mobile=False,
+                )
+                browser.open(
+                    live.url + path, ready=UI_READY if path.startswith("/plugin/") else CONSOLE_READY
+                )
+                time.sleep(1)  # fonts and the last paint
+                print(browser.screenshot(args.out / f"{name}.png"))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

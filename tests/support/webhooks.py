@@ -331,21 +331,25 @@ class LiveAirflow:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM each component's process group, SIGKILL what is still there after `timeout`."""
-        for proc in self.processes.values():
+        self.stop_components(*self.processes, timeout=timeout)
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+
+    def stop_components(self, *components: str, timeout: float = 20.0) -> None:
+        """Stop only these components (e.g. a scheduler started for one test), the others keep running."""
+        chosen = [self.processes.pop(name) for name in components if name in self.processes]
+        for proc in chosen:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.processes.values():
+        for proc in chosen:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        for log in self._logs:
-            log.close()
-        self.processes.clear()
-        self._logs.clear()
 
     def __enter__(self) -> LiveAirflow:
         return self.start()

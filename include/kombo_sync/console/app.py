@@ -316,8 +316,9 @@ def create_console_app(queries_factory: Callable[[], Any] | None = None) -> Fast
         )
 
     def _back(**params: str) -> RedirectResponse:
-        # Relative: the browser resolves it against the console's own URL, whatever the prefix or proxy.
-        return RedirectResponse("dead-letters?" + urlencode(params), status_code=status.HTTP_303_SEE_OTHER)
+        # Relative, so it works under any prefix or proxy; the browser resolves it against the action's URL
+        # (`<console>/actions/replay`), hence one level up.
+        return RedirectResponse("../dead-letters?" + urlencode(params), status_code=status.HTTP_303_SEE_OTHER)
 
     async def _form_lists(request: Request) -> tuple[list[str], list[str], Any]:
         form = await request.form()
