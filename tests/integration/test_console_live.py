@@ -761,6 +761,7 @@ def _await_run(live: LiveAirflow, admin: str, run_id: str, timeout: float) -> st
     return state
 
 
+@pytest.mark.timeout(600)
 def test_a_dead_letter_replayed_in_the_browser_is_sent_by_the_scheduler(
     live: LiveAirflow,
     chromium: HeadlessChromium,
@@ -841,7 +842,7 @@ def test_a_dead_letter_replayed_in_the_browser_is_sent_by_the_scheduler(
     started = time.monotonic()
     live.restart("scheduler")
     try:
-        state = _await_run(live, admin, run_id, timeout=150)
+        state = _await_run(live, admin, run_id, timeout=300)
     finally:
         live.stop_components("scheduler")
         httpx.patch(
