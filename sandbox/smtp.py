@@ -20,6 +20,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -176,6 +177,8 @@ def run_in_thread(
     auth: dict[str, Any] = {}
     if credentials is not None:
         auth = {"authenticator": credentials, "auth_required": True, "auth_require_tls": False}
+        # A loopback stand-in: aiosmtpd's warning about AUTH without TLS would repeat on every connection.
+        warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
     controller = Controller(handler, hostname=host, port=port, ready_timeout=10.0, **auth)
     controller.start()
     return SmtpSandbox(host=host, port=port, mailbox=Path(mailbox), handler=handler, _controller=controller)
@@ -204,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # aiosmtpd logs the SMTP dialogue at INFO, recipients (candidates' e-mails) included: its warnings only.
+    mail_log = logging.getLogger("mail.log")
+    mail_log.setLevel(logging.WARNING)
+    quiet = ("auth_require_tls == False", "login_data is deprecated")  # repeated on every connection
+    mail_log.addFilter(lambda record: not any(text in record.getMessage() for text in quiet))
     credentials = None
     if args.login:
         password = os.environ.get(args.password_env)
