@@ -9,7 +9,8 @@ Phase A, the happy path with one failure: the catalog is published, Kombo's sign
 the triggerer wakes the intake, candidates are invited (platform and e-mail, the SMTP login succeeding), results
 are written back, and a housekeeping run with a bad address fails and is alerted (chat webhook and e-mail).
 Phase B, the failure paths whose error messages are the usual leak: Kombo rotates its key (every call answers
-401) and the SMTP server's password changes (the alert e-mail's login is refused, 535).
+401), the SMTP server's password changes (the alert e-mail's login is refused, 535), and a webhook signed with
+another secret reaches the api-server (401).
 
 Then every file under the log folders, every alert (the webhook bodies, the alert e-mails the SMTP server
 captured), every XCom value in Airflow's metadata DB (decoded) and every rendered task field are searched for
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -40,7 +42,7 @@ from tests.support.leaks import (
     rendered_field_texts,
     xcom_texts,
 )
-from tests.support.webhooks import LiveAirflow, free_port
+from tests.support.webhooks import LiveAirflow, free_port, order_event, signed
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.postgres, pytest.mark.timeout(1200)]
 
@@ -273,6 +275,11 @@ def test_no_log_alert_or_xcom_holds_a_secret_or_candidate_data(deployment, webho
             str(home / "mailbox"), "--login", SMTP_LOGIN], {**env, "SMTP_SANDBOX_PASSWORD": f"other-{_token()}"})  # fmt: skip
     wait_http(f"http://127.0.0.1:{ports['kombo']}/_sandbox/config")
     wait_port(ports["smtp"])
+    # A delivery signed with another secret: the api-server's webhook answers 401 and logs why.
+    body, headers = signed(order_event(email=candidates[0]["email"]), f"not-the-secret-{_token()}")
+    assert (
+        httpx.post(deployment.live.webhook_url, content=body, headers=headers, timeout=30).status_code == 401
+    )
     assert deployment.trigger("kombo_package_sync", {"force": True}) == "failed"
     alerts_before = len(webhook_recorder.received)
     assert deployment.trigger("kombo_order_intake") == "failed"
@@ -284,12 +291,8 @@ def test_no_log_alert_or_xcom_holds_a_secret_or_candidate_data(deployment, webho
     log_roots = [home / "logs", home / "airflow" / "logs"]
     files = files_under(*log_roots)
     everything = "".join(path.read_text(errors="replace") for path in files)
-    for expected in (
-        "401",
-        "SMTPAuthenticationError",
-        "invited via platform",
-        "order(s) recorded via webhook",
-    ):
+    for expected in ("PLATFORM.AUTHENTICATION_INVALID", "SMTPAuthenticationError (535)", "invited via platform",
+                     "order(s) recorded via webhook"):  # fmt: skip
         assert expected in everything, f"{expected!r} is in no log: that path was not exercised"
     assert {p.name for p in files} >= {"api-server.log", "scheduler.log", "triggerer.log", "dag-processor.log",
                                        "kombo-sandbox.log", "platform.log", "smtp.log"}  # fmt: skip
