@@ -26,6 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +102,18 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+@dataclass
 class Deployment:
-    """The run's moving parts: Airflow's components, the stand-ins' processes, the metadata DB."""
+    """The run's moving parts: Airflow's components, the stand-ins' processes, the metadata DB; what was planted."""
 
-    def __init__(self, home: Path, live: LiveAirflow, procs: Any, ports: dict[str, int], metadata_url: str):
-        self.home, self.live, self.procs, self.ports = home, live, procs, ports
-        self.metadata = sa.create_engine(metadata_url, poolclass=sa.pool.NullPool)
+    home: Path
+    live: LiveAirflow
+    procs: Any  # sandbox.demo.Processes
+    ports: dict[str, int]
+    metadata: sa.Engine
+    planted: dict[str, str]
+    store: Any  # kombo_sync.state.store.StateStore
+    integrations: dict[str, str]
 
     def runs(self, dag_id: str) -> dict[str, str]:
         with self.metadata.connect() as conn:
@@ -189,9 +196,10 @@ def deployment(tmp_path, monkeypatch, pg_admin_url, webhook_recorder):  # type: 
             store.migrate()
             integrations = seed(home, ports, {**live.env, "PATH": os.environ.get("PATH", "")})
             live.start(timeout=300)
+            deployment = Deployment(home, live, procs, ports, sa.create_engine(metadata_url, poolclass=sa.pool.NullPool),
+                                    planted, store, integrations)  # fmt: skip
             try:
                 live.airflow("pools", "set", "kombo_api", "4", "Kombo API calls")
-                deployment = Deployment(home, live, procs, ports, metadata_url)
                 with deployment.metadata.connect() as conn:
                     wait_for(
                         lambda: (
@@ -203,10 +211,6 @@ def deployment(tmp_path, monkeypatch, pg_admin_url, webhook_recorder):  # type: 
                     )
                 for dag_id in DAGS:
                     live.airflow("dags", "unpause", dag_id)
-                deployment.planted = planted  # type: ignore[attr-defined]
-                deployment.keys = keys  # type: ignore[attr-defined]
-                deployment.store = store  # type: ignore[attr-defined]
-                deployment.integrations = integrations  # type: ignore[attr-defined]
                 yield deployment
             finally:
                 live.stop()
