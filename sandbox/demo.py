@@ -90,6 +90,9 @@ class Stop(BaseException):  # like KeyboardInterrupt: no `except Exception` swal
     """SIGTERM (or SIGINT) asked the trial to stop."""
 
 
+SMTP_LOGIN = "kombo-sync"
+
+
 @dataclass(frozen=True)
 class Keys:
     """Credentials made fresh for each run, so no other local sandbox or trial can sign for this one."""
@@ -97,6 +100,8 @@ class Keys:
     api_key: str
     platform_key: str
     webhook_secret: str
+    # When set, the SMTP server requires this login (SMTP_LOGIN) and `kombo_smtp` carries it.
+    smtp_password: str | None = None
 
     @classmethod
     def fresh(cls) -> Keys:
@@ -291,6 +296,8 @@ def connections(home: Path, ports: dict[str, int], keys: Keys) -> dict[str, dict
             value.update(host=f"http://127.0.0.1:{ports['platform']}", password=keys.platform_key)
         elif conn_id == "kombo_smtp":
             value["port"] = ports["smtp"]
+            if keys.smtp_password:
+                value.update(login=SMTP_LOGIN, password=keys.smtp_password)
         elif conn_id == "kombo_state":
             value["host"] = str(home / "state.db")
         elif conn_id == "kombo_warehouse":
@@ -369,11 +376,18 @@ def services(
             env,
         )  # fmt: skip
         procs.start("platform", platform_args, env)
-        procs.start(
-            "smtp",
-            [py, "-m", "sandbox.smtp", "--port", str(ports["smtp"]), "--mailbox", str(home / "mailbox")],
-            env,
-        )
+        smtp_args = [
+            py,
+            "-m",
+            "sandbox.smtp",
+            "--port",
+            str(ports["smtp"]),
+            "--mailbox",
+            str(home / "mailbox"),
+        ]
+        if keys.smtp_password:  # in the environment, never on a command line (ps shows those)
+            smtp_args += ["--login", SMTP_LOGIN]
+        procs.start("smtp", smtp_args, {**env, "SMTP_SANDBOX_PASSWORD": keys.smtp_password or ""})
         wait_http(
             f"http://127.0.0.1:{ports['kombo']}/v1/check-api-key",
             headers={"Authorization": f"Bearer {keys.api_key}"},

@@ -4,7 +4,9 @@ Run it with ``python -m sandbox.smtp --port 8025 --mailbox .local/mailbox``; eac
 ``<mailbox>/<n>-<message id>.eml`` and appended to ``<mailbox>/index.json`` (a JSON list: sequence number,
 Message-ID, sender, recipients, subject, file, received_at). Tests use ``run_in_thread()``, which starts the
 server on a free port and returns a ``SmtpSandbox`` handle; ``fail_next(n)`` makes the next ``n`` messages get a
-temporary ``451`` failure, so retries can be tested without stopping the server.
+temporary ``451`` failure, so retries can be tested without stopping the server. With ``--login`` and
+``--password-env VAR`` (or ``credentials=`` in ``run_in_thread``) clients must authenticate (AUTH PLAIN / LOGIN
+without TLS, loopback only); a wrong password is answered ``535``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 log = logging.getLogger("sandbox.smtp")
 
@@ -141,11 +146,40 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def run_in_thread(mailbox: Path | str, host: str = "127.0.0.1", port: int | None = None) -> SmtpSandbox:
-    """Start the SMTP sandbox in a background thread (on a free port unless given); call ``.stop()`` after."""
+@dataclass(frozen=True)
+class Credentials:
+    """The one login the server accepts (the password is never logged)."""
+
+    login: str
+    password: str = field(repr=False)
+
+    def __call__(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == self.login.encode()
+            and auth_data.password == self.password.encode()
+        )
+        return AuthResult(success=ok, handled=False)
+
+
+def run_in_thread(
+    mailbox: Path | str,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    credentials: Credentials | None = None,
+) -> SmtpSandbox:
+    """Start the SMTP sandbox in a background thread (on a free port unless given); call ``.stop()`` after.
+    With ``credentials`` every client must log in with them."""
     handler = MailboxHandler(Path(mailbox))
     port = port or free_port(host)
-    controller = Controller(handler, hostname=host, port=port, ready_timeout=10.0)
+    auth: dict[str, Any] = {}
+    if credentials is not None:
+        auth = {"authenticator": credentials, "auth_required": True, "auth_require_tls": False}
+        # A loopback stand-in: aiosmtpd's warning about AUTH without TLS would repeat on every connection.
+        warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+    controller = Controller(handler, hostname=host, port=port, ready_timeout=10.0, **auth)
     controller.start()
     return SmtpSandbox(host=host, port=port, mailbox=Path(mailbox), handler=handler, _controller=controller)
 
@@ -167,9 +201,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--mailbox", default=".local/mailbox", help="directory for .eml files and index.json")
+    parser.add_argument("--login", default=None, help="require clients to log in with this user")
+    parser.add_argument(
+        "--password-env", default="SMTP_SANDBOX_PASSWORD", help="environment variable holding the password"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server = run_in_thread(args.mailbox, args.host, args.port)
+    # aiosmtpd logs the SMTP dialogue at INFO, recipients (candidates' e-mails) included: its warnings only.
+    mail_log = logging.getLogger("mail.log")
+    mail_log.setLevel(logging.WARNING)
+    quiet = ("auth_require_tls == False", "login_data is deprecated")  # repeated on every connection
+    mail_log.addFilter(lambda record: not any(text in record.getMessage() for text in quiet))
+    credentials = None
+    if args.login:
+        password = os.environ.get(args.password_env)
+        if not password:
+            parser.error(f"--login needs the password in the environment variable {args.password_env}")
+        credentials = Credentials(args.login, password)
+    server = run_in_thread(args.mailbox, args.host, args.port, credentials)
     log.info("SMTP sandbox on %s:%s, mailbox %s", server.host, server.port, Path(args.mailbox).resolve())
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

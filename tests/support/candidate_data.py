@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tests.support.leaks import mask
+
 
 def log_files(*roots: Path) -> list[Path]:
     """Every log file under these folders (Airflow's components and task logs end in .log)."""
@@ -16,14 +18,15 @@ def log_files(*roots: Path) -> list[Path]:
 def candidate_data_in_files(
     paths: Iterable[Path], patterns: Sequence[re.Pattern[str]], *, relative_to: Path | None = None
 ) -> list[str]:
-    """One finding per file that holds a match of any pattern ("candidate data (PATTERN) in PATH")."""
+    """One finding per file that holds a match of any pattern ("candidate data (PATT... (N chars)) in PATH")."""
     found: list[str] = []
     for path in paths:
         text = path.read_text(errors="replace")
         for pattern in patterns:
             if pattern.search(text):
                 shown = path.relative_to(relative_to) if relative_to is not None else path
-                found.append(f"candidate data ({pattern.pattern}) in {shown}")
+                # The pattern is a canary: shown masked, never in full.
+                found.append(f"candidate data ({mask(pattern.pattern)}) in {shown}")
                 break
     return found
 
