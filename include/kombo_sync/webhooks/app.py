@@ -45,7 +45,23 @@ def default_deps() -> WebhookDeps:
         store_factory=_state_store,
         inviter_factory=_platform_inviter,
         hasher=_candidate_hasher,
+        wakeup_window=wakeup_window_seconds(),
     )
+
+
+DEFAULT_WAKEUP_WINDOW_MS = 200
+
+
+def wakeup_window_seconds() -> float:
+    """`KOMBO_WEBHOOK_WAKEUP_WINDOW_MS` (default 200; 0 = a wake-up per webhook) in seconds: each api-server
+    worker writes at most one wake-up per topic per window, the first of a quiet period at once."""
+    raw = os.environ.get("KOMBO_WEBHOOK_WAKEUP_WINDOW_MS", "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_WAKEUP_WINDOW_MS
+    except ValueError:
+        log.error("KOMBO_WEBHOOK_WAKEUP_WINDOW_MS=%r is not a number; using %s", raw[:20], DEFAULT_WAKEUP_WINDOW_MS)
+        value = DEFAULT_WAKEUP_WINDOW_MS
+    return max(0.0, min(value, 2000.0)) / 1000
 
 
 def _candidate_hasher() -> Any:
