@@ -129,21 +129,29 @@ def measure(
     integration = "greenhouse:bench-cpu"
     os.environ["AIRFLOW_CONN_KOMBO_STATE"] = state_conn
     os.environ["KOMBO_WEBHOOK_SECRET"] = secret
-    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     import logging
+    import tempfile
 
-    logging.getLogger("kombo_sync").setLevel(logging.WARNING)
+    # Logged as the api-server logs: INFO lines, formatted and written (to a scratch file), so their cost counts.
+    log_file = tempfile.NamedTemporaryFile(prefix="kombo-webhook-cpu-", suffix=".log", delete=False)
+    handler = logging.FileHandler(log_file.name)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_log = logging.getLogger("kombo_sync")
+    package_log.setLevel(logging.INFO)
+    package_log.addHandler(handler)
+    package_log.propagate = False
     from kombo_sync.runtime import state_store
     from kombo_sync.state.integrations import IntegrationRepository
     from kombo_sync.webhooks.app import create_app, default_deps
 
     store = state_store()
     IntegrationRepository(store).upsert(integration, source="admin", category="ASSESSMENT")
+    deps = default_deps()
     if asgi:
-        call = _asgi_caller(create_app())
+        call = _asgi_caller(create_app(lambda: deps))
         path = "ASGI app (no socket)"
     else:
-        call = _handler_caller(default_deps())
+        call = _handler_caller(deps)
         path = "handle_webhook"
     # Warm-up: imports, the pool's first connections, the settings and secret caches.
     _time(call, _orders(50, integration, secret), 200)
@@ -155,6 +163,15 @@ def measure(
     accepted = _time(call, orders, 200)
     if profile:
         profiler.disable()
+    wakeups = getattr(deps, "wakeups", None)
+    batcher = wakeups() if callable(wakeups) else None
+    if batcher is not None:
+        # Before the database goes away; the writes the batcher made are part of the figures above.
+        batcher.flush()
+    store.dispose()
+    package_log.removeHandler(handler)
+    handler.close()
+    os.unlink(log_file.name)
     load_avg = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
         f"\nin-process CPU per request through {path}, state store {state} "
@@ -162,6 +179,8 @@ def measure(
     )
     print(_line("baseline (401, no DB)", *baseline))
     print(_line("order accepted (200)", *accepted))
+    if batcher is not None:
+        print(f"wake-up writes: {batcher.writes} for {count} orders (window {batcher.window * 1000:g} ms)")
     mean = statistics.fmean(accepted[0])
     print(f"accepted order: {mean:.3f} ms CPU (target <= 2 ms) -> {'OK' if mean <= 2.0 else 'MISSED'}")
     if profile:

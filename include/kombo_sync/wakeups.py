@@ -123,7 +123,11 @@ class WakeupBatcher:
     """
 
     def __init__(
-        self, write: Callable[[str], object], window: float, *, monotonic: Callable[[], float] = time.monotonic
+        self,
+        write: Callable[[str], object],
+        window: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if window <= 0:
             raise ValueError("the window must be positive (without one, call request_wakeup directly)")
@@ -168,7 +172,9 @@ class WakeupBatcher:
                 while not self._pending:
                     self._cond.wait()
                 now = self._monotonic()
-                due = {topic: self._last_write.get(topic, float("-inf")) + self.window for topic in self._pending}
+                due = {
+                    topic: self._last_write.get(topic, float("-inf")) + self.window for topic in self._pending
+                }
                 ready = sorted(topic for topic, at in due.items() if at <= now)
                 if not ready:
                     self._cond.wait(max(0.001, min(due.values()) - now))
@@ -184,7 +190,9 @@ class WakeupBatcher:
             self._write(topic)
             self.writes += 1
         except Exception as exc:  # the database is away: the requests stay pending, retried a window later
-            log.error("wake-up for %s not written (%s); retried in %.2f s", topic, type(exc).__name__, self.window)
+            log.error(
+                "wake-up for %s not written (%s); retried in %.2f s", topic, type(exc).__name__, self.window
+            )
             with self._cond:
                 self._pending.add(topic)
                 self._cond.notify()

@@ -216,7 +216,8 @@ def _duplicate_query(by_email: bool, by_hash: bool, by_application: bool, exclud
             orders.c.integration_id == sa.bindparam("integration_id"),
             orders.c.package_id == sa.bindparam("package_id"),
             condition,
-            orders.c.state.in_(ACTIVE_STATES),
+            # Constants rendered into the SQL: an expanding IN parameter is re-rendered at every execution.
+            orders.c.state.in_([sa.literal_column(f"'{state}'") for state in ACTIVE_STATES]),
         )
         if excluding:
             lookup = lookup.where(orders.c.id != sa.bindparam("exclude_order_id"))
@@ -232,7 +233,9 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _order_columns(order: Mapping[str, Any], integration_id: str | None) -> dict[str, Any]:
+def _order_columns(
+    order: Mapping[str, Any], integration_id: str | None, json_safe: bool = False
+) -> dict[str, Any]:
     order_id = _text(order.get("id"))
     package_id = _text(order.get("package_id"))
     integration = _text(integration_id or order.get("integration_id"))
@@ -259,7 +262,7 @@ def _order_columns(order: Mapping[str, Any], integration_id: str | None) -> dict
         "application_remote_id": _text(application.get("remote_id")),
         "job_remote_id": _text(job.get("remote_id")),
         "job_name": _text(job.get("name")),
-        "order_json": to_jsonable(dict(order)),
+        "order_json": dict(order) if json_safe else to_jsonable(dict(order)),
     }
 
 
@@ -277,10 +280,14 @@ class OrderRepository:
         integration_id: str | None = None,
         now: datetime | None = None,
         conn: Connection | None = None,
+        json_safe: bool = False,
     ) -> RecordResult:
         """Record a Kombo order once (webhook or poll, concurrently or not); a later sighting only refreshes
-        `kombo_status` and `order_json`. `integration_id` is for poll results, which do not carry it."""
-        [result] = self.record_orders([order], seen_via, integration_id=integration_id, now=now, conn=conn)
+        `kombo_status` and `order_json`. `integration_id` is for poll results, which do not carry it.
+        `json_safe`: the order is plain JSON already (a model's `model_dump(mode="json")`), stored as it is."""
+        [result] = self.record_orders(
+            [order], seen_via, integration_id=integration_id, now=now, conn=conn, json_safe=json_safe
+        )
         return result
 
     def record_orders(
@@ -291,12 +298,13 @@ class OrderRepository:
         integration_id: str | None = None,
         now: datetime | None = None,
         conn: Connection | None = None,
+        json_safe: bool = False,
     ) -> list[RecordResult]:
         """`record_order` for a page of orders in one transaction (the caller's with `conn`); results in input
         order."""
         if seen_via not in ORDER_SEEN_VIA:
             raise ValueError(f"seen_via must be one of {ORDER_SEEN_VIA}, not {seen_via!r}")
-        rows = [_order_columns(order, integration_id) for order in kombo_orders]
+        rows = [_order_columns(order, integration_id, json_safe) for order in kombo_orders]
         now = now or self.store.now()
         with self.store.transaction(conn=conn) as tx:
             results = [self._record(tx, columns, seen_via, now) for columns in rows]

@@ -57,7 +57,7 @@ def order_received(
         # Seen before (the poll, or an earlier event for the same order): the first decision stands.
         if existing.state == REJECTED:
             return rejection(existing.last_error or "This order was rejected.")
-        repo.record_order(payload, "webhook", conn=conn)
+        repo.record_order(payload, "webhook", conn=conn, json_safe=True)
         if inline:
             if existing.invitation_url:
                 return WebhookResponse(200, {"assessment_url": existing.invitation_url})
@@ -88,7 +88,7 @@ def order_received(
     if decision is not None:
         rule, message = decision
         response = rejection(message)
-        recorded = repo.record_order(payload, "webhook", conn=conn)
+        recorded = repo.record_order(payload, "webhook", conn=conn, json_safe=True)
         try:
             if recorded.state != REJECTED:
                 repo.mark_rejected(order.id, response.body["message"], conn=conn)
@@ -99,7 +99,7 @@ def order_received(
         log.info("order %s (integration %s) rejected by rule %s", order.id, order.integration_id, rule)
         return response
 
-    repo.record_order(payload, "webhook", conn=conn)
+    repo.record_order(payload, "webhook", conn=conn, json_safe=True)
     if inline:
         return InlineInvitation(order)
     work.wake(ORDERS_TOPIC)
