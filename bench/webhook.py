@@ -250,24 +250,21 @@ def run_load(
 ) -> bool:
     check_loopback(url)
     integration = INTEGRATION
-    with httpx.Client(timeout=10) as client:
-        if pipeline is not None:
-            # An integration the sandbox knows, so that the intake polls it and invites the load's orders.
-            pipeline.sandbox.set_webhook(url, secret=secret)
-            created = pipeline.sandbox.admin.create_integration(tool="greenhouse")
-            if created["webhook"]["status_code"] != 200:
-                raise SystemExit(f"could not register the bench integration: {created['webhook']}")
-            integration = created["id"]
-        else:
-            body, headers = signed(integration_event("integration-created", INTEGRATION), secret)
-            answer = client.post(url, content=body, headers=headers)
-            if answer.status_code != 200:
-                raise SystemExit(
-                    f"could not register the bench integration: {answer.status_code} {answer.text}"
-                )
+    with httpx.Client(timeout=120) as client:
+        body, headers = signed(integration_event("integration-created", INTEGRATION), secret)
+        answer = client.post(url, content=body, headers=headers)
+        if answer.status_code != 200:
+            raise SystemExit(f"could not register the bench integration: {answer.status_code} {answer.text}")
         # Warm-up: the first requests of every worker open the state store and import the handlers.
-        for body, headers, _ in order_requests(20 * max(1, args.workers), secret, integration):
+        for body, headers, _ in order_requests(20 * max(1, args.workers), secret):
             client.post(url, content=body, headers=headers)
+    if pipeline is not None:
+        # An integration the sandbox knows, so that the intake polls it and invites the load's orders.
+        pipeline.sandbox.set_webhook(url, secret=secret)
+        created = pipeline.sandbox.admin.create_integration(tool="greenhouse")
+        if created["webhook"]["status_code"] != 200:
+            raise SystemExit(f"the sandbox could not register its integration: {created['webhook']}")
+        integration = created["id"]
     load_before = os.getloadavg()[0]
     count = int(args.rate * args.duration)
     baseline_count = int(args.rate * (min(args.duration, 5) if args.quick_baseline else args.duration))

@@ -81,7 +81,7 @@ class WebhookEventLog:
 
         In the caller's transaction (`conn`), a concurrent delivery of the same id waits at the insert until that
         transaction ends (PostgreSQL: the unique index; SQLite: the write lock), then sees what it stored."""
-        row = {
+        row: dict[str, Any] = {
             "id": event_id,
             "type": type,
             "integration_id": integration_id,
