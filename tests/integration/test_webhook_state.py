@@ -229,7 +229,7 @@ def test_coalesced_wakeups_follow_the_commits_of_concurrent_orders(registered):
     store = registered
     deps = WebhookDeps(secrets=lambda: [SECRET], store=store, settings=PipelineSettings(), wakeup_window=0.1)
     events = [order_event(email=f"c{index}@example.com") for index in range(60)]
-    consumed = []
+    consumed: list[int] = []
 
     def send(event):
         body, headers = signed(event, SECRET)
