@@ -18,6 +18,7 @@ import io
 import os
 import pstats
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -48,8 +49,10 @@ def _forged(count: int, integration: str) -> list[SignedRequest]:
 
 
 def _asgi_caller(app: Any) -> Callable[[bytes, Mapping[str, str]], int]:
-    """Call the ASGI app directly (one request, one event-loop turn per call, no socket)."""
+    """Call the ASGI app directly, no socket, on an event loop that keeps running between requests (as under
+    uvicorn: the worker threads it hands the handler to stay alive)."""
     loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="bench-asgi-loop", daemon=True).start()
 
     async def call(body: bytes, headers: Mapping[str, str]) -> int:
         scope = {
@@ -85,7 +88,7 @@ def _asgi_caller(app: Any) -> Callable[[bytes, Mapping[str, str]], int]:
         await app(scope, receive, send)
         return status
 
-    return lambda body, headers: loop.run_until_complete(call(body, headers))
+    return lambda body, headers: asyncio.run_coroutine_threadsafe(call(body, headers), loop).result()
 
 
 def _handler_caller(deps: Any) -> Callable[[bytes, Mapping[str, str]], int]:
