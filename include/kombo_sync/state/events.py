@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from kombo_sync.state._util import from_row, to_jsonable
@@ -39,6 +42,25 @@ class WebhookEvent:
         return self.response_status is not None
 
 
+# Built once: every webhook runs these, and building a statement costs more CPU than executing a cached one.
+_GET = sa.select(webhook_events).where(webhook_events.c.id == sa.bindparam("event_id"))
+_STORE_RESPONSE = (
+    sa.update(webhook_events)
+    .where(webhook_events.c.id == sa.bindparam("event_id"))
+    .values(
+        response_status=sa.bindparam("status", type_=webhook_events.c.response_status.type),
+        response_body=sa.bindparam("body", type_=webhook_events.c.response_body.type),
+    )
+)
+
+
+@cache
+def _insert_new(dialect: str) -> sa.Insert:
+    """`INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id`: a row back means this call recorded the event."""
+    insert = pg_dialect.insert if dialect == "postgresql" else sqlite_dialect.insert
+    return insert(webhook_events).on_conflict_do_nothing(index_elements=["id"]).returning(webhook_events.c.id)
+
+
 class WebhookEventLog:
     """Webhook events seen, and the answer given to each."""
 
@@ -59,7 +81,7 @@ class WebhookEventLog:
 
         In the caller's transaction (`conn`), a concurrent delivery of the same id waits at the insert until that
         transaction ends (PostgreSQL: the unique index; SQLite: the write lock), then sees what it stored."""
-        row = {
+        row: dict[str, Any] = {
             "id": event_id,
             "type": type,
             "integration_id": integration_id,
@@ -69,13 +91,12 @@ class WebhookEventLog:
             "response_body": None,
         }
         with self.store.transaction(conn=conn) as tx:
-            created = bool(self.store.upsert(tx, webhook_events, [row], ["id"], []))
-            stored = (
-                tx.execute(sa.select(webhook_events).where(webhook_events.c.id == event_id)).mappings().one()
-            )
-        if not created:
-            log.info("webhook event %s (%s) is a redelivery", event_id, type)
-        return from_row(WebhookEvent, stored, created=created)
+            if tx.execute(_insert_new(self.store.dialect), row).first() is not None:
+                # What was just written is what is stored: no read back.
+                return WebhookEvent(**row, created=True)
+            stored = tx.execute(_GET, {"event_id": event_id}).mappings().one()
+        log.info("webhook event %s (%s) is a redelivery", event_id, type)
+        return from_row(WebhookEvent, stored, created=False)
 
     def store_response(
         self, event_id: str, status: int, body: Any, *, conn: Connection | None = None
@@ -84,20 +105,14 @@ class WebhookEventLog:
         with self.store.transaction(conn=conn) as tx:
             return bool(
                 tx.execute(
-                    sa.update(webhook_events)
-                    .where(webhook_events.c.id == event_id)
-                    .values(response_status=status, response_body=to_jsonable(body))
+                    _STORE_RESPONSE, {"event_id": event_id, "status": status, "body": to_jsonable(body)}
                 ).rowcount
             )
 
     def get(self, event_id: str) -> WebhookEvent | None:
         """The stored event, or None."""
         with self.store.transaction(readonly=True) as conn:
-            row = (
-                conn.execute(sa.select(webhook_events).where(webhook_events.c.id == event_id))
-                .mappings()
-                .first()
-            )
+            row = conn.execute(_GET, {"event_id": event_id}).mappings().first()
         return None if row is None else from_row(WebhookEvent, row)
 
     def purge_received_before(self, cutoff: datetime) -> int:

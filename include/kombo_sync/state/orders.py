@@ -14,9 +14,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from kombo_sync.state._util import chunked, clip, expire_leases_of_earlier_tries, from_row, to_jsonable
@@ -188,6 +191,41 @@ def scrub_order_json(order_json: Any) -> dict[str, Any]:
 _CLAIMED_COLUMNS = [orders.c.id if f.name == "order_id" else orders.c[f.name] for f in fields(ClaimedOrder)]
 
 
+@cache
+def _insert_new_order(dialect: str) -> sa.Insert:
+    """`INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id`, built once per dialect (every webhook runs it)."""
+    insert = pg_dialect.insert if dialect == "postgresql" else sqlite_dialect.insert
+    return insert(orders).on_conflict_do_nothing(index_elements=["id"]).returning(orders.c.id)
+
+
+@cache
+def _duplicate_query(by_email: bool, by_hash: bool, by_application: bool, excluding: bool) -> sa.Select:
+    """`find_active_duplicate`'s statement for one combination of the ways of being the same candidate, built
+    once with bound parameters (building it took more CPU than running it)."""
+    same_candidate = []
+    if by_email:
+        same_candidate.append(sa.func.lower(orders.c.candidate_email) == sa.bindparam("email"))
+    if by_hash:
+        same_candidate.append(orders.c.candidate_email_hash == sa.bindparam("email_hash"))
+    if by_application:
+        same_candidate.append(orders.c.application_remote_id == sa.bindparam("application_remote_id"))
+    # One indexed lookup per way of being the same candidate (an OR would scan the package's orders).
+    lookups = []
+    for condition in same_candidate:
+        lookup = sa.select(orders.c.id, orders.c.received_at).where(
+            orders.c.integration_id == sa.bindparam("integration_id"),
+            orders.c.package_id == sa.bindparam("package_id"),
+            condition,
+            # Constants rendered into the SQL: an expanding IN parameter is re-rendered at every execution.
+            orders.c.state.in_([sa.literal_column(f"'{state}'") for state in ACTIVE_STATES]),
+        )
+        if excluding:
+            lookup = lookup.where(orders.c.id != sa.bindparam("exclude_order_id"))
+        lookups.append(lookup)
+    found = sa.union_all(*lookups).subquery() if len(lookups) > 1 else lookups[0].subquery()
+    return sa.select(found.c.id).order_by(found.c.received_at, found.c.id).limit(1)
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -195,7 +233,9 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _order_columns(order: Mapping[str, Any], integration_id: str | None) -> dict[str, Any]:
+def _order_columns(
+    order: Mapping[str, Any], integration_id: str | None, json_safe: bool = False
+) -> dict[str, Any]:
     order_id = _text(order.get("id"))
     package_id = _text(order.get("package_id"))
     integration = _text(integration_id or order.get("integration_id"))
@@ -222,7 +262,7 @@ def _order_columns(order: Mapping[str, Any], integration_id: str | None) -> dict
         "application_remote_id": _text(application.get("remote_id")),
         "job_remote_id": _text(job.get("remote_id")),
         "job_name": _text(job.get("name")),
-        "order_json": to_jsonable(dict(order)),
+        "order_json": dict(order) if json_safe else to_jsonable(dict(order)),
     }
 
 
@@ -240,10 +280,14 @@ class OrderRepository:
         integration_id: str | None = None,
         now: datetime | None = None,
         conn: Connection | None = None,
+        json_safe: bool = False,
     ) -> RecordResult:
         """Record a Kombo order once (webhook or poll, concurrently or not); a later sighting only refreshes
-        `kombo_status` and `order_json`. `integration_id` is for poll results, which do not carry it."""
-        [result] = self.record_orders([order], seen_via, integration_id=integration_id, now=now, conn=conn)
+        `kombo_status` and `order_json`. `integration_id` is for poll results, which do not carry it.
+        `json_safe`: the order is plain JSON already (a model's `model_dump(mode="json")`), stored as it is."""
+        [result] = self.record_orders(
+            [order], seen_via, integration_id=integration_id, now=now, conn=conn, json_safe=json_safe
+        )
         return result
 
     def record_orders(
@@ -254,12 +298,13 @@ class OrderRepository:
         integration_id: str | None = None,
         now: datetime | None = None,
         conn: Connection | None = None,
+        json_safe: bool = False,
     ) -> list[RecordResult]:
         """`record_order` for a page of orders in one transaction (the caller's with `conn`); results in input
         order."""
         if seen_via not in ORDER_SEEN_VIA:
             raise ValueError(f"seen_via must be one of {ORDER_SEEN_VIA}, not {seen_via!r}")
-        rows = [_order_columns(order, integration_id) for order in kombo_orders]
+        rows = [_order_columns(order, integration_id, json_safe) for order in kombo_orders]
         now = now or self.store.now()
         with self.store.transaction(conn=conn) as tx:
             results = [self._record(tx, columns, seen_via, now) for columns in rows]
@@ -283,7 +328,7 @@ class OrderRepository:
         }
         # DO NOTHING, then a plain UPDATE: only the first writer's first_seen_via/received_at survive, and a
         # concurrent insert of the same id waits for the other commit instead of failing.
-        if self.store.upsert(conn, orders, [row], ["id"], []):
+        if conn.execute(_insert_new_order(self.store.dialect), row).first() is not None:
             return RecordResult(created=True, state=RECEIVED)
         # An order whose candidate data was erased keeps only ids, even when Kombo lists it again.
         json_type = orders.c.order_json.type
@@ -605,31 +650,21 @@ class OrderRepository:
         same salted e-mail hash (`candidate_email_hash`, `kombo_sync.candidate_hash`), or the same ATS
         application; None when there is none."""
         email = (candidate_email or "").strip().lower()
-        same_candidate = []
-        if email:
-            same_candidate.append(sa.func.lower(orders.c.candidate_email) == email)
-        if candidate_email_hash:
-            same_candidate.append(orders.c.candidate_email_hash == candidate_email_hash)
-        if application_remote_id:
-            same_candidate.append(orders.c.application_remote_id == application_remote_id)
-        if not same_candidate:
+        if not (email or candidate_email_hash or application_remote_id):
             return None
-        # One indexed lookup per way of being the same candidate (an OR would scan the package's orders).
-        lookups = []
-        for condition in same_candidate:
-            lookup = sa.select(orders.c.id, orders.c.received_at).where(
-                orders.c.integration_id == integration_id,
-                orders.c.package_id == package_id,
-                condition,
-                orders.c.state.in_(ACTIVE_STATES),
-            )
-            if exclude_order_id is not None:
-                lookup = lookup.where(orders.c.id != exclude_order_id)
-            lookups.append(lookup)
-        found = sa.union_all(*lookups).subquery() if len(lookups) > 1 else lookups[0].subquery()
-        query = sa.select(found.c.id).order_by(found.c.received_at, found.c.id).limit(1)
+        query = _duplicate_query(
+            bool(email), bool(candidate_email_hash), bool(application_remote_id), exclude_order_id is not None
+        )
+        params = {
+            "integration_id": integration_id,
+            "package_id": package_id,
+            "email": email,
+            "email_hash": candidate_email_hash,
+            "application_remote_id": application_remote_id,
+            "exclude_order_id": exclude_order_id,
+        }
         with self.store.transaction(readonly=True, conn=conn) as tx:
-            return tx.execute(query).scalar_one_or_none()
+            return tx.execute(query, params).scalar_one_or_none()
 
     def get(self, order_id: str, *, conn: Connection | None = None) -> OrderRecord | None:
         """The order, or None."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,17 +43,52 @@ def default_deps() -> WebhookDeps:
     settings = load_settings()
     return WebhookDeps(
         secrets=SecretProvider(settings.webhook.secret_conn_id),
+        settings=recent_settings,
         store_factory=_state_store,
         inviter_factory=_platform_inviter,
         hasher=_candidate_hasher,
+        wakeup_window=wakeup_window_seconds(),
     )
+
+
+DEFAULT_WAKEUP_WINDOW_MS = 200
+
+
+def wakeup_window_seconds() -> float:
+    """`KOMBO_WEBHOOK_WAKEUP_WINDOW_MS` (default 200; 0 = a wake-up per webhook) in seconds: each api-server
+    worker writes at most one wake-up per topic per window, the first of a quiet period at once."""
+    raw = os.environ.get("KOMBO_WEBHOOK_WAKEUP_WINDOW_MS", "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_WAKEUP_WINDOW_MS
+    except ValueError:
+        log.error(
+            "KOMBO_WEBHOOK_WAKEUP_WINDOW_MS=%r is not a number; using %s", raw[:20], DEFAULT_WAKEUP_WINDOW_MS
+        )
+        value = DEFAULT_WAKEUP_WINDOW_MS
+    return max(0.0, min(value, 2000.0)) / 1000
+
+
+SETTINGS_RECHECK_SECONDS = 1.0
+_recent: tuple[float, Any] | None = None
+
+
+def recent_settings() -> Any:
+    """`load_settings()`, looked at again at most once a second: it stats the settings file on every call, which
+    at hundreds of webhooks a second was a tenth of the handler's time. An edit lands within the second."""
+    global _recent
+    from kombo_sync.settings import load_settings
+
+    now = time.monotonic()
+    current = _recent
+    if current is None or now - current[0] >= SETTINGS_RECHECK_SECONDS:
+        current = _recent = (now, load_settings())
+    return current[1]
 
 
 def _candidate_hasher() -> Any:
     from kombo_sync.candidate_hash import matching_hasher
-    from kombo_sync.settings import load_settings
 
-    return matching_hasher(load_settings().retention.salt_conn_id)  # cached a minute
+    return matching_hasher(recent_settings().retention.salt_conn_id)  # cached a minute
 
 
 def _state_store() -> Any:

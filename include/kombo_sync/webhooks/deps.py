@@ -10,6 +10,7 @@ from kombo_sync.candidate_hash import CandidateHasher
 from kombo_sync.kombo.models import OrderReceivedData
 from kombo_sync.settings import PipelineSettings, load_settings
 from kombo_sync.state.store import StateStore
+from kombo_sync.wakeups import WakeupBatcher, request_wakeup
 from kombo_sync.webhooks.orders import default_invite_now
 from kombo_sync.webhooks.rules import RejectionRule
 
@@ -28,6 +29,8 @@ class WebhookDeps:
     `inviter_factory` are called once, on first use. `invite_now(store, inviter, order, settings)` creates the
     inline flow's invitation and returns the candidate's URL (default: `kombo_sync.intake.invite_order_now`).
     `hasher` (a `CandidateHasher`, or a callable returning one) matches erased orders in the duplicate rule.
+    `wakeup_window` > 0 coalesces the wake-ups of this process (`WakeupBatcher`: at most one write per topic per
+    window); 0 requests each one in the event's own transaction (SQLite) or right after its commit.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class WebhookDeps:
         extra_rules: Sequence[RejectionRule] = (),
         in_progress_seconds: float = IN_PROGRESS_SECONDS,
         hasher: CandidateHasher | Callable[[], CandidateHasher | None] | None = None,
+        wakeup_window: float = 0.0,
     ) -> None:
         if store is None and store_factory is None:
             raise ValueError("WebhookDeps needs a store or a store_factory")
@@ -57,6 +61,8 @@ class WebhookDeps:
         self.in_progress_seconds = in_progress_seconds
         self._lock = threading.Lock()
         self._hasher = hasher
+        self.wakeup_window = wakeup_window
+        self._wakeups: WakeupBatcher | None = None
 
     def hasher(self) -> CandidateHasher | None:
         """The salted e-mail hasher of the duplicate rule (a callable is asked each time: it caches itself)."""
@@ -79,6 +85,24 @@ class WebhookDeps:
                     assert self._store_factory is not None
                     self._store = self._store_factory()
         return self._store
+
+    def wakeups(self) -> WakeupBatcher | None:
+        """The process's coalescing wake-up writer, or None when every wake-up is requested on its own."""
+        if self.wakeup_window <= 0:
+            return None
+        if self._wakeups is None:
+            with self._lock:
+                if self._wakeups is None:
+                    self._wakeups = WakeupBatcher(self._write_wakeup, self.wakeup_window)
+        return self._wakeups
+
+    def _write_wakeup(self, topic: str) -> None:
+        from kombo_sync.intake.claims import write_gate
+
+        store = self.store
+        # SQLite: queue with this process's webhooks for the single writer rather than in the busy handler.
+        with write_gate(store):
+            request_wakeup(store, topic)
 
     def inviter(self) -> Any:
         if self._inviter is None:

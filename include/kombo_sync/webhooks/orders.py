@@ -57,7 +57,7 @@ def order_received(
         # Seen before (the poll, or an earlier event for the same order): the first decision stands.
         if existing.state == REJECTED:
             return rejection(existing.last_error or "This order was rejected.")
-        repo.record_order(payload, "webhook", conn=conn)
+        repo.record_order(payload, "webhook", conn=conn, json_safe=True)
         if inline:
             if existing.invitation_url:
                 return WebhookResponse(200, {"assessment_url": existing.invitation_url})
@@ -88,7 +88,7 @@ def order_received(
     if decision is not None:
         rule, message = decision
         response = rejection(message)
-        recorded = repo.record_order(payload, "webhook", conn=conn)
+        recorded = repo.record_order(payload, "webhook", conn=conn, json_safe=True)
         try:
             if recorded.state != REJECTED:
                 repo.mark_rejected(order.id, response.body["message"], conn=conn)
@@ -99,7 +99,7 @@ def order_received(
         log.info("order %s (integration %s) rejected by rule %s", order.id, order.integration_id, rule)
         return response
 
-    repo.record_order(payload, "webhook", conn=conn)
+    repo.record_order(payload, "webhook", conn=conn, json_safe=True)
     if inline:
         return InlineInvitation(order)
     work.wake(ORDERS_TOPIC)
@@ -114,20 +114,41 @@ class _KnownOrder:
     invitation_url: str | None
 
 
+# The order's stored decision and the integration's registry row in one round trip: both outer-joined to a one-row
+# anchor, so a missing order or integration reads as NULLs. Built once (every order webhook runs it).
+_ANCHOR = sa.select(sa.literal(1).label("one")).subquery("anchor")
+_KNOWN_ORDER_AND_INTEGRATION = sa.select(
+    orders.c.id.label("order_id"),
+    orders.c.state.label("order_state"),
+    orders.c.last_error.label("order_last_error"),
+    orders.c.invitation_url.label("order_invitation_url"),
+    *(column.label(f"integration_{column.name}") for column in integrations.c),
+).select_from(
+    _ANCHOR.outerjoin(orders, orders.c.id == sa.bindparam("order_id_param")).outerjoin(
+        integrations, integrations.c.id == sa.bindparam("integration_id_param")
+    )
+)
+_INTEGRATION_LABELS = tuple((f"integration_{column.name}", column.name) for column in integrations.c)
+
+
 def _known_order_and_integration(
     conn: Connection, order_id: str, integration_id: str
 ) -> tuple[_KnownOrder | None, IntegrationRecord | None]:
     """The order's stored decision and the integration's registry row, read in the event's transaction."""
-    known = conn.execute(
-        sa.select(orders.c.state, orders.c.last_error, orders.c.invitation_url).where(orders.c.id == order_id)
-    ).first()
-    registry = (
-        conn.execute(sa.select(integrations).where(integrations.c.id == integration_id)).mappings().first()
+    row = (
+        conn.execute(
+            _KNOWN_ORDER_AND_INTEGRATION, {"order_id_param": order_id, "integration_id_param": integration_id}
+        )
+        .mappings()
+        .one()
     )
-    return (
-        None if known is None else _KnownOrder(known.state, known.last_error, known.invitation_url),
-        None if registry is None else from_row(IntegrationRecord, registry),
-    )
+    known = None
+    if row["order_id"] is not None:
+        known = _KnownOrder(row["order_state"], row["order_last_error"], row["order_invitation_url"])
+    registry = None
+    if row["integration_id"] is not None:
+        registry = from_row(IntegrationRecord, {name: row[label] for label, name in _INTEGRATION_LABELS})
+    return known, registry
 
 
 def _accepted(order_id: str, *, known: bool) -> WebhookResponse:

@@ -25,7 +25,7 @@ from kombo_sync.kombo.models import (
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.events import WebhookEvent, WebhookEventLog
 from kombo_sync.state.store import StateStore
-from kombo_sync.wakeups import request_wakeup, request_wakeup_in_transaction
+from kombo_sync.wakeups import WakeupBatcher, request_wakeup, request_wakeup_in_transaction
 from kombo_sync.webhooks.responses import WebhookResponse, error_response
 
 if TYPE_CHECKING:
@@ -37,14 +37,19 @@ log = logging.getLogger(__name__)
 class EventWork:
     """One event's transaction: its connection, and the wake-ups to request once it is committed."""
 
-    def __init__(self, store: StateStore, conn: Connection) -> None:
+    def __init__(self, store: StateStore, conn: Connection, wakeups: WakeupBatcher | None = None) -> None:
         self.store = store
         self.conn = conn
+        self._wakeups = wakeups
         self._after_commit: list[str] = []
 
     def wake(self, topic: str) -> None:
         """Wake the watcher of `topic` so that the run it starts sees this transaction's data."""
-        if self.store.dialect == "sqlite":
+        if self._wakeups is not None:
+            # Coalesced with the process's other webhooks, after the commit: nothing in the transaction.
+            if topic not in self._after_commit:
+                self._after_commit.append(topic)
+        elif self.store.dialect == "sqlite":
             # We hold the write lock: a request seen pending here is consumed after our commit.
             request_wakeup_in_transaction(self.store, self.conn, topic)
         elif topic not in self._after_commit:
@@ -54,7 +59,10 @@ class EventWork:
 
     def committed(self) -> None:
         for topic in self._after_commit:
-            request_wakeup(self.store, topic)
+            if self._wakeups is not None:
+                self._wakeups.request(topic)
+            else:
+                request_wakeup(self.store, topic)
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ def deduplicated(
     events = WebhookEventLog(store)
     integration_id, order_id = _subject(data)
     with _write_gate(store), store.transaction() as conn:
-        work = EventWork(store, conn)
+        work = EventWork(store, conn, deps.wakeups())
         event = events.record_or_get(envelope.id, envelope.type, integration_id, order_id, conn=conn)
         if not event.created:
             stored = _stored_answer(event, envelope, store, deps)
