@@ -167,7 +167,9 @@ def test_catalog_plan_publishes_a_one_shard_run_itself(monkeypatch):
     pushed.clear()
     published.clear()
     settings = PipelineSettings.model_validate({"catalog": {"publish_in_plan": False}})
-    assert tasks.plan_task({"ti": ti, "run_id": "manual__2", "params": {}}) == [{"index": 0, "label": "int-a"}]
+    assert tasks.plan_task({"ti": ti, "run_id": "manual__2", "params": {}}) == [
+        {"index": 0, "label": "int-a"}
+    ]
     assert published == [] and pushed["shard_0"] == shard
 
 
