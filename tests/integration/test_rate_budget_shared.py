@@ -63,7 +63,9 @@ def run_two_processes(environ: dict[str, str], state_url: str | None = None) -> 
 
 
 def most_in_any_second(starts: list[float]) -> int:
-    return max(sum(1 for other in starts[index:] if other - start < 1.0) for index, start in enumerate(starts))
+    return max(
+        sum(1 for other in starts[index:] if other - start < 1.0) for index, start in enumerate(starts)
+    )
 
 
 def assert_within_the_key_rate(starts: list[float]) -> None:
