@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="10 integrations, 100 orders")
     parser.add_argument(
+        "--pipeline-config",
+        type=Path,
+        help="a pipeline.yaml for the deployment (e.g. catalog shard settings to compare); default the project's",
+    )
+    parser.add_argument(
         "--jobs", default="catalog,intake,results", help="which of catalog,intake,results to time"
     )
     args = parser.parse_args(argv)
@@ -188,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=work / "deployment",
         postgres=pg,
         redis_db=14,
+        pipeline_config=args.pipeline_config.resolve() if args.pipeline_config else None,
         worker_concurrency=args.worker_concurrency,
         variables={
             "AIRFLOW_CONN_KOMBO_DEFAULT": connection_json("http", host=kombo.api_url, password=kombo.api_key),
@@ -218,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
             api.set_paused(dag_id, False)
         for dag_id in dag_ids:
             api.wait_idle(dag_id)
+        # The first tasks on a fresh worker start far slower (cold imports and caches) than on a worker that has
+        # been running, as in production: one empty run of each DAG first, not measured.
+        for dag_id in dag_ids:
+            warm = timed_run(api, dag_id, 300)
+            say(f"warm-up run of {dag_id} (nothing to do): {warm['wall']:.1f} s, load average {warm['load']}")
 
         customers = [f"cust{n:04d}" for n in range(args.integrations)]
         store = StateStore(deployment.state_url)
