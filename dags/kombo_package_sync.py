@@ -11,10 +11,12 @@ any catalog edit since the night goes out with the same checks.
 **Params**: `integration_ids` (empty = all active), `force`, `dry_run` (log the per-integration diff against
 Kombo, send nothing), `allow_shrink` (allow removing more than `catalog.max_shrink_share`, or everything).
 
-**Tasks**: `plan` checks and decides; `publish` is mapped over **shards** of `catalog.shard_size` (50)
-integrations, labelled by the integrations they hold, logging one line per integration (one task per
-integration would hit `max_map_length`, 1024, with 1,000+ customers); `finish` records the run and **fails
-naming every integration** that failed (Kombo code, `log_url`), was held back or refused by the wipe guard.
+**Tasks**: `plan` checks and decides, and publishes a run that is one shard itself (a new integration, a
+nightly run with a few hundred changes: no task start to wait for); `publish` is mapped over **shards** when
+the work pays for more tasks: up to 4 side by side once each gets `catalog.min_shard_size` (250)
+integrations, more only beyond `catalog.shard_size` (500) each. Shards are labelled by the integrations they
+hold and log one line per integration; `finish` records the run and **fails naming every integration** that
+failed (Kombo code, `log_url`), was held back or refused by the wipe guard.
 See docs/catalog.md.
 """
 
@@ -53,14 +55,14 @@ SCHEDULE = os.environ.get("KOMBO_CATALOG_SCHEDULE", "0 2 * * *")
     },
 )
 def kombo_package_sync() -> None:
-    @task
+    @task(pool="kombo_api")  # publishes a one-shard run itself (catalog.publish_in_plan)
     def plan(**context: Any) -> list[dict[str, Any]]:
         from kombo_sync.catalog.tasks import plan_task
 
         return plan_task(context)
 
     # 4 shards x catalog.publish_concurrency threads at once: far below Kombo's 30 in flight per integration;
-    # more would only compete for the API key's rate limit, which the client adapts to anyway.
+    # more would only compete for the API key's rate budget. 4 = catalog.plan.PARALLEL_SHARDS (a test pins it).
     @task(pool="kombo_api", map_index_template="{{ shard_label }}", max_active_tis_per_dagrun=4)
     def publish(shard: dict[str, Any]) -> dict[str, Any]:
         from kombo_sync.catalog.tasks import publish_task

@@ -38,11 +38,22 @@ def state_store(settings: PipelineSettings | None = None) -> StateStore:
 
 
 def kombo_client(settings: PipelineSettings | None = None) -> KomboClient:
-    """A Kombo client built from the `kombo_default` connection (or the one the settings name)."""
+    """A Kombo client built from the `kombo_default` connection (or the one the settings name), whose rate
+    budget is the API key's, shared with the other task processes (`KOMBO_RATE_BUDGET`, kombo_sync.kombo.budgets)."""
+    from kombo_sync.kombo.budgets import shared_rate_budget
+    from kombo_sync.kombo.client import KomboClient
     from kombo_sync.kombo.hook import KomboHook
 
     settings = settings or load_settings()
-    return KomboHook(kombo_conn_id=settings.kombo_conn_id).get_client()
+    resolved = settings
+    config = KomboHook(kombo_conn_id=settings.kombo_conn_id).client_config()
+    config["rate_budget"] = shared_rate_budget(
+        config["api_key"],
+        rate_per_second=config.pop("rate_limit_per_second", None),
+        burst=config.pop("rate_limit_burst", None),
+        store=lambda: state_store(resolved),
+    )
+    return KomboClient(**config)
 
 
 def warehouse_url(settings: PipelineSettings | None = None) -> str:

@@ -39,9 +39,14 @@ class CatalogSettings(_Section):
     yaml_file: str = "include/config/catalog.yaml"
     # Share of an integration's published packages that may disappear in one run without `allow_shrink`.
     max_shrink_share: float = Field(default=0.5, ge=0, le=1)
-    # Integrations published per mapped task (one shard); the shard size grows when there would be more
-    # shards than Airflow's max_map_length (1024).
-    shard_size: int = Field(default=50, ge=1)
+    # At most this many integrations per mapped publish task (one shard); the shard size grows when there would
+    # be more shards than Airflow's max_map_length (1024).
+    shard_size: int = Field(default=500, ge=1)
+    # A run is split into up to 4 parallel shards only when each gets at least this many integrations: a task
+    # start costs about 2 s, which 16 threads at 100 ms per PUT spend publishing about 300 integrations.
+    min_shard_size: int = Field(default=250, ge=1)
+    # A run that is one shard is published by the plan task itself (no publish task to start, about 2 s saved).
+    publish_in_plan: bool = True
     # Threads per shard sending PUTs concurrently (the client keeps Kombo's rate and in-flight limits).
     publish_concurrency: int = Field(default=16, ge=1)
     # Bad catalog rows stored in the quarantine table per run (all are counted and reported).

@@ -107,14 +107,15 @@ def test_catalog_tasks_hand_each_shard_its_own_xcom_and_fail_finally(monkeypatch
     )
     shards = [{"index": 0, "label": "int-a", "items": ["a"]}, {"index": 1, "label": "int-b", "items": ["b"]}]
     seen: list[object] = []
+    planned_shards = shards
     monkeypatch.setattr(
         tasks,
         "run_plan",
-        lambda params, run_id: (
-            seen.append((params, run_id)) or {"summary": {"audit_id": 7}, "shards": shards}
+        lambda params, run_id, settings: (
+            seen.append((params, run_id)) or {"summary": {"audit_id": 7}, "shards": planned_shards}
         ),
     )
-    monkeypatch.setattr(tasks, "run_publish", lambda shard: {"published": shard["items"]})
+    monkeypatch.setattr(tasks, "run_publish", lambda shard, settings=None: {"published": shard["items"]})
 
     mapped = tasks.plan_task({"ti": ti, "run_id": "manual__1", "params": {"force": True}})
     assert mapped == [{"index": 0, "label": "int-a"}, {"index": 1, "label": "int-b"}]
@@ -128,3 +129,52 @@ def test_catalog_tasks_hand_each_shard_its_own_xcom_and_fail_finally(monkeypatch
     empty = SimpleNamespace(xcom_pull=lambda task_ids, key: None)
     with pytest.raises(AirflowFailException, match="the plan task did not finish"):
         tasks.finish_task([], {"ti": empty})
+
+
+def test_catalog_plan_publishes_a_one_shard_run_itself(monkeypatch):
+    """One shard: the plan publishes it, maps no publish task, and `finish` merges its result; with
+    `catalog.publish_in_plan` off, the shard goes to a publish task as before."""
+    from types import SimpleNamespace
+
+    from kombo_sync.catalog import tasks
+    from kombo_sync.settings import PipelineSettings
+
+    pushed: dict[str, object] = {}
+    ti = SimpleNamespace(
+        xcom_push=lambda key, value: pushed.__setitem__(key, value),
+        xcom_pull=lambda task_ids, key: pushed.get(key) if task_ids == "plan" else None,
+    )
+    shard = {"index": 0, "label": "int-a", "items": ["a"]}
+    settings = PipelineSettings()
+    monkeypatch.setattr("kombo_sync.settings.load_settings", lambda: settings)
+    monkeypatch.setattr(
+        tasks, "run_plan", lambda params, run_id, settings: {"summary": {"audit_id": 7}, "shards": [shard]}
+    )
+    published: list[object] = []
+    monkeypatch.setattr(
+        tasks, "run_publish", lambda shard, settings=None: published.append(shard) or {"index": 0, "n": 1}
+    )
+    finished: list[object] = []
+    monkeypatch.setattr(tasks, "run_finish", lambda summary, results: finished.append(results) or {})
+    monkeypatch.setattr("kombo_sync.alerts.check.run_alert_checks", lambda: None)
+
+    assert tasks.plan_task({"ti": ti, "run_id": "manual__1", "params": {}}) == []
+    assert published == [shard]
+    assert "shard_0" not in pushed
+    tasks.finish_task(None, {"ti": ti})  # publish mapped over nothing: Airflow passes no results
+    assert finished == [[{"index": 0, "n": 1}]]
+
+    pushed.clear()
+    published.clear()
+    settings = PipelineSettings.model_validate({"catalog": {"publish_in_plan": False}})
+    assert tasks.plan_task({"ti": ti, "run_id": "manual__2", "params": {}}) == [
+        {"index": 0, "label": "int-a"}
+    ]
+    assert published == [] and pushed["shard_0"] == shard
+
+
+def test_catalog_publish_parallelism_matches_the_planner(dag_bag):
+    from kombo_sync.catalog.plan import PARALLEL_SHARDS
+
+    publish = dag_bag.dags["kombo_package_sync"].get_task("publish")
+    assert publish.max_active_tis_per_dagrun == PARALLEL_SHARDS

@@ -17,6 +17,7 @@ from kombo_sync.catalog.plan import (
     SyncOptions,
     make_shards,
     plan_integrations,
+    shard_count,
     shard_members,
 )
 from kombo_sync.catalog.source import CONTRACT_COLUMNS
@@ -157,13 +158,14 @@ def planned(n, packages=(A, B)):
 
 def test_shards_share_package_definitions_and_round_trip():
     shards = make_shards(planned(120), shard_size=50, options={"dry_run": True})
-    assert [len(shard["integrations"]) for shard in shards] == [50, 50, 20]
+    # at most 50 each, and even: three shards of 40 rather than 50, 50, 20
+    assert [len(shard["integrations"]) for shard in shards] == [40, 40, 40]
     # each distinct definition is stored once per shard, whatever the number of integrations
     assert all(len(shard["definitions"]) == 2 for shard in shards)
-    assert shards[0]["label"] == "shard 1/3: t:0000 .. t:0049 (50 integrations)"
+    assert shards[0]["label"] == "shard 1/3: t:0000 .. t:0039 (40 integrations)"
     assert shards[1]["options"] == {"dry_run": True}
     rebuilt = shard_members(json.loads(json.dumps(shards[2])))
-    assert rebuilt == planned(120)[100:]
+    assert rebuilt == planned(120)[80:]
     # small enough for XCom: 50 integrations x 2 shared packages
     assert len(json.dumps(shards[0])) < 8_000
 
@@ -186,3 +188,28 @@ def test_every_integration_lands_in_exactly_one_shard(size):
     ids = [member.integration_id for shard in shards for member in shard_members(shard)]
     assert sorted(ids) == sorted(item.integration_id for item in items)
     assert [shard["index"] for shard in shards] == list(range(len(shards)))
+
+
+@pytest.mark.parametrize(
+    ("integrations", "expected"),
+    [
+        (0, 0),
+        (1, 1),  # one new integration: one task
+        (200, 1),  # 200 do not earn back a second task start
+        (499, 1),
+        (500, 2),  # two shards of 250
+        (1_000, 4),
+        (1_999, 4),  # four at once, never more while each stays within shard_size
+        (2_500, 5),  # beyond 4 x 500, more shards of at most 500 (four run at a time)
+    ],
+)
+def test_shard_count_follows_the_work(integrations, expected):
+    assert shard_count(integrations, shard_size=500, min_shard_size=250) == expected
+    shards = make_shards(planned(integrations, packages=(A,)), shard_size=500, min_shard_size=250)
+    assert len(shards) == expected
+    assert all(len(shard["integrations"]) <= 500 for shard in shards)
+    assert sum(len(shard["integrations"]) for shard in shards) == integrations
+
+
+def test_shard_count_respects_max_map_length_over_shard_size():
+    assert shard_count(10_000, shard_size=1, max_shards=1024) == 1024

@@ -20,15 +20,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from kombo_sync.catalog.source import CONTRACT_COLUMNS, CatalogSourceError
 from kombo_sync.kombo.models import PACKAGE_TYPES
 from kombo_sync.storable import text_problem
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +281,10 @@ def validate_catalog(frame: pd.DataFrame) -> ValidatedCatalog:
     packages is 50,000 rows but a few hundred definitions), so pydantic validates each distinct value once and
     pandas maps the verdicts back onto the rows.
     """
+    # Imported here, where rows are read: the publish tasks use this module's PackageDef without them.
+    import numpy as np
+    import pandas as pd
+
     frame = _contract_columns(frame)
     rows = len(frame)
     # Group ids of identical raw values (None included); one pydantic validation per group.

@@ -12,8 +12,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from kombo_sync.catalog.contract import BadRow, ValidatedCatalog, describe_bad_rows, validate_catalog
 from kombo_sync.catalog.plan import (
     DEFAULT_MAX_SHARDS,
@@ -34,6 +32,7 @@ from kombo_sync.state.audit import Quarantine, RunAudit
 from kombo_sync.state.integrations import IntegrationRecord, IntegrationRepository
 
 if TYPE_CHECKING:
+    import pandas as pd
     from sqlalchemy.engine import Engine
 
     from kombo_sync.settings import CatalogSettings, PipelineSettings
@@ -173,6 +172,7 @@ def plan_catalog_sync(
     shards = make_shards(
         plan.to_send,
         shard_size=catalog_settings.shard_size,
+        min_shard_size=catalog_settings.min_shard_size,
         max_shards=max_shards,
         options={**_options_dict(options), "max_shrink_share": catalog_settings.max_shrink_share},
     )

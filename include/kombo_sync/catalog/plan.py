@@ -18,6 +18,9 @@ from kombo_sync.state.integrations import ACTIVE, ASSESSMENT, IntegrationRecord
 
 # Airflow's default [core] max_map_length: a mapped task cannot expand into more instances than this.
 DEFAULT_MAX_SHARDS = 1024
+# Publish tasks of one run at once: the DAG's `max_active_tis_per_dagrun` (a test pins that they agree). More
+# shards than this only pay when each would otherwise exceed `shard_size`.
+PARALLEL_SHARDS = 4
 
 # Outcomes of one integration in one run.
 PUBLISHED = "published"
@@ -195,17 +198,40 @@ def shard_label(integration_ids: Sequence[str], index: int, total: int) -> str:
     return f"{prefix}{integration_ids[0]} .. {integration_ids[-1]} ({len(integration_ids)} integrations)"
 
 
+def shard_count(
+    integrations: int,
+    *,
+    shard_size: int,
+    min_shard_size: int | None = None,
+    parallel: int = PARALLEL_SHARDS,
+    max_shards: int = DEFAULT_MAX_SHARDS,
+) -> int:
+    """How many publish tasks `integrations` integrations are worth: one for a small run; up to `parallel` when
+    each gets at least `min_shard_size` (a task start costs about 2 s, which a shard must earn back by
+    publishing in parallel; None: never for that reason); more only when a shard would exceed `shard_size`;
+    never above `max_shards`."""
+    if integrations <= 0:
+        return 0
+    worth_parallel = min(parallel, integrations // min_shard_size) if min_shard_size else 1
+    needed = math.ceil(integrations / shard_size)
+    return max(1, min(max_shards, max(needed, worth_parallel)))
+
+
 def make_shards(
     to_send: Sequence[PlannedIntegration],
     *,
     shard_size: int,
+    min_shard_size: int | None = None,
     max_shards: int = DEFAULT_MAX_SHARDS,
     options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Pack the integrations to publish into at most `max_shards` compact, JSON-serialisable shards."""
-    if not to_send:
+    """Pack the integrations to publish into `shard_count(...)` compact, JSON-serialisable shards of even size."""
+    count = shard_count(
+        len(to_send), shard_size=shard_size, min_shard_size=min_shard_size, max_shards=max_shards
+    )
+    if not count:
         return []
-    size = max(shard_size, math.ceil(len(to_send) / max_shards))
+    size = math.ceil(len(to_send) / count)
     chunks = [to_send[start : start + size] for start in range(0, len(to_send), size)]
     shards: list[dict[str, Any]] = []
     for index, chunk in enumerate(chunks):

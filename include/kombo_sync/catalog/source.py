@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from sqlalchemy.engine import Engine
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy.engine import Engine
 
 from kombo_sync.storable import read_yaml_file
 
@@ -49,6 +50,8 @@ def read_catalog_sql(engine: Engine, sql_file: Path) -> pd.DataFrame:
             query = query.replace("%", "%%")
         result = conn.exec_driver_sql(query)
         columns = list(result.keys())
+        import pandas as pd  # only where rows are read: the publish tasks never pay for it
+
         # Plain tuples: building a frame from Row objects probes each one for attributes (slow).
         frame = pd.DataFrame([tuple(row) for row in result], columns=columns, dtype=object)
     log.info("catalog query %s returned %s rows on %s", sql_file.name, len(frame), engine.dialect.name)
@@ -116,6 +119,8 @@ def catalog_frame_from_mapping(document: Any, *, where: str = "catalog") -> pd.D
             rows.append(_row(customer_key, package_id, definition))
             if "_conflict" in definition:
                 rows.append(_row(customer_key, package_id, definition["_conflict"]))
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=list(CONTRACT_COLUMNS), dtype=object)
 
 

@@ -1,4 +1,5 @@
-"""Client-side limits that keep us inside Kombo's: a shared rate budget and a per-integration in-flight cap."""
+"""Client-side limits that keep us inside Kombo's: a rate budget per API key (its state in a ledger: this process,
+or one shared by every process, `kombo_sync.kombo.budgets`) and a per-integration in-flight cap."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Protocol
 
 from kombo_sync.kombo.errors import parse_ratelimit_reset
 
@@ -27,17 +29,68 @@ def _header_number(headers: Mapping[str, str], name: str) -> float | None:
         return None
 
 
-class RateBudget:
-    """Thread-safe rate budget shared by every thread of a client, which also obeys the server.
+class BudgetLedger(Protocol):
+    """Where a rate budget's state lives: this process (`LocalLedger`), or Redis or the state database, shared by
+    every task process using the same API key (`kombo_sync.kombo.budgets`). Each ledger keeps its own clock."""
 
-    Each request reserves its own start time under the lock (a token bucket in its GCRA form: a full bucket
-    lets ``burst`` requests start at once, then one every ``1 / rate_per_second``) and sleeps once until then,
-    so many waiting threads cost one wake-up each rather than all polling for the next token.
+    def reserve(self, interval: float | None, burst: float) -> float:
+        """Take the next start time from the budget (``interval`` seconds apart once ``burst`` are spent; None:
+        no client-side rate, only the pause) and return the seconds until it."""
+        ...
+
+    def pause(self, seconds: float) -> bool:
+        """Hold every new request for ``seconds`` (never shortens a pause); True when the pause grew."""
+        ...
+
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0 when none)."""
+        ...
+
+
+class LocalLedger:
+    """The budget's state in this process (thread-safe): a token bucket in its GCRA form and the pause."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        # When the bucket would be full again if nothing else started (GCRA's "theoretical arrival time").
+        self._full_at = clock()
+        self.paused_until = 0.0
+
+    def reserve(self, interval: float | None, burst: float) -> float:
+        with self._lock:
+            now = self._clock()
+            start = max(now, self.paused_until)
+            if interval is not None:
+                start = max(start, self._full_at - (burst - 1.0) * interval)
+                self._full_at = max(self._full_at, start) + interval
+            return start - now
+
+    def pause(self, seconds: float) -> bool:
+        with self._lock:
+            until = self._clock() + max(0.0, seconds)
+            if until <= self.paused_until:
+                return False
+            self.paused_until = until
+            return True
+
+    def paused_for(self) -> float:
+        with self._lock:
+            return max(0.0, self.paused_until - self._clock())
+
+
+class RateBudget:
+    """Thread-safe rate budget for one API key, which also obeys the server; its state lives in a ledger (this
+    process by default; Redis or the state database to share it between processes, `kombo_sync.kombo.budgets`).
+
+    Each request reserves its own start time (a token bucket in its GCRA form: a full bucket lets ``burst``
+    requests start at once, then one every ``1 / rate_per_second``) and sleeps once until then, so many waiting
+    threads cost one wake-up each rather than all polling for the next token.
 
     ``rate_per_second=None`` means no client-side rate; the budget then only waits when Kombo says so
     (``ratelimit-remaining: 0`` or a 429), until ``ratelimit-reset`` has passed. That pause applies to every
-    thread, so one 429 does not turn into thirty: a thread that wakes inside a pause set while it slept takes a
-    new start time after it.
+    thread (and, with a shared ledger, every process), so one 429 does not turn into thirty: a thread that wakes
+    inside a pause set while it slept takes a new start time after it.
     """
 
     def __init__(
@@ -48,6 +101,7 @@ class RateBudget:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         default_pause: float = 1.0,
+        ledger: BudgetLedger | None = None,
     ) -> None:
         if rate_per_second is not None and rate_per_second <= 0:
             raise ValueError("rate_per_second must be positive or None")
@@ -58,53 +112,38 @@ class RateBudget:
         self._clock = clock
         self._sleep = sleep
         self._default_pause = default_pause
+        self.ledger: BudgetLedger = ledger if ledger is not None else LocalLedger(clock)
         self._lock = threading.Lock()
-        # When the bucket would be full again if nothing else started (GCRA's "theoretical arrival time").
-        self._full_at = clock()
-        self._paused_until = 0.0
         self.server_limit: float | None = None
         self.server_remaining: float | None = None
 
     @property
     def paused_until(self) -> float:
         """Clock time before which no request may start (0 when not paused)."""
-        with self._lock:
-            return self._paused_until
+        if isinstance(self.ledger, LocalLedger):
+            return self.ledger.paused_until
+        left = self.ledger.paused_for()
+        return self._clock() + left if left > 0 else 0.0
 
     def pause_for(self, seconds: float) -> None:
         """Hold every new request for ``seconds`` (never shortens an existing pause)."""
-        with self._lock:
-            until = self._clock() + max(0.0, seconds)
-            if until > self._paused_until:
-                self._paused_until = until
-                log.info("Kombo rate budget paused for %.1f s", seconds)
+        if self.ledger.pause(seconds):
+            log.info("Kombo rate budget paused for %.1f s", seconds)
 
-    def _reserve(self) -> tuple[float, float]:
-        """(start, now): the clock time at which this request may start, taken from the budget. Caller holds
-        the lock."""
-        now = self._clock()
-        start = max(now, self._paused_until)
-        if self.rate_per_second is not None:
-            interval = 1.0 / self.rate_per_second
-            start = max(start, self._full_at - (self.burst - 1.0) * interval)
-            self._full_at = max(self._full_at, start) + interval
-        return start, now
+    def _interval(self) -> float | None:
+        return None if self.rate_per_second is None else 1.0 / self.rate_per_second
 
     def acquire(self) -> float:
         """Block until a request may start; returns the seconds waited."""
-        with self._lock:
-            start, now = self._reserve()
+        delay = self.ledger.reserve(self._interval(), self.burst)
         waited = 0.0
-        while start > now:
-            delay = start - now
+        while delay > 0:
             self._sleep(delay)
             waited += delay
-            with self._lock:
-                now = self._clock()
-                if now >= self._paused_until:
-                    break
-                # Kombo paused everyone while we slept: a new start time, after the pause.
-                start, now = self._reserve()
+            if self.ledger.paused_for() <= 0:
+                break
+            # Kombo paused everyone while we slept: a new start time, after the pause.
+            delay = self.ledger.reserve(self._interval(), self.burst)
         return waited
 
     def observe(self, headers: Mapping[str, str], *, rate_limited: bool = False) -> None:

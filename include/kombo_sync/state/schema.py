@@ -351,3 +351,17 @@ reminders = sa.Table(
     sa.Index("ix_reminders_state_lease_expires_at", "state", "lease_expires_at"),
 )
 ALL_TABLES = (*ALL_TABLES, reminders)
+
+
+# The Kombo rate budget shared by every task process (kombo_sync.kombo.budgets, backend `database`; migration
+# 0012_rate_budgets): one row per API key, keyed by a hash of the key (never the key itself). Times are seconds
+# since the epoch: `full_at` when the token bucket would be full again (GCRA), `paused_until` when Kombo's
+# 429 / `ratelimit-reset` pause ends.
+rate_budgets = sa.Table(
+    "rate_budgets",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),
+    sa.Column("full_at", sa.Float(), nullable=False, server_default=sa.text("0")),
+    sa.Column("paused_until", sa.Float(), nullable=False, server_default=sa.text("0")),
+)
+ALL_TABLES = (*ALL_TABLES, rate_budgets)

@@ -15,10 +15,9 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -30,17 +29,16 @@ from kombo_sync.state.orders import CANCELLED, OrderRepository
 from kombo_sync.state.outbox import DEAD, SENT, OutboxEntry, ResultOutbox
 from kombo_sync.state.schema import quarantine, result_outbox
 from kombo_sync.state.store import StateStore
-from kombo_sync.writeback.mapping import MappedChunk, Rejection, ReportFetcher, map_results
 from kombo_sync.writeback.sender import ResultSender
-from kombo_sync.writeback.source import (
-    EARLIEST,
-    LATEST,
-    id_filters_for,
-    load_results_sql,
-    query_columns,
-    read_result_chunks,
-    resolve_orders,
-)
+from kombo_sync.writeback.window import EARLIEST, LATEST
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kombo_sync.writeback.mapping import MappedChunk, Rejection, ReportFetcher
+
+# The reading half (source, mapping: pandas and numpy) is imported by the functions that read rows, so the
+# send and report tasks, which import this module too, never pay for them.
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +188,8 @@ def _chunks(
     window_end: datetime,
     order_ids: Sequence[str] | None,
 ) -> Iterable[pd.DataFrame]:
+    from kombo_sync.writeback.source import id_filters_for, query_columns, read_result_chunks
+
     chunk_rows = settings.writeback.chunk_rows
     if not order_ids:
         return read_result_chunks(
@@ -222,6 +222,11 @@ def enqueue_results(
     A dry run writes nothing (no outbox rows, no quarantine rows) and returns previews with a diff against the
     version already known for each order.
     """
+    import pandas as pd
+
+    from kombo_sync.writeback.mapping import map_results
+    from kombo_sync.writeback.source import load_results_sql, resolve_orders
+
     config = settings.writeback
     if not order_ids and (window_start is None or window_end is None):
         raise ValueError("give a window (window_start, window_end) or order_ids")

@@ -23,12 +23,11 @@ from kombo_sync.state.schema import invitations, orders
 from kombo_sync.state.store import StateStore
 from kombo_sync.storable import text_problem
 from kombo_sync.writeback.mapping import check_columns
+from kombo_sync.writeback.window import EARLIEST, LATEST
 
 log = logging.getLogger(__name__)
 
 # Stands in for "no lower / upper bound" when a manual run names orders instead of a window.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 _IDS_PER_QUERY = 500
 ID_FILTER_COLUMNS = ("order_id", "invitation_id")
 

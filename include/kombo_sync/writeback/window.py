@@ -6,10 +6,14 @@ give the same window (a scheduled run's pendulum interval once produced a naive 
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from kombo_sync.runs import ASSET_TRIGGERED, MANUAL, SCHEDULED, as_utc
+
+# The widest window: a run for given order ids reads them whatever their date.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def writeback_window(
