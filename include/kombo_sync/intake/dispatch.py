@@ -10,7 +10,8 @@ Exactly once, step by step (docs/intake.md, section 5):
 3. **send**: the channel is called with the Kombo order id as idempotency key. The platform API creates one
    invitation per key, so a re-send after a crash returns the same invitation. SMTP cannot deduplicate: a crash
    between the server's "accepted" and step 4 sends a second e-mail with the same Message-ID (docs/intake.md).
-4. **commit**: `mark_invited` only if the lease is still ours.
+4. **commit**: marked invited only if the lease is still ours, in a group commit (`intake.commits`): the orders
+   whose send finished while the previous commit ran share one transaction, each fenced on its own.
 
 Failures: a retriable channel error puts the order back with `next_attempt_at` (exponential backoff); after
 `max_attempts` it becomes `failed` with the reason. A permanent error (malformed e-mail, 4xx) fails that order
@@ -35,7 +36,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +46,7 @@ from email_validator import EmailNotValidError, validate_email
 from kombo_sync.backoff import exponential_delay
 from kombo_sync.candidate_hash import CandidateHasher, normalize_email
 from kombo_sync.intake.claims import IntakeOrders
+from kombo_sync.intake.commits import GroupCommit
 from kombo_sync.intake.duplicates import (
     candidates_sharing_an_order,
     duplicate_keys,
@@ -67,7 +69,15 @@ from kombo_sync.kombo.models import ORDER_STATUS_OPEN, ORDER_STATUS_REJECTED, Or
 from kombo_sync.serving import package_refusal, published_package_ids
 from kombo_sync.settings import IntakeSettings, PipelineSettings
 from kombo_sync.state.integrations import IntegrationRecord
-from kombo_sync.state.orders import INVITED, INVITING, RECEIVED, ClaimedOrder, InvalidTransition
+from kombo_sync.state.orders import (
+    INVITED,
+    INVITING,
+    RECEIVED,
+    ClaimedOrder,
+    InvalidTransition,
+    OrderNotFound,
+    SentInvitation,
+)
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -107,6 +117,27 @@ def email_problem(address: str | None) -> str | None:
     except EmailNotValidError as exc:
         return f"candidate e-mail is malformed: {exc}"
     return None
+
+
+# The parts of a dispatch whose time the summary reports (`step_seconds`, summed over threads).
+TIMED_STEPS = ("claim", "recheck_kombo", "duplicate_check", "send", "commit")
+
+
+class _StepTimes:
+    """Seconds spent per step, summed over the threads that ran it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seconds = dict.fromkeys(TIMED_STEPS, 0.0)
+
+    def add(self, step: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        with self._lock:
+            self.seconds[step] += elapsed
+
+    def rounded(self) -> dict[str, float]:
+        with self._lock:
+            return {step: round(seconds, 3) for step, seconds in self.seconds.items()}
 
 
 @dataclass
@@ -174,11 +205,20 @@ class Dispatcher:
         self.registry = dict(registry or {})
         self.repo = IntakeOrders(store)
         self.counters = _Counters()
+        self.times = _StepTimes()
+        self.commits = GroupCommit(self._commit_many)
         self.package_names = _PackageNames(client, self.intake.package_names)
 
     def _step(self, step: str, order_id: str) -> None:
         if self.on_step is not None:
             self.on_step(step, order_id)
+
+    def _commit_many(self, sent: list[SentInvitation]) -> dict[str, bool | None]:
+        started = time.perf_counter()
+        try:
+            return self.repo.mark_invited_many(sent, self.owner, now=self.clock())
+        finally:
+            self.times.add("commit", started)
 
     def _hash_of(self, email: str | None) -> str | None:
         return self.hasher.email_hash(email) if self.hasher is not None else None
@@ -258,6 +298,7 @@ class Dispatcher:
         """Read the claimed orders back from Kombo; close those no longer OPEN, apply the duplicate rule and
         the e-mail check; return what is left to send."""
         if self.client is not None:
+            started = time.perf_counter()
             try:
                 current: dict[str, Order] = {
                     order.id: order
@@ -269,15 +310,19 @@ class Dispatcher:
                 for claim in claims:
                     self.retry_later(claim, reason, count_attempt=False)
                 return []
+            finally:
+                self.times.add("recheck_kombo", started)
         plans: list[_Plan] = []
         record = self.registry.get(integration_id)
         rule = duplicate_rule_enabled(self.intake, integration_id, record.settings if record else None)
+        started = time.perf_counter()
         hashes = self._email_hashes(claims) if rule else {}
         shared = (
             candidates_sharing_an_order(self.store, integration_id, [c.package_id for c in claims], hashes)
             if rule
             else set()
         )
+        self.times.add("duplicate_check", started)
         channel = self.channel_for(integration_id)
         allowed_packages = published_package_ids(record)
         for claim in claims:
@@ -352,6 +397,7 @@ class Dispatcher:
             self.retry_later(claim, reason, count_attempt=False)
             self.counters.add("deferred")
             raise RetriableInvitationError(reason, channel=plan.channel)
+        started = time.perf_counter()
         try:
             inviter: Inviter = self.inviters.get(plan.channel)
             result = inviter.send(plan.request, claim.order_id)
@@ -368,17 +414,15 @@ class Dispatcher:
             self.counters.add("channel_errors")
             self.retry_later(claim, reason)
             raise RetriableInvitationError(reason, channel=plan.channel) from exc
+        finally:
+            self.times.add("send", started)
         self._step(STEP_SENT, claim.order_id)
         self._step(STEP_BEFORE_COMMIT, claim.order_id)
-        committed = self.repo.mark_invited(
-            claim.order_id,
-            self.owner,
-            invitation_id=result.external_id,
-            url=result.url,
-            channel=result.channel,
-            external_id=result.external_id,
-            now=self.clock(),
+        committed = self.commits.commit(
+            SentInvitation(claim.order_id, result.channel, result.external_id, result.url, result.external_id)
         )
+        if committed is None:
+            raise OrderNotFound(claim.order_id)
         self._step(STEP_COMMITTED, claim.order_id)
         if committed:
             self.counters.add("invited")
@@ -422,9 +466,11 @@ class Dispatcher:
                 size = intake.claim_batch_size
                 if max_orders is not None:
                     size = min(size, max_orders - claimed_total)
+                claim_started = time.perf_counter()
                 claims = self.repo.claim_orders_for_invite(
                     self.owner, intake.lease_seconds, size, limit_ids, now=self.clock()
                 )
+                self.times.add("claim", claim_started)
                 if not claims:
                     break
                 batches += 1
@@ -435,15 +481,18 @@ class Dispatcher:
                 groups: dict[str, list[ClaimedOrder]] = defaultdict(list)
                 for claim in claims:
                     groups[claim.integration_id].append(claim)
-                plans: list[_Plan] = []
-                for group_plans in rechecks.map(lambda item: self.recheck(*item), groups.items()):
-                    plans.extend(group_plans)
-                list(senders.map(self.send, plans))
+                # An integration's orders go out as soon as its own re-check is back, not after the batch's slowest.
+                rechecked = [rechecks.submit(self.recheck, *item) for item in groups.items()]
+                sends: list[Future[InvitationResult | None]] = []
+                for done in as_completed(rechecked):
+                    sends.extend(senders.submit(self.send, plan) for plan in done.result())
+                for sending in sends:
+                    sending.result()
                 log.info(
                     "batch %s: %s claimed, %s sent; so far %s invited, %s retry later, %s failed, %s closed",
                     batches,
                     len(claims),
-                    len(plans),
+                    len(sends),
                     self.counters.get("invited"),
                     self.counters.get("retry_later"),
                     self.counters.get("failed"),
@@ -470,6 +519,8 @@ class Dispatcher:
                 )
             },
             "seconds": round(time.monotonic() - started, 3),
+            "step_seconds": self.times.rounded(),
+            "commit_transactions": self.commits.transactions,
         }
         log.info("dispatch summary: %s", summary)
         return summary

@@ -11,7 +11,7 @@ the state machine it enforces.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import cache
@@ -126,6 +126,17 @@ class ClaimedOrder:
     job_remote_id: str | None
     job_name: str | None
     order_json: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SentInvitation:
+    """What the channel answered for one order, to be committed with `mark_invited_many`."""
+
+    order_id: str
+    channel: str
+    invitation_id: str | None
+    url: str | None
+    external_id: str | None
 
 
 @dataclass(frozen=True)
@@ -458,19 +469,45 @@ class OrderRepository:
     ) -> bool:
         """inviting -> invited and the `invitations` row, in one transaction; False if `owner` no longer holds
         the lease (another worker re-claimed the order, or it was cancelled meanwhile)."""
-        if channel not in INVITATION_CHANNELS:
-            raise ValueError(f"channel must be one of {INVITATION_CHANNELS}, not {channel!r}")
+        sent = SentInvitation(order_id, channel, invitation_id, url, external_id)
+        committed = self.mark_invited_many([sent], owner, now=now)[order_id]
+        if committed is None:
+            raise OrderNotFound(order_id)
+        return committed
+
+    def mark_invited_many(
+        self, sent: Sequence[SentInvitation], owner: str, *, now: datetime | None = None
+    ) -> dict[str, bool | None]:
+        """`mark_invited` for several orders in one transaction (one UPDATE, one INSERT, one COMMIT), each fenced
+        by `owner`'s lease on its own: order id -> True (invited), False (lease lost: not marked), None (the
+        order is not in the state store)."""
+        for item in sent:
+            if item.channel not in INVITATION_CHANNELS:
+                raise ValueError(f"channel must be one of {INVITATION_CHANNELS}, not {item.channel!r}")
+        if not sent:
+            return {}
+        by_id = {item.order_id: item for item in sent}
+        if len(by_id) != len(sent):
+            raise ValueError("an order can be marked invited once per call")
         now = now or self.store.now()
+
+        def per_order(attribute: str, column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+            values = {i: sa.literal(getattr(item, attribute), column.type) for i, item in by_id.items()}
+            return sa.case(values, value=orders.c.id)
+
+        results: dict[str, bool | None] = {}
         with self.store.transaction() as conn:
             # An expired lease that nobody took over is still honoured: the invitation did go out.
-            attempt = conn.execute(
+            rows = conn.execute(
                 sa.update(orders)
-                .where(orders.c.id == order_id, orders.c.state == INVITING, orders.c.lease_owner == owner)
+                .where(
+                    orders.c.id.in_(list(by_id)), orders.c.state == INVITING, orders.c.lease_owner == owner
+                )
                 .values(
                     state=INVITED,
-                    invitation_id=invitation_id,
-                    invitation_url=url,
-                    channel=channel,
+                    invitation_id=per_order("invitation_id", orders.c.invitation_id),
+                    invitation_url=per_order("url", orders.c.invitation_url),
+                    channel=per_order("channel", orders.c.channel),
                     invited_at=now,
                     updated_at=now,
                     lease_owner=None,
@@ -478,24 +515,36 @@ class OrderRepository:
                     next_attempt_at=None,
                     last_error=None,
                 )
-                .returning(orders.c.attempts)
-            ).scalar_one_or_none()
-            if attempt is None:
-                self._require(conn, order_id)
-                log.warning("order %s: %s no longer holds the lease; not marked invited", order_id, owner)
-                return False
-            conn.execute(
-                sa.insert(invitations).values(
-                    order_id=order_id,
-                    channel=channel,
-                    external_id=external_id,
-                    url=url,
-                    sent_at=now,
-                    attempt=attempt,
+                .returning(orders.c.id, orders.c.attempts)
+            ).all()
+            attempts = {str(order_id): int(attempt) for order_id, attempt in rows}
+            if attempts:
+                conn.execute(
+                    sa.insert(invitations),
+                    [
+                        {
+                            "order_id": order_id,
+                            "channel": by_id[order_id].channel,
+                            "external_id": by_id[order_id].external_id,
+                            "url": by_id[order_id].url,
+                            "sent_at": now,
+                            "attempt": attempt,
+                        }
+                        for order_id, attempt in attempts.items()
+                    ],
                 )
-            )
-        log.info("order %s invited via %s (attempt %d)", order_id, channel, attempt)
-        return True
+            lost = [order_id for order_id in by_id if order_id not in attempts]
+            known = set(self.states_of(lost, conn=conn)) if lost else set()
+        for order_id, item in by_id.items():
+            if order_id in attempts:
+                results[order_id] = True
+                log.info("order %s invited via %s (attempt %d)", order_id, item.channel, attempts[order_id])
+            elif order_id in known:
+                results[order_id] = False
+                log.warning("order %s: %s no longer holds the lease; not marked invited", order_id, owner)
+            else:
+                results[order_id] = None
+        return results
 
     def release_with_error(
         self, order_id: str, owner: str, error: str, retry_at: datetime, *, now: datetime | None = None
@@ -587,13 +636,13 @@ class OrderRepository:
                 found.update((str(order_id), str(value)) for order_id, value in conn.execute(query))
         return found
 
-    def states_of(self, order_ids: Iterable[str]) -> dict[str, str]:
+    def states_of(self, order_ids: Iterable[str], *, conn: Connection | None = None) -> dict[str, str]:
         """order id -> state for those of these orders the store knows."""
         found: dict[str, str] = {}
-        with self.store.transaction(readonly=True) as conn:
+        with self.store.transaction(readonly=True, conn=conn) as tx:
             for batch in chunked(sorted(set(order_ids))):
                 query = sa.select(orders.c.id, orders.c.state).where(orders.c.id.in_(batch))
-                found.update((str(order_id), str(state)) for order_id, state in conn.execute(query))
+                found.update((str(order_id), str(state)) for order_id, state in tx.execute(query))
         return found
 
     def _transition(
