@@ -48,10 +48,11 @@ from kombo_sync.candidate_hash import CandidateHasher, normalize_email
 from kombo_sync.intake.claims import IntakeOrders
 from kombo_sync.intake.commits import GroupCommit
 from kombo_sync.intake.duplicates import (
-    candidates_sharing_an_order,
+    DuplicateScope,
     duplicate_keys,
     duplicate_rule_enabled,
     older_active_duplicate,
+    shared_duplicate_keys,
 )
 from kombo_sync.intake.poll import _Counters, _error_text, select_integrations
 from kombo_sync.invites import InviterConfigurationError, Inviters
@@ -294,9 +295,30 @@ class Dispatcher:
         else:
             self.counters.add("lease_lost")
 
-    def recheck(self, integration_id: str, claims: list[ClaimedOrder]) -> list[_Plan]:
+    def duplicate_rule_applies(self, integration_id: str) -> bool:
+        record = self.registry.get(integration_id)
+        return duplicate_rule_enabled(self.intake, integration_id, record.settings if record else None)
+
+    def shared_keys(self, groups: Mapping[str, list[ClaimedOrder]]) -> dict[str, set[str]]:
+        """The duplicate pre-check of a batch (`shared_duplicate_keys`) for the integrations whose rule is on."""
+        started = time.perf_counter()
+        wanted = {
+            integration_id: DuplicateScope(
+                frozenset(c.package_id for c in claims), self._email_hashes(claims)
+            )
+            for integration_id, claims in groups.items()
+            if self.duplicate_rule_applies(integration_id)
+        }
+        shared = shared_duplicate_keys(self.store, wanted) if wanted else {}
+        self.times.add("duplicate_check", started)
+        return shared
+
+    def recheck(
+        self, integration_id: str, claims: list[ClaimedOrder], shared: set[str] | None = None
+    ) -> list[_Plan]:
         """Read the claimed orders back from Kombo; close those no longer OPEN, apply the duplicate rule and
-        the e-mail check; return what is left to send."""
+        the e-mail check; return what is left to send. ``shared``: the batch's duplicate pre-check for this
+        integration (`shared_keys`); None runs it here."""
         if self.client is not None:
             started = time.perf_counter()
             try:
@@ -314,15 +336,8 @@ class Dispatcher:
                 self.times.add("recheck_kombo", started)
         plans: list[_Plan] = []
         record = self.registry.get(integration_id)
-        rule = duplicate_rule_enabled(self.intake, integration_id, record.settings if record else None)
-        started = time.perf_counter()
-        hashes = self._email_hashes(claims) if rule else {}
-        shared = (
-            candidates_sharing_an_order(self.store, integration_id, [c.package_id for c in claims], hashes)
-            if rule
-            else set()
-        )
-        self.times.add("duplicate_check", started)
+        if shared is None:
+            shared = self.shared_keys({integration_id: claims}).get(integration_id, set())
         channel = self.channel_for(integration_id)
         allowed_packages = published_package_ids(record)
         for claim in claims:
@@ -482,7 +497,11 @@ class Dispatcher:
                 for claim in claims:
                     groups[claim.integration_id].append(claim)
                 # An integration's orders go out as soon as its own re-check is back, not after the batch's slowest.
-                rechecked = [rechecks.submit(self.recheck, *item) for item in groups.items()]
+                shared = self.shared_keys(groups)
+                rechecked = [
+                    rechecks.submit(self.recheck, integration_id, group, shared.get(integration_id, set()))
+                    for integration_id, group in groups.items()
+                ]
                 sends: list[Future[InvitationResult | None]] = []
                 for done in as_completed(rechecked):
                     sends.extend(senders.submit(self.send, plan) for plan in done.result())
