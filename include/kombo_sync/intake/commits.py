@@ -40,6 +40,11 @@ class GroupCommit:
         self._waiting: list[_Waiting] = []
         self.transactions = 0
 
+    def waiting(self) -> int:
+        """Orders handed over and not yet taken into a transaction."""
+        with self._queue_lock:
+            return len(self._waiting)
+
     def commit(self, sent: SentInvitation) -> bool | None:
         """Mark this order invited (in a transaction shared with the orders waiting alongside it); the result of
         `mark_invited_many` for it. A failed transaction raises in every sender whose order it held."""
