@@ -461,6 +461,18 @@ class Dispatcher:
             raise PermanentInvitationError(problem, channel=channel, code="BAD_ADDRESS")
         return self.deliver(_Plan(claim, channel, self.request_for(claim, channel)))
 
+    def _log_batch(self, batch: int, claimed: int, sending: int) -> None:
+        log.info(
+            "batch %s: %s claimed, %s to send; so far %s invited, %s retry later, %s failed, %s closed",
+            batch,
+            claimed,
+            sending,
+            self.counters.get("invited"),
+            self.counters.get("retry_later"),
+            self.counters.get("failed"),
+            self.counters.get("cancelled") + self.counters.get("rejected") + self.counters.get("duplicate"),
+        )
+
     def run(
         self, integration_ids: Iterable[str] | None = None, *, max_orders: int | None = None
     ) -> dict[str, Any]:
@@ -469,6 +481,8 @@ class Dispatcher:
         limit_ids = list(integration_ids) if integration_ids is not None else None
         batches = 0
         claimed_total = 0
+        # The sends of the batch before: the next batch is claimed and re-checked while they go out.
+        in_flight: list[Future[InvitationResult | None]] = []
         with (
             ThreadPoolExecutor(
                 max_workers=intake.poll_concurrency, thread_name_prefix="intake-recheck"
@@ -496,29 +510,22 @@ class Dispatcher:
                 groups: dict[str, list[ClaimedOrder]] = defaultdict(list)
                 for claim in claims:
                     groups[claim.integration_id].append(claim)
-                # An integration's orders go out as soon as its own re-check is back, not after the batch's slowest.
                 shared = self.shared_keys(groups)
                 rechecked = [
                     rechecks.submit(self.recheck, integration_id, group, shared.get(integration_id, set()))
                     for integration_id, group in groups.items()
                 ]
+                # An integration's orders go out as soon as its own re-check is back, not after the batch's
+                # slowest; they queue behind the batch before's, so at most two batches are claimed at a time.
                 sends: list[Future[InvitationResult | None]] = []
                 for done in as_completed(rechecked):
                     sends.extend(senders.submit(self.send, plan) for plan in done.result())
-                for sending in sends:
+                for sending in in_flight:
                     sending.result()
-                log.info(
-                    "batch %s: %s claimed, %s sent; so far %s invited, %s retry later, %s failed, %s closed",
-                    batches,
-                    len(claims),
-                    len(sends),
-                    self.counters.get("invited"),
-                    self.counters.get("retry_later"),
-                    self.counters.get("failed"),
-                    self.counters.get("cancelled")
-                    + self.counters.get("rejected")
-                    + self.counters.get("duplicate"),
-                )
+                in_flight = sends
+                self._log_batch(batches, len(claims), len(sends))
+            for sending in in_flight:
+                sending.result()
         summary: dict[str, Any] = {
             "owner": self.owner,
             "batches": batches,
