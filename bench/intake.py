@@ -104,9 +104,11 @@ def servers(tmp: Path, latency_ms: float, platform_latency_ms: float) -> Iterato
         _wait_for(f"{kombo_url}/_sandbox/health")
         _wait_for(f"{platform_url}/_platform/health")
         sandbox = SimpleNamespace(
-            api_url=f"{kombo_url}/v1", api_key=SANDBOX_KEY, admin=SandboxAdmin(kombo_url)
+            api_url=f"{kombo_url}/v1", api_key=SANDBOX_KEY, admin=SandboxAdmin(kombo_url), pid=children[0].pid
         )
-        platform = SimpleNamespace(url=platform_url, api_key=PLATFORM_KEY, admin=PlatformAdmin(platform_url))
+        platform = SimpleNamespace(
+            url=platform_url, api_key=PLATFORM_KEY, admin=PlatformAdmin(platform_url), pid=children[1].pid
+        )
         yield sandbox, platform
     finally:
         for child in children:
@@ -133,6 +135,17 @@ def make_integrations(
     return ids
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of this process, or of another one from /proc (0 where unreadable)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cycle(store: StateStore, sandbox: Any, platform: Any, settings: PipelineSettings) -> dict[str, float]:
     client = KomboClient(sandbox.api_url, sandbox.api_key, timeout=30)
     inviters = Inviters(
@@ -143,8 +156,14 @@ def cycle(store: StateStore, sandbox: Any, platform: Any, settings: PipelineSett
     started = time.perf_counter()
     polled = poll_orders(store, client, settings, window)
     poll_s = time.perf_counter() - started
+    # CPU of the intake and of the two servers during the dispatch: less at the mercy of the machine's load
+    # than wall time, as all three share the same cores.
+    cpu_before = [cpu_seconds(), cpu_seconds(sandbox.pid), cpu_seconds(platform.pid)]
     dispatched = dispatch_invitations(store, client, inviters, settings, owner="bench")
     total_s = time.perf_counter() - started
+    cpu = [after - before for after, before in zip(
+        [cpu_seconds(), cpu_seconds(sandbox.pid), cpu_seconds(platform.pid)], cpu_before, strict=True
+    )]  # fmt: skip
     client.close()
     if polled["integrations_failed"]:
         raise SystemExit(f"poll failed for {len(polled['integrations_failed'])} integrations")
@@ -156,6 +175,7 @@ def cycle(store: StateStore, sandbox: Any, platform: Any, settings: PipelineSett
         "invited": dispatched["invited"],
         "step_seconds": dispatched["step_seconds"],
         "commit_transactions": dispatched["commit_transactions"],
+        "dispatch_cpu_s": {"intake": cpu[0], "kombo_sandbox": cpu[1], "platform_standin": cpu[2]},
     }
 
 
@@ -266,6 +286,13 @@ def measure(args: argparse.Namespace, database: str, tmp: Path) -> dict[str, Any
     split = ", ".join(f"{STEP_LABELS[step]} {steps[step] * 1000 / orders:.2f}" for step in TIMED_STEPS)
     print(f"  dispatch per order: {dispatch * 1000 / orders:.2f} ms of wall time")
     print(f"  time per order summed over threads (ms; they overlap): {split}")
+    cpu = result["dispatch_cpu_s"]
+    print(
+        "  dispatch CPU per order (ms): "
+        + ", ".join(
+            f"{name.replace('_', ' ')} {seconds * 1000 / orders:.2f}" for name, seconds in cpu.items()
+        )
+    )
     print(
         f"  commits: {result['commit_transactions']} transactions for {orders} orders "
         f"({orders / max(result['commit_transactions'], 1):.1f} orders each)"

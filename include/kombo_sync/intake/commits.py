@@ -2,7 +2,8 @@
 invited together, in the next transaction (docs/intake.md, section 5, "The SMTP window").
 
 A sender hands its order over and waits; whoever gets the commit turn takes every order waiting at that moment
-and commits them in one `mark_invited_many` (one UPDATE, one INSERT, one COMMIT), each still fenced by the lease.
+and commits them in one `mark_invited_many` (one locked read, one UPDATE and one INSERT for the group, one
+COMMIT), each still fenced by the lease.
 Nobody waits for a batch to fill: with one sender every commit holds exactly one order, as before; with N senders a
 commit holds at most N (each sender has at most one order waiting). An order's commit thus starts no later than
 when the commit in progress ends, which is no later than a commit of its own would have started behind the

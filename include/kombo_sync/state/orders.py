@@ -237,6 +237,35 @@ def _duplicate_query(by_email: bool, by_hash: bool, by_application: bool, exclud
     return sa.select(found.c.id).order_by(found.c.received_at, found.c.id).limit(1)
 
 
+# `mark_invited_many`'s statements, built once: the same compiled statement for every group, whatever its size.
+_HELD_FOR_INVITE = sa.select(orders.c.id, orders.c.attempts).where(
+    orders.c.id.in_(sa.bindparam("ids", expanding=True)),
+    orders.c.state == INVITING,
+    orders.c.lease_owner == sa.bindparam("owner"),
+)
+_HELD_FOR_INVITE_LOCKED = _HELD_FOR_INVITE.with_for_update()
+_MARK_INVITED = (
+    sa.update(orders)
+    .where(
+        orders.c.id == sa.bindparam("b_id"),
+        orders.c.state == INVITING,
+        orders.c.lease_owner == sa.bindparam("b_owner"),
+    )
+    .values(
+        state=INVITED,
+        invitation_id=sa.bindparam("b_invitation_id"),
+        invitation_url=sa.bindparam("b_url"),
+        channel=sa.bindparam("b_channel"),
+        invited_at=sa.bindparam("b_now"),
+        updated_at=sa.bindparam("b_now"),
+        lease_owner=None,
+        lease_expires_at=None,
+        next_attempt_at=None,
+        last_error=None,
+    )
+)
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -478,8 +507,8 @@ class OrderRepository:
     def mark_invited_many(
         self, sent: Sequence[SentInvitation], owner: str, *, now: datetime | None = None
     ) -> dict[str, bool | None]:
-        """`mark_invited` for several orders in one transaction (one UPDATE, one INSERT, one COMMIT), each fenced
-        by `owner`'s lease on its own: order id -> True (invited), False (lease lost: not marked), None (the
+        """`mark_invited` for several orders in one transaction (a locked read of the leases, one UPDATE and one
+        INSERT for the group, one COMMIT), each fenced by `owner`'s lease on its own: order id -> True (invited), False (lease lost: not marked), None (the
         order is not in the state store)."""
         for item in sent:
             if item.channel not in INVITATION_CHANNELS:
@@ -490,35 +519,31 @@ class OrderRepository:
         if len(by_id) != len(sent):
             raise ValueError("an order can be marked invited once per call")
         now = now or self.store.now()
-
-        def per_order(attribute: str, column: sa.Column[Any]) -> sa.ColumnElement[Any]:
-            values = {i: sa.literal(getattr(item, attribute), column.type) for i, item in by_id.items()}
-            return sa.case(values, value=orders.c.id)
-
-        results: dict[str, bool | None] = {}
+        # PostgreSQL: FOR UPDATE, the rows stay ours until COMMIT; SQLite: BEGIN IMMEDIATE holds the database.
+        held = _HELD_FOR_INVITE_LOCKED if self.store.dialect == "postgresql" else _HELD_FOR_INVITE
         with self.store.transaction() as conn:
+            # Which orders are still leased to `owner`, read first under that lock, so that the UPDATE and INSERT
+            # below are one statement each for the whole group (executemany), whatever its size.
             # An expired lease that nobody took over is still honoured: the invitation did go out.
-            rows = conn.execute(
-                sa.update(orders)
-                .where(
-                    orders.c.id.in_(list(by_id)), orders.c.state == INVITING, orders.c.lease_owner == owner
-                )
-                .values(
-                    state=INVITED,
-                    invitation_id=per_order("invitation_id", orders.c.invitation_id),
-                    invitation_url=per_order("url", orders.c.invitation_url),
-                    channel=per_order("channel", orders.c.channel),
-                    invited_at=now,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    next_attempt_at=None,
-                    last_error=None,
-                )
-                .returning(orders.c.id, orders.c.attempts)
-            ).all()
-            attempts = {str(order_id): int(attempt) for order_id, attempt in rows}
+            attempts = {
+                str(order_id): int(attempt)
+                for order_id, attempt in conn.execute(held, {"ids": list(by_id), "owner": owner})
+            }
             if attempts:
+                conn.execute(
+                    _MARK_INVITED,
+                    [
+                        {
+                            "b_id": order_id,
+                            "b_owner": owner,
+                            "b_invitation_id": by_id[order_id].invitation_id,
+                            "b_url": by_id[order_id].url,
+                            "b_channel": by_id[order_id].channel,
+                            "b_now": now,
+                        }
+                        for order_id in attempts
+                    ],
+                )
                 conn.execute(
                     sa.insert(invitations),
                     [
@@ -535,6 +560,7 @@ class OrderRepository:
                 )
             lost = [order_id for order_id in by_id if order_id not in attempts]
             known = set(self.states_of(lost, conn=conn)) if lost else set()
+        results: dict[str, bool | None] = {}
         for order_id, item in by_id.items():
             if order_id in attempts:
                 results[order_id] = True
