@@ -146,7 +146,7 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cycle(store: StateStore, sandbox: Any, platform: Any, settings: PipelineSettings) -> dict[str, float]:
+def cycle(store: StateStore, sandbox: Any, platform: Any, settings: PipelineSettings) -> dict[str, Any]:
     client = KomboClient(sandbox.api_url, sandbox.api_key, timeout=30)
     inviters = Inviters(
         settings, prebuilt={"platform": PlatformInviter(platform.url, platform.api_key, timeout=30)}

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -214,7 +214,7 @@ class Dispatcher:
         if self.on_step is not None:
             self.on_step(step, order_id)
 
-    def _commit_many(self, sent: list[SentInvitation]) -> dict[str, bool | None]:
+    def _commit_many(self, sent: Sequence[SentInvitation]) -> dict[str, bool | None]:
         started = time.perf_counter()
         try:
             return self.repo.mark_invited_many(sent, self.owner, now=self.clock())

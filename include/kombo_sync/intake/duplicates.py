@@ -111,9 +111,9 @@ def shared_duplicate_keys(store: StateStore, wanted: Mapping[str, DuplicateScope
                 orders.c.erased_at.is_not(None),
             )
             for integration_id, package_id, value in conn.execute(query):
-                email = hashes.get(value, {}).get(integration_id)
-                if email is not None:
-                    add(integration_id, package_id, "email", email)
+                hashed_email = hashes.get(value, {}).get(integration_id)
+                if hashed_email is not None:
+                    add(integration_id, package_id, "email", hashed_email)
     return shared
 
 
