@@ -12,7 +12,13 @@ import sqlalchemy as sa
 
 from kombo_sync.candidate_hash import CandidateHasher
 from kombo_sync.housekeeping.retention import InvalidEmail, erase_candidates, purge
-from kombo_sync.intake.duplicates import candidates_sharing_an_order, duplicate_keys, older_active_duplicate
+from kombo_sync.intake.duplicates import (
+    DuplicateScope,
+    candidates_sharing_an_order,
+    duplicate_keys,
+    older_active_duplicate,
+    shared_duplicate_keys,
+)
 from kombo_sync.settings import RetentionSettings
 from kombo_sync.state.audit import Quarantine
 from kombo_sync.state.erasures import ErasureLog
@@ -266,6 +272,16 @@ def test_erasure_on_request_and_the_duplicate_rule_after_it(
     assert duplicate_keys("typescript_test", email, None) & shared
     # Without the hash (no salt configured) the erased order is invisible to the rule.
     assert candidates_sharing_an_order(state_store, INTEGRATION, ["typescript_test"]) == set()
+    # A dispatch batch asks for all its integrations at once: the same answer per integration, and the hash of
+    # this candidate asked for by another integration matches nothing there.
+    batch = shared_duplicate_keys(
+        state_store,
+        {
+            INTEGRATION: DuplicateScope(frozenset({"typescript_test"}), {email_hash: email.lower()}),
+            OTHER_INTEGRATION: DuplicateScope(frozenset({"typescript_test"}), {email_hash: email.lower()}),
+        },
+    )
+    assert batch == {INTEGRATION: shared, OTHER_INTEGRATION: set()}
 
 
 def test_an_erased_order_seen_again_keeps_only_ids(

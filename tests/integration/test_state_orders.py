@@ -16,6 +16,7 @@ from kombo_sync.state.orders import (
     InvalidTransition,
     OrderNotFound,
     OrderRepository,
+    SentInvitation,
 )
 from kombo_sync.state.schema import ORDER_STATES, invitations
 from kombo_sync.state.store import StateStore
@@ -466,3 +467,36 @@ def test_only_an_invited_order_has_its_invitation_cancelled(repo: OrderRepositor
                 repo.cancel_invitation(order_id, reason="cancelled in the ATS")
     with pytest.raises(OrderNotFound):
         repo.cancel_invitation("missing", reason="x")
+
+
+def test_mark_invited_many_fences_each_order_on_its_own(
+    repo: OrderRepository, state_store: StateStore
+) -> None:
+    """One transaction for a group of sent orders: each is marked invited only if the lease is still ours, with
+    its own invitation id, link, channel and `invitations` row; a lost lease or a missing order spoils nothing
+    else."""
+    held = [_order_in(repo, "inviting", f"group-{n}") for n in range(3)]
+    taken = _order_in(repo, "received", "group-taken")
+    repo.claim_orders_for_invite("stranger", 300, 1, integration_ids=["tool:group-taken"])
+    sent = [
+        SentInvitation(
+            order_id, "platform" if n else "email", f"inv-{order_id}", f"https://x.example/{n}", None
+        )
+        for n, order_id in enumerate([*held, taken, "missing"])
+    ]
+    results = repo.mark_invited_many(sent, "holder")
+    assert results == {**dict.fromkeys(held, True), taken: False, "missing": None}
+    for n, order_id in enumerate(held):
+        after = repo.get(order_id)
+        assert after is not None and after.state == "invited" and after.lease_owner is None
+        assert (after.invitation_id, after.invitation_url) == (f"inv-{order_id}", f"https://x.example/{n}")
+        assert after.channel == ("platform" if n else "email")
+    stolen = repo.get(taken)
+    assert stolen is not None and stolen.state == "inviting" and stolen.lease_owner == "stranger"
+    with state_store.transaction(readonly=True) as conn:
+        rows = conn.execute(sa.select(invitations.c.order_id, invitations.c.attempt)).all()
+    assert sorted(rows) == sorted((order_id, 1) for order_id in held)
+    # Repeated: nothing is ours any more, nothing is written twice.
+    assert repo.mark_invited_many(sent[:3], "holder") == dict.fromkeys(held, False)
+    with pytest.raises(ValueError, match="once per call"):
+        repo.mark_invited_many([sent[0], sent[0]], "holder")

@@ -51,6 +51,7 @@ class IntakeOrders(OrderRepository):
     claim_orders_for_invite = _gated(OrderRepository.claim_orders_for_invite)
     expire_leases_of_earlier_tries = _gated(OrderRepository.expire_leases_of_earlier_tries)
     mark_invited = _gated(OrderRepository.mark_invited)
+    mark_invited_many = _gated(OrderRepository.mark_invited_many)
     release_with_error = _gated(OrderRepository.release_with_error)
     mark_failed = _gated(OrderRepository.mark_failed)
     mark_duplicate = _gated(OrderRepository.mark_duplicate)

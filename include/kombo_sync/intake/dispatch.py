@@ -10,7 +10,8 @@ Exactly once, step by step (docs/intake.md, section 5):
 3. **send**: the channel is called with the Kombo order id as idempotency key. The platform API creates one
    invitation per key, so a re-send after a crash returns the same invitation. SMTP cannot deduplicate: a crash
    between the server's "accepted" and step 4 sends a second e-mail with the same Message-ID (docs/intake.md).
-4. **commit**: `mark_invited` only if the lease is still ours.
+4. **commit**: marked invited only if the lease is still ours, in a group commit (`intake.commits`): the orders
+   whose send finished while the previous commit ran share one transaction, each fenced on its own.
 
 Failures: a retriable channel error puts the order back with `next_attempt_at` (exponential backoff); after
 `max_attempts` it becomes `failed` with the reason. A permanent error (malformed e-mail, 4xx) fails that order
@@ -34,8 +35,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,11 +46,13 @@ from email_validator import EmailNotValidError, validate_email
 from kombo_sync.backoff import exponential_delay
 from kombo_sync.candidate_hash import CandidateHasher, normalize_email
 from kombo_sync.intake.claims import IntakeOrders
+from kombo_sync.intake.commits import GroupCommit
 from kombo_sync.intake.duplicates import (
-    candidates_sharing_an_order,
+    DuplicateScope,
     duplicate_keys,
     duplicate_rule_enabled,
     older_active_duplicate,
+    shared_duplicate_keys,
 )
 from kombo_sync.intake.poll import _Counters, _error_text, select_integrations
 from kombo_sync.invites import InviterConfigurationError, Inviters
@@ -67,7 +70,15 @@ from kombo_sync.kombo.models import ORDER_STATUS_OPEN, ORDER_STATUS_REJECTED, Or
 from kombo_sync.serving import package_refusal, published_package_ids
 from kombo_sync.settings import IntakeSettings, PipelineSettings
 from kombo_sync.state.integrations import IntegrationRecord
-from kombo_sync.state.orders import INVITED, INVITING, RECEIVED, ClaimedOrder, InvalidTransition
+from kombo_sync.state.orders import (
+    INVITED,
+    INVITING,
+    RECEIVED,
+    ClaimedOrder,
+    InvalidTransition,
+    OrderNotFound,
+    SentInvitation,
+)
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -107,6 +118,27 @@ def email_problem(address: str | None) -> str | None:
     except EmailNotValidError as exc:
         return f"candidate e-mail is malformed: {exc}"
     return None
+
+
+# The parts of a dispatch whose time the summary reports (`step_seconds`, summed over threads).
+TIMED_STEPS = ("claim", "recheck_kombo", "duplicate_check", "send", "commit")
+
+
+class _StepTimes:
+    """Seconds spent per step, summed over the threads that ran it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seconds = dict.fromkeys(TIMED_STEPS, 0.0)
+
+    def add(self, step: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        with self._lock:
+            self.seconds[step] += elapsed
+
+    def rounded(self) -> dict[str, float]:
+        with self._lock:
+            return {step: round(seconds, 3) for step, seconds in self.seconds.items()}
 
 
 @dataclass
@@ -174,11 +206,20 @@ class Dispatcher:
         self.registry = dict(registry or {})
         self.repo = IntakeOrders(store)
         self.counters = _Counters()
+        self.times = _StepTimes()
+        self.commits = GroupCommit(self._commit_many)
         self.package_names = _PackageNames(client, self.intake.package_names)
 
     def _step(self, step: str, order_id: str) -> None:
         if self.on_step is not None:
             self.on_step(step, order_id)
+
+    def _commit_many(self, sent: Sequence[SentInvitation]) -> dict[str, bool | None]:
+        started = time.perf_counter()
+        try:
+            return self.repo.mark_invited_many(sent, self.owner, now=self.clock())
+        finally:
+            self.times.add("commit", started)
 
     def _hash_of(self, email: str | None) -> str | None:
         return self.hasher.email_hash(email) if self.hasher is not None else None
@@ -254,10 +295,32 @@ class Dispatcher:
         else:
             self.counters.add("lease_lost")
 
-    def recheck(self, integration_id: str, claims: list[ClaimedOrder]) -> list[_Plan]:
+    def duplicate_rule_applies(self, integration_id: str) -> bool:
+        record = self.registry.get(integration_id)
+        return duplicate_rule_enabled(self.intake, integration_id, record.settings if record else None)
+
+    def shared_keys(self, groups: Mapping[str, list[ClaimedOrder]]) -> dict[str, set[str]]:
+        """The duplicate pre-check of a batch (`shared_duplicate_keys`) for the integrations whose rule is on."""
+        started = time.perf_counter()
+        wanted = {
+            integration_id: DuplicateScope(
+                frozenset(c.package_id for c in claims), self._email_hashes(claims)
+            )
+            for integration_id, claims in groups.items()
+            if self.duplicate_rule_applies(integration_id)
+        }
+        shared = shared_duplicate_keys(self.store, wanted) if wanted else {}
+        self.times.add("duplicate_check", started)
+        return shared
+
+    def recheck(
+        self, integration_id: str, claims: list[ClaimedOrder], shared: set[str] | None = None
+    ) -> list[_Plan]:
         """Read the claimed orders back from Kombo; close those no longer OPEN, apply the duplicate rule and
-        the e-mail check; return what is left to send."""
+        the e-mail check; return what is left to send. ``shared``: the batch's duplicate pre-check for this
+        integration (`shared_keys`); None runs it here."""
         if self.client is not None:
+            started = time.perf_counter()
             try:
                 current: dict[str, Order] = {
                     order.id: order
@@ -269,15 +332,12 @@ class Dispatcher:
                 for claim in claims:
                     self.retry_later(claim, reason, count_attempt=False)
                 return []
+            finally:
+                self.times.add("recheck_kombo", started)
         plans: list[_Plan] = []
         record = self.registry.get(integration_id)
-        rule = duplicate_rule_enabled(self.intake, integration_id, record.settings if record else None)
-        hashes = self._email_hashes(claims) if rule else {}
-        shared = (
-            candidates_sharing_an_order(self.store, integration_id, [c.package_id for c in claims], hashes)
-            if rule
-            else set()
-        )
+        if shared is None:
+            shared = self.shared_keys({integration_id: claims}).get(integration_id, set())
         channel = self.channel_for(integration_id)
         allowed_packages = published_package_ids(record)
         for claim in claims:
@@ -352,6 +412,7 @@ class Dispatcher:
             self.retry_later(claim, reason, count_attempt=False)
             self.counters.add("deferred")
             raise RetriableInvitationError(reason, channel=plan.channel)
+        started = time.perf_counter()
         try:
             inviter: Inviter = self.inviters.get(plan.channel)
             result = inviter.send(plan.request, claim.order_id)
@@ -368,17 +429,15 @@ class Dispatcher:
             self.counters.add("channel_errors")
             self.retry_later(claim, reason)
             raise RetriableInvitationError(reason, channel=plan.channel) from exc
+        finally:
+            self.times.add("send", started)
         self._step(STEP_SENT, claim.order_id)
         self._step(STEP_BEFORE_COMMIT, claim.order_id)
-        committed = self.repo.mark_invited(
-            claim.order_id,
-            self.owner,
-            invitation_id=result.external_id,
-            url=result.url,
-            channel=result.channel,
-            external_id=result.external_id,
-            now=self.clock(),
+        committed = self.commits.commit(
+            SentInvitation(claim.order_id, result.channel, result.external_id, result.url, result.external_id)
         )
+        if committed is None:
+            raise OrderNotFound(claim.order_id)
         self._step(STEP_COMMITTED, claim.order_id)
         if committed:
             self.counters.add("invited")
@@ -402,6 +461,18 @@ class Dispatcher:
             raise PermanentInvitationError(problem, channel=channel, code="BAD_ADDRESS")
         return self.deliver(_Plan(claim, channel, self.request_for(claim, channel)))
 
+    def _log_batch(self, batch: int, claimed: int, sending: int) -> None:
+        log.info(
+            "batch %s: %s claimed, %s to send; so far %s invited, %s retry later, %s failed, %s closed",
+            batch,
+            claimed,
+            sending,
+            self.counters.get("invited"),
+            self.counters.get("retry_later"),
+            self.counters.get("failed"),
+            self.counters.get("cancelled") + self.counters.get("rejected") + self.counters.get("duplicate"),
+        )
+
     def run(
         self, integration_ids: Iterable[str] | None = None, *, max_orders: int | None = None
     ) -> dict[str, Any]:
@@ -410,6 +481,8 @@ class Dispatcher:
         limit_ids = list(integration_ids) if integration_ids is not None else None
         batches = 0
         claimed_total = 0
+        # The sends of the batch before: the next batch is claimed and re-checked while they go out.
+        in_flight: list[Future[InvitationResult | None]] = []
         with (
             ThreadPoolExecutor(
                 max_workers=intake.poll_concurrency, thread_name_prefix="intake-recheck"
@@ -422,9 +495,11 @@ class Dispatcher:
                 size = intake.claim_batch_size
                 if max_orders is not None:
                     size = min(size, max_orders - claimed_total)
+                claim_started = time.perf_counter()
                 claims = self.repo.claim_orders_for_invite(
                     self.owner, intake.lease_seconds, size, limit_ids, now=self.clock()
                 )
+                self.times.add("claim", claim_started)
                 if not claims:
                     break
                 batches += 1
@@ -435,22 +510,22 @@ class Dispatcher:
                 groups: dict[str, list[ClaimedOrder]] = defaultdict(list)
                 for claim in claims:
                     groups[claim.integration_id].append(claim)
-                plans: list[_Plan] = []
-                for group_plans in rechecks.map(lambda item: self.recheck(*item), groups.items()):
-                    plans.extend(group_plans)
-                list(senders.map(self.send, plans))
-                log.info(
-                    "batch %s: %s claimed, %s sent; so far %s invited, %s retry later, %s failed, %s closed",
-                    batches,
-                    len(claims),
-                    len(plans),
-                    self.counters.get("invited"),
-                    self.counters.get("retry_later"),
-                    self.counters.get("failed"),
-                    self.counters.get("cancelled")
-                    + self.counters.get("rejected")
-                    + self.counters.get("duplicate"),
-                )
+                shared = self.shared_keys(groups)
+                rechecked = [
+                    rechecks.submit(self.recheck, integration_id, group, shared.get(integration_id, set()))
+                    for integration_id, group in groups.items()
+                ]
+                # An integration's orders go out as soon as its own re-check is back, not after the batch's
+                # slowest; they queue behind the batch before's, so at most two batches are claimed at a time.
+                sends: list[Future[InvitationResult | None]] = []
+                for done in as_completed(rechecked):
+                    sends.extend(senders.submit(self.send, plan) for plan in done.result())
+                for sending in in_flight:
+                    sending.result()
+                in_flight = sends
+                self._log_batch(batches, len(claims), len(sends))
+            for sending in in_flight:
+                sending.result()
         summary: dict[str, Any] = {
             "owner": self.owner,
             "batches": batches,
@@ -470,6 +545,8 @@ class Dispatcher:
                 )
             },
             "seconds": round(time.monotonic() - started, 3),
+            "step_seconds": self.times.rounded(),
+            "commit_transactions": self.commits.transactions,
         }
         log.info("dispatch summary: %s", summary)
         return summary

@@ -4,6 +4,7 @@ Used by the intake's dispatcher and by the webhook's rejection rules."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,40 +49,71 @@ def candidates_sharing_an_order(
     email_hashes: Mapping[str, str] | None = None,
 ) -> set[str]:
     """Duplicate keys (`duplicate_keys`) held by more than one active order of this integration: only orders
-    with such a key can be duplicates, so the per-order rule (`find_active_duplicate`) runs for them alone.
-    Two queries per integration instead of one per order, and a third with `email_hashes` (salted hash ->
-    e-mail of the orders at hand): an active order whose candidate data was erased holds only the hash."""
-    packages = sorted(set(package_ids))
-    shared: set[str] = set()
-    for kind, column in (
-        ("email", sa.func.lower(orders.c.candidate_email)),
-        ("application", orders.c.application_remote_id),
-    ):
-        query = (
-            sa.select(orders.c.package_id, column)
-            .where(
-                orders.c.integration_id == integration_id,
+    with such a key can be duplicates, so the per-order rule (`find_active_duplicate`) runs for them alone."""
+    wanted = {integration_id: DuplicateScope(frozenset(package_ids), dict(email_hashes or {}))}
+    return shared_duplicate_keys(store, wanted)[integration_id]
+
+
+@dataclass(frozen=True)
+class DuplicateScope:
+    """What one integration's claimed orders ask the duplicate pre-check about: their packages, and the
+    salted hash -> e-mail of their candidates (empty without a salt)."""
+
+    package_ids: frozenset[str]
+    email_hashes: Mapping[str, str]
+
+
+def shared_duplicate_keys(store: StateStore, wanted: Mapping[str, DuplicateScope]) -> dict[str, set[str]]:
+    """`candidates_sharing_an_order` for several integrations at once (a dispatch batch): two queries in one
+    read transaction for all of them instead of two per integration, and a third with e-mail hashes (an active
+    order whose candidate data was erased holds only the hash). integration id -> its shared keys."""
+    shared: dict[str, set[str]] = {integration_id: set() for integration_id in wanted}
+    integrations = sorted(wanted)
+    packages = sorted({package for scope in wanted.values() for package in scope.package_ids})
+    if not integrations or not packages:
+        return shared
+
+    def add(integration_id: str, package_id: str, kind: str, value: str) -> None:
+        # The IN lists pair every integration with every package: keep the pairs actually asked about.
+        if package_id in wanted[integration_id].package_ids:
+            shared[integration_id].add(f"{package_id}\x00{kind}\x00{value}")
+
+    with store.transaction(readonly=True) as conn:
+        for kind, column in (
+            ("email", sa.func.lower(orders.c.candidate_email)),
+            ("application", orders.c.application_remote_id),
+        ):
+            query = (
+                sa.select(orders.c.integration_id, orders.c.package_id, column)
+                .where(
+                    orders.c.integration_id.in_(integrations),
+                    orders.c.package_id.in_(packages),
+                    orders.c.state.in_(ACTIVE_STATES),
+                    column.is_not(None),
+                )
+                .group_by(orders.c.integration_id, orders.c.package_id, column)
+                .having(sa.func.count() > 1)
+            )
+            for integration_id, package_id, value in conn.execute(query):
+                add(integration_id, package_id, kind, value)
+        hashes: dict[str, dict[str, str]] = {}  # salted hash -> integration id -> e-mail
+        for integration_id, scope in wanted.items():
+            for email_hash, email in scope.email_hashes.items():
+                hashes.setdefault(email_hash, {})[integration_id] = email
+        if hashes:
+            query = sa.select(
+                orders.c.integration_id, orders.c.package_id, orders.c.candidate_email_hash
+            ).where(
+                orders.c.integration_id.in_(integrations),
                 orders.c.package_id.in_(packages),
                 orders.c.state.in_(ACTIVE_STATES),
-                column.is_not(None),
+                orders.c.candidate_email_hash.in_(sorted(hashes)),
+                orders.c.erased_at.is_not(None),
             )
-            .group_by(orders.c.package_id, column)
-            .having(sa.func.count() > 1)
-        )
-        with store.transaction(readonly=True) as conn:
-            shared.update(f"{package_id}\x00{kind}\x00{value}" for package_id, value in conn.execute(query))
-    if email_hashes:
-        query = sa.select(orders.c.package_id, orders.c.candidate_email_hash).where(
-            orders.c.integration_id == integration_id,
-            orders.c.package_id.in_(packages),
-            orders.c.state.in_(ACTIVE_STATES),
-            orders.c.candidate_email_hash.in_(sorted(email_hashes)),
-            orders.c.erased_at.is_not(None),
-        )
-        with store.transaction(readonly=True) as conn:
-            shared.update(
-                f"{package_id}\x00email\x00{email_hashes[value]}" for package_id, value in conn.execute(query)
-            )
+            for integration_id, package_id, value in conn.execute(query):
+                hashed_email = hashes.get(value, {}).get(integration_id)
+                if hashed_email is not None:
+                    add(integration_id, package_id, "email", hashed_email)
     return shared
 
 

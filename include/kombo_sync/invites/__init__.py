@@ -72,7 +72,8 @@ def build_inviter(channel: str, settings: PipelineSettings) -> Inviter:
                 "(HTTP: host = invitation API base URL, password = token)"
             )
         try:
-            return PlatformInviter.from_connection(conn)
+            # One connection per sender at least: the intake's senders share this inviter.
+            return PlatformInviter.from_connection(conn, max_connections=max(32, intake.send_concurrency))
         except ValueError as exc:
             raise InviterConfigurationError(f"connection '{intake.platform_conn_id}': {exc}") from exc
     if channel == CHANNEL_EMAIL:

@@ -89,14 +89,16 @@ class PlatformInviter:
         return f"PlatformInviter(base_url={self.base_url!r})"
 
     @classmethod
-    def from_connection(cls, conn: Any) -> PlatformInviter:
-        """Build from an Airflow HTTP connection (host = base URL, password = token, extras timeout/path)."""
+    def from_connection(cls, conn: Any, *, max_connections: int = 32) -> PlatformInviter:
+        """Build from an Airflow HTTP connection (host = base URL, password = token, extras timeout/path);
+        ``max_connections`` at least the senders that share it, or they queue for a connection."""
         extra = connection_extras(conn)
         return cls(
             http_base_url(conn.host, conn.schema, conn.port),
             conn.password or None,
             timeout=float(extra.get("timeout") or 15.0),
             path=str(extra.get("path") or DEFAULT_PATH),
+            max_connections=max_connections,
         )
 
     def _client(self) -> httpx.Client:

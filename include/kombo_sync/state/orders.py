@@ -11,7 +11,7 @@ the state machine it enforces.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import cache
@@ -129,6 +129,17 @@ class ClaimedOrder:
 
 
 @dataclass(frozen=True)
+class SentInvitation:
+    """What the channel answered for one order, to be committed with `mark_invited_many`."""
+
+    order_id: str
+    channel: str
+    invitation_id: str | None
+    url: str | None
+    external_id: str | None
+
+
+@dataclass(frozen=True)
 class OrderRecord:
     """One row of `orders`. Candidate fields are kept out of `repr`."""
 
@@ -224,6 +235,35 @@ def _duplicate_query(by_email: bool, by_hash: bool, by_application: bool, exclud
         lookups.append(lookup)
     found = sa.union_all(*lookups).subquery() if len(lookups) > 1 else lookups[0].subquery()
     return sa.select(found.c.id).order_by(found.c.received_at, found.c.id).limit(1)
+
+
+# `mark_invited_many`'s statements, built once: the same compiled statement for every group, whatever its size.
+_HELD_FOR_INVITE = sa.select(orders.c.id, orders.c.attempts).where(
+    orders.c.id.in_(sa.bindparam("ids", expanding=True)),
+    orders.c.state == INVITING,
+    orders.c.lease_owner == sa.bindparam("owner"),
+)
+_HELD_FOR_INVITE_LOCKED = _HELD_FOR_INVITE.with_for_update()
+_MARK_INVITED = (
+    sa.update(orders)
+    .where(
+        orders.c.id == sa.bindparam("b_id"),
+        orders.c.state == INVITING,
+        orders.c.lease_owner == sa.bindparam("b_owner"),
+    )
+    .values(
+        state=INVITED,
+        invitation_id=sa.bindparam("b_invitation_id"),
+        invitation_url=sa.bindparam("b_url"),
+        channel=sa.bindparam("b_channel"),
+        invited_at=sa.bindparam("b_now"),
+        updated_at=sa.bindparam("b_now"),
+        lease_owner=None,
+        lease_expires_at=None,
+        next_attempt_at=None,
+        last_error=None,
+    )
+)
 
 
 def _text(value: Any) -> str | None:
@@ -458,44 +498,79 @@ class OrderRepository:
     ) -> bool:
         """inviting -> invited and the `invitations` row, in one transaction; False if `owner` no longer holds
         the lease (another worker re-claimed the order, or it was cancelled meanwhile)."""
-        if channel not in INVITATION_CHANNELS:
-            raise ValueError(f"channel must be one of {INVITATION_CHANNELS}, not {channel!r}")
+        sent = SentInvitation(order_id, channel, invitation_id, url, external_id)
+        committed = self.mark_invited_many([sent], owner, now=now)[order_id]
+        if committed is None:
+            raise OrderNotFound(order_id)
+        return committed
+
+    def mark_invited_many(
+        self, sent: Sequence[SentInvitation], owner: str, *, now: datetime | None = None
+    ) -> dict[str, bool | None]:
+        """`mark_invited` for several orders in one transaction (a locked read of the leases, one UPDATE and one
+        INSERT for the group, one COMMIT), each fenced by `owner`'s lease on its own: order id -> True (invited), False (lease lost: not marked), None (the
+        order is not in the state store)."""
+        for item in sent:
+            if item.channel not in INVITATION_CHANNELS:
+                raise ValueError(f"channel must be one of {INVITATION_CHANNELS}, not {item.channel!r}")
+        if not sent:
+            return {}
+        by_id = {item.order_id: item for item in sent}
+        if len(by_id) != len(sent):
+            raise ValueError("an order can be marked invited once per call")
         now = now or self.store.now()
+        # PostgreSQL: FOR UPDATE, the rows stay ours until COMMIT; SQLite: BEGIN IMMEDIATE holds the database.
+        held = _HELD_FOR_INVITE_LOCKED if self.store.dialect == "postgresql" else _HELD_FOR_INVITE
         with self.store.transaction() as conn:
+            # Which orders are still leased to `owner`, read first under that lock, so that the UPDATE and INSERT
+            # below are one statement each for the whole group (executemany), whatever its size.
             # An expired lease that nobody took over is still honoured: the invitation did go out.
-            attempt = conn.execute(
-                sa.update(orders)
-                .where(orders.c.id == order_id, orders.c.state == INVITING, orders.c.lease_owner == owner)
-                .values(
-                    state=INVITED,
-                    invitation_id=invitation_id,
-                    invitation_url=url,
-                    channel=channel,
-                    invited_at=now,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    next_attempt_at=None,
-                    last_error=None,
+            attempts = {
+                str(order_id): int(attempt)
+                for order_id, attempt in conn.execute(held, {"ids": list(by_id), "owner": owner})
+            }
+            if attempts:
+                conn.execute(
+                    _MARK_INVITED,
+                    [
+                        {
+                            "b_id": order_id,
+                            "b_owner": owner,
+                            "b_invitation_id": by_id[order_id].invitation_id,
+                            "b_url": by_id[order_id].url,
+                            "b_channel": by_id[order_id].channel,
+                            "b_now": now,
+                        }
+                        for order_id in attempts
+                    ],
                 )
-                .returning(orders.c.attempts)
-            ).scalar_one_or_none()
-            if attempt is None:
-                self._require(conn, order_id)
+                conn.execute(
+                    sa.insert(invitations),
+                    [
+                        {
+                            "order_id": order_id,
+                            "channel": by_id[order_id].channel,
+                            "external_id": by_id[order_id].external_id,
+                            "url": by_id[order_id].url,
+                            "sent_at": now,
+                            "attempt": attempt,
+                        }
+                        for order_id, attempt in attempts.items()
+                    ],
+                )
+            lost = [order_id for order_id in by_id if order_id not in attempts]
+            known = set(self.states_of(lost, conn=conn)) if lost else set()
+        results: dict[str, bool | None] = {}
+        for order_id, item in by_id.items():
+            if order_id in attempts:
+                results[order_id] = True
+                log.info("order %s invited via %s (attempt %d)", order_id, item.channel, attempts[order_id])
+            elif order_id in known:
+                results[order_id] = False
                 log.warning("order %s: %s no longer holds the lease; not marked invited", order_id, owner)
-                return False
-            conn.execute(
-                sa.insert(invitations).values(
-                    order_id=order_id,
-                    channel=channel,
-                    external_id=external_id,
-                    url=url,
-                    sent_at=now,
-                    attempt=attempt,
-                )
-            )
-        log.info("order %s invited via %s (attempt %d)", order_id, channel, attempt)
-        return True
+            else:
+                results[order_id] = None
+        return results
 
     def release_with_error(
         self, order_id: str, owner: str, error: str, retry_at: datetime, *, now: datetime | None = None
@@ -587,13 +662,13 @@ class OrderRepository:
                 found.update((str(order_id), str(value)) for order_id, value in conn.execute(query))
         return found
 
-    def states_of(self, order_ids: Iterable[str]) -> dict[str, str]:
+    def states_of(self, order_ids: Iterable[str], *, conn: Connection | None = None) -> dict[str, str]:
         """order id -> state for those of these orders the store knows."""
         found: dict[str, str] = {}
-        with self.store.transaction(readonly=True) as conn:
+        with self.store.transaction(readonly=True, conn=conn) as tx:
             for batch in chunked(sorted(set(order_ids))):
                 query = sa.select(orders.c.id, orders.c.state).where(orders.c.id.in_(batch))
-                found.update((str(order_id), str(state)) for order_id, state in conn.execute(query))
+                found.update((str(order_id), str(state)) for order_id, state in tx.execute(query))
         return found
 
     def _transition(
