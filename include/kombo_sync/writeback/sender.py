@@ -76,6 +76,8 @@ LEASE_LOST = "lease_lost"
 # The sender records outcomes in batches of this many, or at least this often (seconds).
 RECORD_BATCH = 100
 RECORD_INTERVAL = 0.25
+# How long the main thread collects outcomes between looks at them while some wait to be recorded.
+COLLECT_SECONDS = 0.02
 
 # Our own codes, for outcomes Kombo did not name (Kombo's codes are dotted, these are not).
 ORDER_NOT_OPEN = "ORDER_NOT_OPEN"
@@ -212,7 +214,12 @@ class ResultSender:
                 if queued == 0:
                     break
                 try:
-                    received.append(done.get(timeout=0.05 if received else 5.0))
+                    if received:
+                        # Outcomes are already waiting to be recorded: collect more for a while rather than
+                        # wake for each one (hundreds a second), then take all that arrived.
+                        time.sleep(COLLECT_SECONDS)
+                    else:
+                        received.append(done.get(timeout=5.0))
                 except queue.Empty:
                     if not received and not sends.alive():
                         # Their rows stay leased and come back to a later run when the lease expires.
