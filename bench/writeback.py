@@ -2,9 +2,10 @@
 
 1. Throughput: N results (default 10,000) against the Kombo sandbox (its own process) with a fixed latency
    (default 50 ms) and a set rate limit. Prints the achieved rate over the allowed rate (target >= 0.95), the
-   pipeline over a plain paced `httpx` loop (same threads and pacing, prebuilt bodies, no state or outbox: the
-   floor, target >= 1.0), our CPU per result (target <= 1.2 ms), and the speed-up over a one-PUT-at-a-time loop
-   (target >= 20x), all measured in the same run. The sequential loop is measured on a sample (default 200
+   pipeline over two plain paced loops (prebuilt bodies, no state or outbox: the floors, target >= 1.0): httpx in
+   the same number of threads, and aiohttp on one event loop (the pipeline's own transport with
+   `send_with: asyncio`), our CPU per result (target <= 1.2 ms), and the speed-up over a one-PUT-at-a-time loop
+   (target >= 20x), all measured in the same run, with the load average. The sequential loop is measured on a sample (default 200
    results) and extrapolated to N; the output says so.
 2. Memory: the read + map + enqueue path for 1,000,000 pending warehouse rows against 10,000, each in a fresh
    subprocess, peak RSS (ru_maxrss) compared (target: nearly the same).
@@ -12,6 +13,7 @@
     .venv/bin/python bench/writeback.py                      # both, full size (about 10 minutes)
     .venv/bin/python bench/writeback.py --quick              # 2,000 results, 50,000 vs 10,000 rows (~1 min)
     .venv/bin/python bench/writeback.py --skip-memory --results 5000 --rate 300
+    .venv/bin/python bench/writeback.py --quick --skip-memory --send-with threads   # the sender's thread path
 """
 
 from __future__ import annotations
@@ -175,17 +177,9 @@ def prepare(admin: Any, store: Any, workdir: Path, name: str, count: int, integr
     return summary
 
 
-def floor_loop(
-    base_url: str, args: argparse.Namespace, order_ids: list[str], integrations: list[str]
-) -> dict[str, Any]:
-    """The floor: a plain paced ``httpx`` loop (no state store, no outbox, no mapping, no retries), the same
-    threads and the same client-side rate as the pipeline, PUTting prebuilt result bodies. What any integration
-    could do at best against this sandbox; the pipeline is measured against it in the same run."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
+def floor_bodies(order_ids: list[str], integrations: list[str]) -> list[tuple[str, str, bytes]]:
     completed_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    bodies = [
+    return [
         (
             order_id,
             integrations[index % len(integrations)],
@@ -196,8 +190,38 @@ def floor_loop(
         )
         for index, order_id in enumerate(order_ids)
     ]  # fmt: skip
+
+
+def floor_pace(args: argparse.Namespace) -> tuple[float, float]:
+    """(burst, rate): the pipeline's client-side pacing (see make_client)."""
     burst = max(1, int(args.rate * args.rate_window * args.burst_share))
-    pace = args.rate - burst / args.rate_window  # the pipeline's client-side rate (see make_client)
+    return burst, args.rate - burst / args.rate_window
+
+
+def floor_summary(started: float, cpu_before: float, count: int, errors: list[int]) -> dict[str, Any]:
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu_before
+    return {
+        "sent": count - len(errors),
+        "errors": len(errors),
+        "error_statuses": sorted(set(errors)),
+        "seconds": round(elapsed, 2),
+        "rate_per_s": round(count / elapsed, 1),
+        "cpu_ms_per_request": round(cpu / count * 1000, 2),
+    }
+
+
+def floor_loop(
+    base_url: str, args: argparse.Namespace, order_ids: list[str], integrations: list[str]
+) -> dict[str, Any]:
+    """The threads' floor: a plain paced ``httpx`` loop (no state store, no outbox, no mapping, no retries), the
+    same threads and the same client-side rate as the pipeline, PUTting prebuilt result bodies. What any
+    integration could do at best with httpx in threads against this sandbox."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = floor_bodies(order_ids, integrations)
+    burst, pace = floor_pace(args)
     lock, next_slot = threading.Lock(), [0.0]
     errors: list[int] = []
     local = threading.local()
@@ -230,16 +254,53 @@ def floor_loop(
     cpu_before, started = time.process_time(), time.monotonic()
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         list(pool.map(put, bodies))
-    elapsed = time.monotonic() - started
-    cpu = time.process_time() - cpu_before
-    return {
-        "sent": len(bodies) - len(errors),
-        "errors": len(errors),
-        "error_statuses": sorted(set(errors)),
-        "seconds": round(elapsed, 2),
-        "rate_per_s": round(len(bodies) / elapsed, 1),
-        "cpu_ms_per_request": round(cpu / len(bodies) * 1000, 2),
-    }
+    return floor_summary(started, cpu_before, len(bodies), errors)
+
+
+def floor_loop_async(
+    base_url: str, args: argparse.Namespace, order_ids: list[str], integrations: list[str]
+) -> dict[str, Any]:
+    """The event loop's floor: the same PUTs, pacing and concurrency as ``floor_loop``, as coroutines on one
+    asyncio loop over one aiohttp session (the transport of ``send_with: asyncio``), with nothing else."""
+    import asyncio
+
+    import aiohttp
+
+    bodies = floor_bodies(order_ids, integrations)
+    burst, pace = floor_pace(args)
+    errors: list[int] = []
+
+    async def main() -> dict[str, Any]:
+        next_slot = 0.0
+        slots = asyncio.Semaphore(args.concurrency)
+        headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        async with aiohttp.ClientSession(
+            headers=headers, connector=aiohttp.TCPConnector(limit=max(args.concurrency, 10))
+        ) as session:
+
+            async def put(item: tuple[str, str, bytes]) -> None:
+                nonlocal next_slot
+                order_id, integration_id, body = item
+                async with slots:
+                    now = time.monotonic()
+                    slot = max(next_slot, now - burst / pace)
+                    next_slot = slot + 1 / pace
+                    if slot > now:
+                        await asyncio.sleep(slot - now)
+                    async with session.put(
+                        f"{base_url}/v1/assessment/orders/{order_id}/result",
+                        data=body,
+                        headers={"X-Integration-Id": integration_id},
+                    ) as answer:
+                        await answer.read()
+                        if answer.status != 200:
+                            errors.append(answer.status)
+
+            cpu_before, started = time.process_time(), time.monotonic()
+            await asyncio.gather(*(put(item) for item in bodies))
+            return floor_summary(started, cpu_before, len(bodies), errors)
+
+    return asyncio.run(main())
 
 
 def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -252,12 +313,16 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         admin = SandboxAdmin(base_url)
         integrations = [admin.create_integration(tool="workday")["id"] for _ in range(args.integrations)]
         now = datetime.now(UTC)
-        settings = bench_settings(workdir, max_concurrency=args.concurrency, claim_batch_rows=1000)
+        settings = bench_settings(
+            workdir, max_concurrency=args.concurrency, claim_batch_rows=1000, send_with=args.send_with
+        )
 
         # The one-PUT-at-a-time loop: the same sender at concurrency 1, on a sample, in its own store.
         seq_store = StateStore(f"sqlite:///{workdir / 'sequential-state.db'}")
         seq_store.migrate()
-        seq_settings = bench_settings(workdir, max_concurrency=1, claim_batch_rows=args.sequential_sample)
+        seq_settings = bench_settings(
+            workdir, max_concurrency=1, claim_batch_rows=args.sequential_sample, send_with=args.send_with
+        )
         prepare(
             admin, seq_store, workdir, "sequential", args.sequential_sample, integrations, now, seq_settings
         )
@@ -272,6 +337,7 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         enqueue_seconds = time.monotonic() - started
         time.sleep(args.rate_window)  # a fresh rate-limit window for the timed part
         admin.clear_requests()
+        load_at_send = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         cpu_before, sandbox_cpu_before = time.process_time(), process_cpu_seconds(proc.pid)
         with make_client(base_url, args, args.concurrency) as client:
             sent = ResultSender(store, client, settings.writeback).run()
@@ -281,10 +347,14 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         }
         stats = admin.stats()
 
-        # The floor loop on fresh orders, after a fresh rate-limit window, with nothing shared with the above.
+        # The floor loops on fresh orders, each after a fresh rate-limit window, with nothing shared with the
+        # above or with each other (each builds its own bodies and connections).
         floor_ids = admin.bulk_create_orders(integrations, args.floor_results or args.results)
         time.sleep(args.rate_window)
         floor = floor_loop(base_url, args, floor_ids, integrations)
+        floor_ids = admin.bulk_create_orders(integrations, args.floor_results or args.results)
+        time.sleep(args.rate_window)
+        floor_async = floor_loop_async(base_url, args, floor_ids, integrations)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -305,8 +375,15 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "achieved_over_allowed": round(achieved / args.rate, 3),
         **cpu,
         "pipeline_cpu_ms_per_result": round(cpu["pipeline_cpu_seconds"] / max(1, sent["sent"]) * 1000, 2),
+        "send_with": args.send_with,
+        "load_at_send": load_at_send,
         "floor_loop": floor,
         "pipeline_over_floor_loop": round(achieved / floor["rate_per_s"], 3) if floor["rate_per_s"] else None,
+        "floor_loop_async": floor_async,
+        "pipeline_over_floor_loop_async": (
+            round(achieved / floor_async["rate_per_s"], 3) if floor_async["rate_per_s"] else None
+        ),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "sandbox_responses": stats.get("by_route", {}),
         "sandbox_faults": stats.get("faults", {}),
         "sandbox_max_concurrency": stats.get("max_concurrency"),
@@ -397,6 +474,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="results for the plain httpx floor loop (default: --results)",
     )
+    parser.add_argument(
+        "--send-with",
+        choices=("asyncio", "threads"),
+        default="asyncio",
+        help="the sender's send_with setting",
+    )
     parser.add_argument("--burst-share", type=float, default=0.02, help="client burst, share of one window")
     parser.add_argument("--no-client-rate", action="store_true", help="no client-side pacing: headers only")
     parser.add_argument("--state-url", default=None, help="state store for the timed run (default: SQLite)")
@@ -429,14 +512,26 @@ def main(argv: list[str] | None = None) -> int:
                 f"achieved {result['achieved_rate_per_s']}/s of {args.rate:g}/s allowed: "
                 f"ratio {result['achieved_over_allowed']} (target >= 0.95)"
             )
-            floor = result["floor_loop"]
+            floor, floor_async = result["floor_loop"], result["floor_loop_async"]
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             print(
-                f"plain paced httpx loop (no state, no outbox; same threads and pacing, same run): "
-                f"{floor['rate_per_s']}/s, {floor['cpu_ms_per_request']} ms CPU per request, {floor['errors']} errors; "
-                f"pipeline / floor loop {result['pipeline_over_floor_loop']} (target >= 1.0), pipeline / allowed "
-                f"{result['achieved_over_allowed']}, pipeline CPU {result['pipeline_cpu_ms_per_result']} ms per "
-                f"result (target <= 1.2); load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
-                f"{os.cpu_count()} CPUs"
+                f"{'':34}{'rate/s':>8}{'/ allowed':>11}{'CPU ms/PUT':>12}{'errors':>8}\n"
+                f"{'pipeline (send_with ' + result['send_with'] + ')':34}{result['achieved_rate_per_s']:>8}"
+                f"{result['achieved_over_allowed']:>11}{result['pipeline_cpu_ms_per_result']:>12}"
+                f"{result['dead'] + result['retry']:>8}\n"
+                f"{'floor: httpx, ' + str(args.concurrency) + ' threads':34}{floor['rate_per_s']:>8}"
+                f"{round(floor['rate_per_s'] / args.rate, 3):>11}{floor['cpu_ms_per_request']:>12}"
+                f"{floor['errors']:>8}\n"
+                f"{'floor: aiohttp, one event loop':34}{floor_async['rate_per_s']:>8}"
+                f"{round(floor_async['rate_per_s'] / args.rate, 3):>11}{floor_async['cpu_ms_per_request']:>12}"
+                f"{floor_async['errors']:>8}"
+            )
+            print(
+                f"pipeline / allowed {result['achieved_over_allowed']} (target >= 0.95); pipeline / httpx-threads "
+                f"floor {result['pipeline_over_floor_loop']}, pipeline / aiohttp floor "
+                f"{result['pipeline_over_floor_loop_async']} (target >= 1.0); pipeline CPU "
+                f"{result['pipeline_cpu_ms_per_result']} ms per result (target <= 1.2); load average {load} on "
+                f"{os.cpu_count()} CPUs (at the start of the timed send: {result['load_at_send']})"
             )
             print(
                 f"one-PUT-at-a-time loop: {result['sequential_rate_per_s']}/s, measured on "

@@ -107,8 +107,12 @@ class WritebackSettings(_Section):
     manual_lookback_hours: float = Field(default=24, gt=0, le=TEN_YEARS_HOURS)
     # Warehouse rows read, mapped and enqueued at a time: memory grows with this, never with the backlog.
     chunk_rows: int = Field(default=5000, ge=1)
-    # Worker threads sending PUTs; the client still caps each integration at Kombo's 30 in flight.
+    # PUTs in flight at once (coroutines, or threads with send_with: threads); the client still caps each
+    # integration at Kombo's 30 in flight.
     max_concurrency: int = Field(default=64, ge=1)
+    # How the sender sends: "asyncio" (one event loop, aiohttp: a third of the CPU per result) or "threads"
+    # (httpx in max_concurrency threads). Same limits, retries and outcomes either way.
+    send_with: Literal["asyncio", "threads"] = "asyncio"
     # Outbox rows claimed per batch by the sender (and lease length, after which a dead worker's rows return).
     claim_batch_rows: int = Field(default=500, ge=1)
     lease_seconds: int = Field(default=300, ge=10, le=TEN_YEARS_SECONDS)

@@ -18,6 +18,7 @@ from kombo_sync.writeback.job import (
     run_writeback,
     send_pending,
 )
+from kombo_sync.writeback.sender import ResultSender
 from kombo_sync.writeback.window import writeback_window
 from sandbox.warehouse import TINY_PDF
 from tests.integration.writeback_helpers import (
@@ -38,8 +39,9 @@ from tests.integration.writeback_helpers import (
 )
 
 
+@pytest.mark.parametrize("send_with", ["asyncio", "threads"])
 def test_every_result_reaches_kombo_once_as_mapped_and_a_rerun_sends_nothing(
-    state_store, warehouse_engine, kombo_sandbox, fast_kombo_client
+    state_store, warehouse_engine, kombo_sandbox, fast_kombo_client, send_with
 ):
     integration, ids = new_orders(state_store, kombo_sandbox, 12)
     rows = [result_row(order_id, T0 - timedelta(minutes=index)) for index, order_id in enumerate(ids)]
@@ -47,7 +49,9 @@ def test_every_result_reaches_kombo_once_as_mapped_and_a_rerun_sends_nothing(
         row.update(report_url=None, report_bytes=TINY_PDF)
     rows[1].update(status="cancelled", score=None, max_score=None)
     write_rows(warehouse_engine, rows)
-    settings = wb_settings()
+    settings = wb_settings(send_with=send_with)
+    sender = ResultSender(state_store, fast_kombo_client, settings.writeback)
+    assert sender.uses_asyncio is (send_with == "asyncio")
 
     first = run_writeback(state_store, warehouse_engine, fast_kombo_client, settings, **window())
 

@@ -3,11 +3,13 @@ or one shared by every process, `kombo_sync.kombo.budgets`) and a per-integratio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Protocol
 
 from kombo_sync.kombo.errors import parse_ratelimit_reset
@@ -133,17 +135,32 @@ class RateBudget:
     def _interval(self) -> float | None:
         return None if self.rate_per_second is None else 1.0 / self.rate_per_second
 
-    def acquire(self) -> float:
-        """Block until a request may start; returns the seconds waited."""
+    def _waits(self) -> Iterator[float]:
+        """The sleeps before a request may start (one, unless Kombo pauses everyone meanwhile): the one rule
+        behind ``acquire`` and ``acquire_async``."""
         delay = self.ledger.reserve(self._interval(), self.burst)
-        waited = 0.0
         while delay > 0:
-            self._sleep(delay)
-            waited += delay
+            yield delay
             if self.ledger.paused_for() <= 0:
                 break
             # Kombo paused everyone while we slept: a new start time, after the pause.
             delay = self.ledger.reserve(self._interval(), self.burst)
+
+    def acquire(self) -> float:
+        """Block until a request may start; returns the seconds waited."""
+        waited = 0.0
+        for delay in self._waits():
+            self._sleep(delay)
+            waited += delay
+        return waited
+
+    async def acquire_async(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> float:
+        """``acquire`` for a coroutine: waits on the event loop, not in a thread; returns the seconds waited. The
+        ledger is asked from the loop's thread (a shared ledger's reservation is one short round trip)."""
+        waited = 0.0
+        for delay in self._waits():
+            await sleep(delay)
+            waited += delay
         return waited
 
     def observe(self, headers: Mapping[str, str], *, rate_limited: bool = False) -> None:
@@ -187,6 +204,9 @@ class InFlightLimiter:
         self._condition = threading.Condition()
         self._in_flight: dict[str, int] = {}
         self._caps: dict[str, int] = {}
+        # Coroutines waiting for a slot, per integration, first come first woken: (their loop, a future that
+        # wakes them). Threads wait on the condition.
+        self._async_waiters: dict[str, deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
 
     def cap(self, integration_id: str) -> int:
         with self._condition:
@@ -209,6 +229,38 @@ class InFlightLimiter:
                 self._caps[integration_id] = new_cap
                 log.info("Kombo concurrency cap for integration %s is %s", integration_id, new_cap)
                 self._condition.notify_all()
+                self._wake_async(integration_id, every=True)
+
+    def _wake_async(self, integration_id: str, *, every: bool = False) -> None:
+        """Wake the integration's first waiting coroutine (``every``: all of them) to look again; caller holds
+        the condition. One freed slot wakes one coroutine, so a release costs the same however many wait."""
+        waiters = self._async_waiters.get(integration_id)
+        while waiters:
+            loop, future = waiters.popleft()
+            if future.done() or loop.is_closed():
+                continue  # cancelled meanwhile
+            loop.call_soon_threadsafe(_wake, future)
+            if not every:
+                break
+        if not waiters:
+            self._async_waiters.pop(integration_id, None)
+
+    def _try_take(self, integration_id: str) -> bool:
+        """Take a slot if one is free (caller holds the condition)."""
+        if self._in_flight.get(integration_id, 0) >= self._caps.get(integration_id, self.max_in_flight):
+            return False
+        self._in_flight[integration_id] = self._in_flight.get(integration_id, 0) + 1
+        return True
+
+    def _release(self, integration_id: str) -> None:
+        with self._condition:
+            count = self._in_flight[integration_id] - 1
+            if count:
+                self._in_flight[integration_id] = count
+            else:
+                del self._in_flight[integration_id]
+            self._condition.notify_all()
+            self._wake_async(integration_id)
 
     @contextmanager
     def slot(self, integration_id: str | None, timeout: float | None = None) -> Iterator[None]:
@@ -218,21 +270,42 @@ class InFlightLimiter:
             return
         deadline = None if timeout is None else self._clock() + timeout
         with self._condition:
-            while self._in_flight.get(integration_id, 0) >= self._caps.get(
-                integration_id, self.max_in_flight
-            ):
+            while not self._try_take(integration_id):
                 remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no free request slot for integration {integration_id}")
                 self._condition.wait(remaining)
-            self._in_flight[integration_id] = self._in_flight.get(integration_id, 0) + 1
         try:
             yield
         finally:
+            self._release(integration_id)
+
+    @asynccontextmanager
+    async def slot_async(self, integration_id: str | None) -> AsyncIterator[None]:
+        """``slot`` for a coroutine: waits on the event loop; shares the counts with the threads' slots."""
+        if integration_id is None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        while True:
             with self._condition:
-                count = self._in_flight[integration_id] - 1
-                if count:
-                    self._in_flight[integration_id] = count
-                else:
-                    del self._in_flight[integration_id]
-                self._condition.notify_all()
+                if self._try_take(integration_id):
+                    break
+                future: asyncio.Future[None] = loop.create_future()
+                self._async_waiters.setdefault(integration_id, deque()).append((loop, future))
+            try:
+                await future
+            except asyncio.CancelledError:
+                with self._condition:
+                    if future.done() and not future.cancelled():
+                        self._wake_async(integration_id)  # the slot it was woken for goes to the next one
+                raise
+        try:
+            yield
+        finally:
+            self._release(integration_id)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -25,12 +25,17 @@ retries what Kombo calls transient. What happens to each result:
   one order is what the pipeline must never write. When another version may have been applied, the order is read
   back first, with the rule above; an order still OPEN clears the flag of the versions whose sends have ended.
 
+The sends run on one asyncio event loop in a thread of its own (``KomboClient.put_result_async``, the payload
+sent as queued: it was validated when it was enqueued) or, with ``send_with: threads`` or a client without the
+asyncio path, in ``max_concurrency`` threads. Either way the main thread claims, screens and records.
+
 Over 400 lines on purpose: the send loop (claims, pacing, concurrency, answers and read-backs) is one
 exactly-once protocol and is read as one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -41,6 +46,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from kombo_sync.backoff import exponential_delay
@@ -70,6 +76,8 @@ LEASE_LOST = "lease_lost"
 # The sender records outcomes in batches of this many, or at least this often (seconds).
 RECORD_BATCH = 100
 RECORD_INTERVAL = 0.25
+# How long the main thread collects outcomes between looks at them while some wait to be recorded.
+COLLECT_SECONDS = 0.02
 
 # Our own codes, for outcomes Kombo did not name (Kombo's codes are dotted, these are not).
 ORDER_NOT_OPEN = "ORDER_NOT_OPEN"
@@ -157,6 +165,11 @@ class ResultSender:
         )
         self.dead_letters: list[dict[str, Any]] = []
 
+    @property
+    def uses_asyncio(self) -> bool:
+        """Whether the sends run on an event loop (``send_with: asyncio`` and a client that has that path)."""
+        return self.settings.send_with == "asyncio" and bool(getattr(self.client, "supports_async", False))
+
     def run(
         self, *, integration_ids: Iterable[str] | None = None, max_seconds: float | None = None
     ) -> dict[str, Any]:
@@ -170,9 +183,12 @@ class ResultSender:
         batches = 0
         exhausted = False
         last_progress = started
-        todo: queue.SimpleQueue[OutboxItem | None] = queue.SimpleQueue()
         done: queue.SimpleQueue[tuple[OutboxItem, Outcome]] = queue.SimpleQueue()
-        workers: list[threading.Thread] = []
+        sends: _ThreadSends | _AsyncSends = (
+            _AsyncSends(self, done, settings.max_concurrency)
+            if self.uses_asyncio
+            else _ThreadSends(self, done, settings.max_concurrency)
+        )
         queued = 0  # handed to the workers and not yet back
         received: list[tuple[OutboxItem, Outcome]] = []  # back from the workers, not yet recorded
         counted = 0  # of `received`, already taken off `queued`
@@ -191,18 +207,21 @@ class ResultSender:
                     else:
                         batches += 1
                         claimed_total += len(batch)
-                        for item in self._screen(batch):
-                            if len(workers) < settings.max_concurrency:
-                                workers.append(self._start_worker(todo, done, len(workers)))
-                            todo.put(item)
-                            queued += 1
+                        to_send = self._screen(batch)
+                        sends.submit(to_send)
+                        queued += len(to_send)
                         continue
                 if queued == 0:
                     break
                 try:
-                    received.append(done.get(timeout=0.05 if received else 5.0))
+                    if received:
+                        # Outcomes are already waiting to be recorded: collect more for a while rather than
+                        # wake for each one (hundreds a second), then take all that arrived.
+                        time.sleep(COLLECT_SECONDS)
+                    else:
+                        received.append(done.get(timeout=5.0))
                 except queue.Empty:
-                    if not received and not any(worker.is_alive() for worker in workers):
+                    if not received and not sends.alive():
                         # Their rows stay leased and come back to a later run when the lease expires.
                         raise RuntimeError(
                             f"all sender threads died with {queued} result(s) in hand"
@@ -239,10 +258,7 @@ class ResultSender:
             if received:
                 self._record_many(received)
         finally:
-            for _ in workers:
-                todo.put(None)
-            for worker in workers:
-                worker.join()
+            sends.close()
         elapsed = self._monotonic() - started
         delivered = self.counts[SENT_OK] + self.counts[RESOLVED]
         summary: dict[str, Any] = {
@@ -444,41 +460,53 @@ class ResultSender:
         orders: list[Order] = self.client.get_orders_by_ids(integration_id, order_ids)
         return {order.id: order.status for order in orders}
 
-    def _start_worker(
-        self,
-        todo: queue.SimpleQueue[OutboxItem | None],
-        done: queue.SimpleQueue[tuple[OutboxItem, Outcome]],
-        number: int,
-    ) -> threading.Thread:
-        def work() -> None:
-            while (item := todo.get()) is not None:
-                done.put(self._send_safely(item))
-
-        worker = threading.Thread(target=work, name=f"kombo-writeback-{number}", daemon=True)
-        worker.start()
-        return worker
-
     def _send_safely(self, item: OutboxItem) -> tuple[OutboxItem, Outcome]:
         try:
             outcome = self._send(item)
         except Exception as exc:  # a bug or an unexpected library error must not lose the row
-            log.exception("unexpected error sending the result of order %s", item.order_id)
-            outcome = self._retry_or_dead(item, None, f"{type(exc).__name__}: {exc}")
-            # The PUT may have gone out before the error.
-            outcome = replace(outcome, maybe_applied=True)
+            outcome = self._unexpected(item, exc)
         return item, outcome
 
     def _send(self, item: OutboxItem) -> Outcome:
         try:
             self.client.put_result(item.integration_id, item.order_id, item.payload_json)
         except KomboError as error:
-            # The client says whether some attempt of the call got no definite answer (then it may have been
-            # applied); an error it did not mark (a test double) counts as possibly applied.
-            unanswered = error.maybe_applied is not False
-            refused = isinstance(error, KomboFatalError)
-            # KomboRetriesExhaustedError, or a retriable error that escaped the client's retries: not refused.
-            return self._resolve(item, error, refused=refused, unanswered=unanswered)
+            return self._after_error(item, error)
         return Outcome(SENT_OK)
+
+    async def _send_async_safely(self, item: OutboxItem) -> tuple[OutboxItem, Outcome]:
+        """``_send_safely`` on the event loop; a failed PUT is resolved (read back) in a thread of the loop's
+        pool, so the other sends go on meanwhile."""
+        try:
+            try:
+                await self.client.put_result_async(
+                    item.integration_id, item.order_id, item.payload_json, validated=True
+                )
+                outcome = Outcome(SENT_OK)
+            except KomboError as error:
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(None, partial(self._after_error, item, error))
+        except Exception as exc:  # as in _send_safely
+            outcome = self._unexpected(item, exc)
+        return item, outcome
+
+    def _unexpected(self, item: OutboxItem, exc: Exception) -> Outcome:
+        log.error(
+            "unexpected error sending the result of order %s",
+            item.order_id,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        outcome = self._retry_or_dead(item, None, f"{type(exc).__name__}: {exc}")
+        # The PUT may have gone out before the error.
+        return replace(outcome, maybe_applied=True)
+
+    def _after_error(self, item: OutboxItem, error: KomboError) -> Outcome:
+        # The client says whether some attempt of the call got no definite answer (then it may have been
+        # applied); an error it did not mark (a test double) counts as possibly applied.
+        unanswered = error.maybe_applied is not False
+        refused = isinstance(error, KomboFatalError)
+        # KomboRetriesExhaustedError, or a retriable error that escaped the client's retries: not refused.
+        return self._resolve(item, error, refused=refused, unanswered=unanswered)
 
     def _resolve(self, item: OutboxItem, error: KomboError, *, refused: bool, unanswered: bool) -> Outcome:
         """After a refusal or a give-up: read the order back to tell a lost acknowledgement from a failure.
@@ -630,3 +658,87 @@ class ResultSender:
                 outcome.message,
                 outcome.log_url,
             )
+
+
+class _ThreadSends:
+    """Sends in up to ``concurrency`` threads, started as work arrives."""
+
+    def __init__(
+        self, sender: ResultSender, done: queue.SimpleQueue[tuple[OutboxItem, Outcome]], concurrency: int
+    ) -> None:
+        self._sender, self._done, self._concurrency = sender, done, concurrency
+        self._todo: queue.SimpleQueue[OutboxItem | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+
+    def submit(self, items: Sequence[OutboxItem]) -> None:
+        for item in items:
+            if len(self._workers) < self._concurrency:
+                worker = threading.Thread(
+                    target=self._work, name=f"kombo-writeback-{len(self._workers)}", daemon=True
+                )
+                worker.start()
+                self._workers.append(worker)
+            self._todo.put(item)
+
+    def _work(self) -> None:
+        while (item := self._todo.get()) is not None:
+            self._done.put(self._sender._send_safely(item))
+
+    def alive(self) -> bool:
+        return any(worker.is_alive() for worker in self._workers)
+
+    def close(self) -> None:
+        """Let the workers finish what they hold, then stop them."""
+        for _ in self._workers:
+            self._todo.put(None)
+        for worker in self._workers:
+            worker.join()
+
+
+class _AsyncSends:
+    """Sends on one event loop in a thread of its own, at most ``concurrency`` at a time."""
+
+    def __init__(
+        self, sender: ResultSender, done: queue.SimpleQueue[tuple[OutboxItem, Outcome]], concurrency: int
+    ) -> None:
+        self._sender, self._done, self._concurrency = sender, done, concurrency
+        self._loop = asyncio.new_event_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="kombo-writeback-loop", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, items: Sequence[OutboxItem]) -> None:
+        if items:
+            # One wake-up of the loop per claimed batch, not per result.
+            self._loop.call_soon_threadsafe(self._start, list(items))
+
+    def _start(self, items: list[OutboxItem]) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._concurrency)
+        for item in items:
+            task = self._loop.create_task(self._one(item, self._slots))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _one(self, item: OutboxItem, slots: asyncio.Semaphore) -> None:
+        async with slots:
+            self._done.put(await self._sender._send_async_safely(item))
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    async def _finish(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._sender.client.aclose()
+
+    def close(self) -> None:
+        """Let the sends in hand finish, close the client's session on this loop, then stop the loop."""
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._finish(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
