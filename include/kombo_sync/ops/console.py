@@ -353,17 +353,8 @@ def _plan(args: argparse.Namespace, queries: ConsoleQueries) -> tuple[dict[str, 
         order_ids = replay_order_ids(queries, order_ids, [str(key) for key in row_ids], args.integration)
     elif not (order_ids or row_ids):
         raise CommandError("name the ORDER_IDs of dead letters and/or --quarantine-id N to discard")
-    known = queries.known_orders(order_ids)
-    unknown = [order_id for order_id in dict.fromkeys(order_ids) if order_id not in known]
-    if unknown:
-        raise CommandError(
-            f"no order {', '.join(unknown[:10])} in the state store" + (" ..." if unknown[10:] else "")
-        )
-    if not replaying:
-        alive = [order_id for order_id in order_ids if not known[order_id]]
-        if alive:
-            raise CommandError(f"order {', '.join(alive[:10])} has no dead letter to discard")
     try:
+        # The console's conf builders: at most 1000 ids, a reason for a discard.
         conf = (
             replay_conf(order_ids)
             if replaying
@@ -371,11 +362,19 @@ def _plan(args: argparse.Namespace, queries: ConsoleQueries) -> tuple[dict[str, 
         )
     except ActionError as exc:
         raise CommandError(str(exc)) from exc
-    items = [
-        {"kind": "order", "id": order_id, "dead_letter": known[order_id]}
-        for order_id in conf.get("order_ids", conf.get("discard_order_ids", []))
-    ]
-    items += [
+    order_ids = list(conf.get("order_ids", conf.get("discard_order_ids", [])))
+    known = queries.known_orders(order_ids)
+    unknown = [order_id for order_id in order_ids if order_id not in known]
+    if unknown:
+        more = " ..." if unknown[10:] else ""
+        raise CommandError(f"no order {', '.join(unknown[:10])}{more} in the state store")
+    if not replaying:
+        alive = [order_id for order_id in order_ids if not known[order_id]]
+        if alive:
+            raise CommandError(f"order {', '.join(alive[:10])} has no dead letter to discard")
+    items = [{"kind": "order", "id": order_id, "dead_letter": known[order_id]} for order_id in order_ids]
+    # A replayed quarantined row is its order (listed above); a discarded one is resolved itself.
+    items += [] if replaying else [
         {"kind": "quarantined row", "id": str(key), "integration_id": open_rows[key]["integration_id"],
          "job": open_rows[key]["job"], "source_key": open_rows[key]["source_key"]}
         for key in row_ids
@@ -417,10 +416,11 @@ def repair(args: argparse.Namespace, queries: ConsoleQueries) -> int:
         _print(to_json({"dag_id": WRITEBACK_DAG_ID, "run_id": run_id, "dry_run": args.dry_run, "conf": conf,
                         "items": items}))  # fmt: skip
         return 0
+    what = f"{len(items)} {'order' if args.command == 'replay' else 'item'}(s)"
     if args.dry_run:
-        _print(f"Dry run: a {WRITEBACK_DAG_ID} run would get {len(items)} item(s); nothing was started.")
+        _print(f"Dry run: a {WRITEBACK_DAG_ID} run would get {what}; nothing was started.")
     else:
-        _print(f"{verb} of {len(items)} item(s) queued as {WRITEBACK_DAG_ID} run {run_id}")
+        _print(f"{verb} of {what} queued as {WRITEBACK_DAG_ID} run {run_id}")
     columns = (("kind", "Kind"), ("id", "Id"), ("dead_letter", "Dead letter"), ("integration_id", "Integration"),
                ("job", "Job"), ("source_key", "Key"))  # fmt: skip
     _print(table(columns, items, whole=WHOLE))
