@@ -331,12 +331,20 @@ def _run(run_id: str) -> dict[str, Any]:
         found = session.query(DagRun).filter(DagRun.dag_id == WRITEBACK, DagRun.run_id == run_id).one()
         return {
             "conf": found.conf,
-            "state": str(found.state),
-            "run_type": str(found.run_type),
-            "triggered_by": str(found.triggered_by),
+            "state": getattr(found.state, "value", found.state),
+            "run_type": getattr(found.run_type, "value", found.run_type),
+            "triggered_by": getattr(found.triggered_by, "value", found.triggered_by),
             "triggering_user_name": found.triggering_user_name,
             "note": found.note,
         }
+
+
+def _runs() -> list[str]:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return [str(value) for (value,) in session.query(DagRun.run_id).filter(DagRun.dag_id == WRITEBACK)]
 
 
 def _delete_runs(run_ids: list[str]) -> None:
@@ -374,6 +382,7 @@ def test_replay_and_discard_create_writeback_runs(
         first = jailed.stdout.splitlines()[0]
         assert first.startswith(f"Replay of 1 order(s) queued as {WRITEBACK} run ")
         created.append(first.rsplit(" ", 1)[1])
+        assert created[-1] in _runs(), (jailed.stdout, _runs())
         assert _run(created[-1])["conf"] == {"order_ids": [state.failed_order]}  # its order is read again
         assert f"airflow tasks states-for-dag-run {WRITEBACK} {created[-1]}" in jailed.stdout
 
