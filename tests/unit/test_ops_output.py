@@ -34,3 +34,10 @@ def test_cells_are_one_line_and_times_utc_iso() -> None:
     assert iso(local) == "2026-01-05T09:00:00Z"
     assert json.loads(to_json({"at": local, "n": [1]})) == {"at": "2026-01-05T09:00:00Z", "n": [1]}
     assert clip("abcdef", 4) == f"abc{ELLIPSIS}" and clip("abc", 4) == "abc"
+
+
+def test_the_command_line_triggers_the_consoles_writeback_dag() -> None:
+    from kombo_sync.console.security import WRITEBACK_DAG_ID
+    from kombo_sync.ops import console
+
+    assert console.WRITEBACK_DAG_ID == WRITEBACK_DAG_ID

@@ -83,7 +83,7 @@ def console_command(args: argparse.Namespace) -> int:
     import sqlalchemy.exc
 
     from kombo_sync.console.queries import ConsoleQueries
-    from kombo_sync.ops.console import CommandError, run
+    from kombo_sync.ops.console import EXIT_ERROR, CommandError, run
     from kombo_sync.runtime import state_store
     from kombo_sync.settings import load_settings
 
@@ -99,7 +99,7 @@ def console_command(args: argparse.Namespace) -> int:
         # The statement and the URL stay out of it (they may hold ids or a password).
         print(f"error: the state store cannot be read ({type(exc).__name__}); check the kombo_state connection",
               file=sys.stderr)  # fmt: skip
-    return 2
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ Every read is a `ConsoleQueries` method (the console's one home of its queries, 
 repair is `console.actions.trigger_writeback`, the console's own path to a `kombo_result_writeback` run (the
 core API's trigger function: param validation, run id, note), with the OS user as the one who asked.
 Candidate e-mails and names are read only with `--show-candidate` and then only printed to stdout.
+
+Over 400 lines on purpose: the five commands share their parser options, output and id checks, and a reader
+sees in one file everything the terminal offers beside the console (docs/console.md "From the command line").
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
-from kombo_sync.console.queries import COLUMNS, ORDER_STATE_COLUMNS, ConsoleQueries
-from kombo_sync.ops.output import WIDTH, clip, table, text, to_csv, to_json
+from kombo_sync.console.queries import CANDIDATE_COLUMNS, COLUMNS, ORDER_STATE_COLUMNS, ConsoleQueries
+from kombo_sync.ops.output import WIDTH, clip, iso, table, text, to_csv, to_json
 
 # Exit codes: 0 done (status: every integration healthy), 1 status --check found one needing attention or an
 # order lookup found nothing, 2 bad input or a database that cannot be reached (one line on stderr).
 EXIT_ATTENTION = 1
 EXIT_ERROR = 2
 FORMATS = ("table", "csv", "json")
+# As console.security.WRITEBACK_DAG_ID (not imported: that module loads FastAPI, which only repairs need).
 WRITEBACK_DAG_ID = "kombo_result_writeback"
 
 # The overview in a terminal: the counts of each state in one cell, problems and errors under the table.
@@ -166,7 +170,8 @@ def _terminal_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "served": served,
         "today": _counts(row, "today"),
         "week": _counts(row, "week"),
-        "last_poll_at": text(row.get("last_poll_at"))[:16] + ("Z" if row.get("last_poll_at") else ""),
+        # To the minute: the column fits beside the counts.
+        "last_poll_at": iso(row["last_poll_at"])[:16] + "Z" if row.get("last_poll_at") else None,
     }
 
 
@@ -255,7 +260,7 @@ def order(args: argparse.Namespace, queries: ConsoleQueries, width: int) -> int:
         raise CommandError("give a Kombo order id, invitation id or ATS application id")
     history = queries.order_history(args.term, with_candidates=args.show_candidate)
     order_columns = [
-        column for column in COLUMNS["orders"] if args.show_candidate or column[0] not in CANDIDATE_KEYS
+        column for column in COLUMNS["orders"] if args.show_candidate or column[0] not in CANDIDATE_COLUMNS
     ]
     found = bool(history.orders or history.webhooks or history.versions)
     if args.format == "json":
@@ -299,9 +304,6 @@ def order(args: argparse.Namespace, queries: ConsoleQueries, width: int) -> int:
             _print(f"nothing matches {history.term!r} (order id, invitation id or ATS application id)")
         return EXIT_ATTENTION
     return 0
-
-
-CANDIDATE_KEYS = frozenset({"candidate_email", "candidate_name"})
 
 
 # Replay and discard ----------------------------------------------------------------------------------------
