@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -323,11 +324,26 @@ def _serialize_writeback_dag() -> None:
     sync_bag_to_db(bag, bundle.name, bundle.version)
 
 
+@contextmanager
+def _metadata_session() -> Iterator[Any]:
+    """A session on Airflow's metadata DB over a new connection: the runs the subprocesses just committed are
+    seen (a pooled SQLite connection of this process may still read an older snapshot)."""
+    import sqlalchemy as sa
+    from airflow.configuration import conf
+    from sqlalchemy.orm import Session
+
+    engine = sa.create_engine(conf.get("database", "sql_alchemy_conn"), poolclass=sa.pool.NullPool)
+    try:
+        with Session(engine) as session, session.begin():
+            yield session
+    finally:
+        engine.dispose()
+
+
 def _run(run_id: str) -> dict[str, Any]:
     from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
 
-    with create_session() as session:
+    with _metadata_session() as session:
         found = session.query(DagRun).filter(DagRun.dag_id == WRITEBACK, DagRun.run_id == run_id).one()
         return {
             "conf": found.conf,
@@ -341,17 +357,15 @@ def _run(run_id: str) -> dict[str, Any]:
 
 def _runs() -> list[str]:
     from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
 
-    with create_session() as session:
+    with _metadata_session() as session:
         return [str(value) for (value,) in session.query(DagRun.run_id).filter(DagRun.dag_id == WRITEBACK)]
 
 
 def _delete_runs(run_ids: list[str]) -> None:
     from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
 
-    with create_session() as session:
+    with _metadata_session() as session:
         for found in session.query(DagRun).filter(DagRun.dag_id == WRITEBACK, DagRun.run_id.in_(run_ids)):
             session.delete(found)
 
@@ -382,7 +396,7 @@ def test_replay_and_discard_create_writeback_runs(
         first = jailed.stdout.splitlines()[0]
         assert first.startswith(f"Replay of 1 order(s) queued as {WRITEBACK} run ")
         created.append(first.rsplit(" ", 1)[1])
-        assert created[-1] in _runs(), (jailed.stdout, _runs())
+        assert created[-1] in _runs()
         assert _run(created[-1])["conf"] == {"order_ids": [state.failed_order]}  # its order is read again
         assert f"airflow tasks states-for-dag-run {WRITEBACK} {created[-1]}" in jailed.stdout
 
