@@ -2,7 +2,8 @@
 
 Nothing here writes the state store. A replay or a discard goes through exactly the code path of a manual run
 with those params (docs/writeback.md), created by the core REST API's own trigger function, so the run shows in
-Airflow's run history with the user who asked for it and a note.
+Airflow's run history with the user who asked for it and a note. The console (a logged-in Airflow user) and the
+command line (`python -m kombo_sync.ops replay|discard`, the OS user) both call `trigger_writeback`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from kombo_sync.console.security import WRITEBACK_DAG_ID
@@ -29,6 +31,40 @@ def _ids(values: Iterable[str]) -> list[str]:
     if len(found) > MAX_IDS_PER_RUN:
         raise ActionError(f"at most {MAX_IDS_PER_RUN} items per run; choose fewer or use replay_dead_letters")
     return found
+
+
+@dataclass(frozen=True)
+class CommandLineUser:
+    """Who asked for a run from a terminal: the OS login, as the `user` of `trigger_writeback`."""
+
+    login: str
+
+    def get_name(self) -> str:
+        return self.login
+
+    def get_id(self) -> str:
+        return f"cli:{self.login}"
+
+
+def replay_order_ids(
+    queries: Any,
+    order_ids: Iterable[str] = (),
+    quarantine_ids: Iterable[str] = (),
+    all_for_integration: str | None = None,
+) -> list[str]:
+    """The orders a replay names: the chosen ones, every dead letter of `all_for_integration`, and the orders of
+    the chosen open quarantined write-back rows (replaying one re-reads its order's row from the warehouse)."""
+    wanted = list(order_ids)
+    if all_for_integration:
+        wanted += [letter["order_id"] for letter in queries.dead_letters(integration_id=all_for_integration)]
+    rows = {int(value) for value in quarantine_ids if str(value).strip().isdigit()}
+    if rows:
+        wanted += [
+            str(row["source_key"])
+            for row in queries.quarantine(ids=rows)
+            if row["job"] == "writeback" and row["integration_id"]
+        ]
+    return wanted
 
 
 def replay_conf(order_ids: Iterable[str]) -> dict[str, Any]:
@@ -58,15 +94,25 @@ def discard_conf(order_ids: Iterable[str], quarantine_ids: Iterable[str], reason
     }
 
 
-def trigger_writeback(conf: dict[str, Any], *, user: Any, request: Any, note: str) -> str:
+def trigger_writeback(conf: dict[str, Any], *, user: Any, note: str, request: Any = None) -> str:
     """Create a queued manual run of the write-back DAG with `conf` through the core API's trigger function
-    (param validation, run id, `triggering_user_name`); returns its run id."""
+    (param validation, run id, `triggering_user_name`); returns its run id.
+
+    `request` is the console's HTTP request; None means the command line: the run is then marked as triggered
+    from the CLI, as `airflow dags trigger` marks its runs. Errors are the route's own `HTTPException`s (404: the
+    DAG is not in the metadata DB, 400: a param failed validation) and SQLAlchemy's when the DB is down."""
     from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
     from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
     from airflow.models.dagbag import DBDagBag
     from airflow.models.log import Log
     from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunTriggeredByType
+    from starlette.requests import Request
 
+    from_cli = request is None
+    if from_cli:
+        # The route reads only the Referer header of its request (UI or REST API); a terminal sends none.
+        request = Request({"type": "http", "method": "POST", "path": "/", "headers": []})
     body = TriggerDAGRunPostBody(logical_date=None, conf=conf, note=note)
     with create_session() as session:
         run = trigger_dag_run(
@@ -74,18 +120,27 @@ def trigger_writeback(conf: dict[str, Any], *, user: Any, request: Any, note: st
         )
         # Annotated as the response model, it returns the ORM DagRun.
         run_id = str(getattr(run, "run_id"))  # noqa: B009
+        if from_cli:
+            run.triggered_by = DagRunTriggeredByType.CLI  # type: ignore[attr-defined]
         # Airflow's audit log, as the REST route's action_logging writes it (Browse > Audit Log).
         session.add(
             Log(
                 event="trigger_dag_run",
                 owner=user.get_name(),
-                extra=json.dumps({"source": "kombo_console", "method": "POST", "note": note}),
+                extra=json.dumps(
+                    {
+                        "source": "kombo_ops_cli" if from_cli else "kombo_console",
+                        "method": "cli" if from_cli else "POST",
+                        "note": note,
+                    }
+                ),
                 dag_id=WRITEBACK_DAG_ID,
                 run_id=run_id,
             )
         )
     log.info(
-        "console: %s triggered %s run %s (%s)",
+        "%s: %s triggered %s run %s (%s)",
+        "ops" if from_cli else "console",
         user.get_name(),
         WRITEBACK_DAG_ID,
         run_id,

@@ -327,22 +327,11 @@ def create_console_app(queries_factory: Callable[[], Any] | None = None) -> Fast
 
     @app.post("/actions/replay")
     async def replay(request: Request, user: Any = Depends(run_access)) -> RedirectResponse:
-        from kombo_sync.console.actions import ActionError, replay_conf, trigger_writeback
+        from kombo_sync.console.actions import ActionError, replay_conf, replay_order_ids, trigger_writeback
 
-        order_ids, quarantine_ids, form = await _form_lists(request)
-        integration_id = str(form.get("all_for_integration") or "")
-        if integration_id:
-            letters = await read(lambda: queries().dead_letters(integration_id=integration_id))
-            order_ids += [letter["order_id"] for letter in letters]
-        if quarantine_ids:
-            # A quarantined write-back row is keyed by its order: replaying it re-reads that order's row.
-            jailed = await read(lambda: queries().quarantine())
-            wanted = set(quarantine_ids)
-            order_ids += [
-                str(row["source_key"])
-                for row in jailed
-                if str(row["id"]) in wanted and row["job"] == "writeback" and row["integration_id"]
-            ]
+        chosen, quarantine_ids, form = await _form_lists(request)
+        integration_id = str(form.get("all_for_integration") or "") or None
+        order_ids = await read(lambda: replay_order_ids(queries(), chosen, quarantine_ids, integration_id))
         try:
             conf = replay_conf(order_ids)
             run_id = await run_in_threadpool(

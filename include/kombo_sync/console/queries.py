@@ -14,7 +14,7 @@ candidate data are checked in one file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -552,9 +552,17 @@ class ConsoleQueries:
         with self.store.transaction(readonly=True) as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
-    def quarantine(self, *, with_candidates: bool = False, limit: int = MAX_ROWS) -> list[dict[str, Any]]:
-        """Unresolved quarantined rows, newest first, with the integration of their order when known; the
-        quarantined row itself (which may hold candidate data) is never read."""
+    def quarantine(
+        self,
+        *,
+        with_candidates: bool = False,
+        integration_id: str | None = None,
+        ids: Iterable[int] | None = None,
+        limit: int = MAX_ROWS,
+    ) -> list[dict[str, Any]]:
+        """Unresolved quarantined rows, newest first, with the integration of their order when known (only
+        those of `integration_id`, only the rows `ids` when given); the quarantined row itself (which may hold
+        candidate data) is never read."""
         query = (
             sa.select(
                 quarantine.c.id,
@@ -570,11 +578,38 @@ class ConsoleQueries:
             .order_by(quarantine.c.id.desc())
             .limit(limit)
         )
+        if integration_id:
+            query = query.where(orders.c.integration_id == integration_id)
+        if ids is not None:
+            query = query.where(quarantine.c.id.in_(list(ids)))
         with self.store.transaction(readonly=True) as conn:
             found = [dict(row) for row in conn.execute(query).mappings()]
         if not with_candidates:
             for row in found:
                 row["reason"] = mask_emails(row["reason"])
+        return found
+
+    def known_orders(self, order_ids: Iterable[str]) -> dict[str, bool]:
+        """Which of `order_ids` the state store knows (an order, or a result queued for it), each with whether
+        it has a dead letter: a repair naming any other id would do nothing (primary key and outbox lookups)."""
+        wanted = list(dict.fromkeys(order_ids))
+        found: dict[str, bool] = {}
+        with self.store.transaction(readonly=True) as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                found.update(
+                    (order_id, False)
+                    for order_id in conn.execute(
+                        sa.select(orders.c.id).where(orders.c.id.in_(chunk))
+                    ).scalars()
+                )
+                outbox = conn.execute(
+                    sa.select(result_outbox.c.order_id, result_outbox.c.state).where(
+                        result_outbox.c.order_id.in_(chunk)
+                    )
+                ).all()
+                for order_id, state in outbox:
+                    found[order_id] = found.get(order_id, False) or state in DEAD_LETTER_STATES
         return found
 
     # Webhook log ------------------------------------------------------------------------------------------
