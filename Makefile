@@ -7,13 +7,14 @@ UV := $(shell command -v uv 2>/dev/null)
 export KOMBO_SYNC_HOME ?= $(CURDIR)/.local
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test lint typecheck unit audit up soak lock bench clean
+.PHONY: help venv demo test lint typecheck unit audit up soak chaos lock bench clean
 
 help:
 	@echo "make demo   - set up, start the local Kombo sandbox and platform stand-in, run the DAGs, print a summary"
 	@echo "make test   - set up and run linters, the type checker and the whole test suite"
 	@echo "make up     - a local trial: Airflow's UI and components against the sandbox, until Ctrl-C"
 	@echo "make soak   - the scheduled soak, long form (SOAK_MINUTES=20 of traffic and faults, then drain and check)"
+	@echo "make chaos  - the chaos run, long form (CHAOS_MINUTES=20 on the compose deployment, >= 50 faults)"
 	@echo "make bench  - run the benchmarks under bench/"
 	@echo "make audit  - pip-audit over the pinned constraints.txt (needs a route to a vulnerability database)"
 	@echo "make lock   - re-pin constraints.txt from the current environment"
@@ -67,6 +68,13 @@ up: venv
 SOAK_MINUTES ?= 20
 soak: venv
 	$(BIN)/python -m tests.support.soak --minutes $(SOAK_MINUTES)
+
+# The long form of the chaos run that `make test` runs for 2.5 minutes (tests/soak/test_chaos_run.py); its figures
+# in .local/chaos/report.txt. CHAOS_SEED draws the faults' order and moments (docs/reliability.md, "Chaos run").
+CHAOS_MINUTES ?= 20
+CHAOS_SEED ?= 11
+chaos: venv
+	$(BIN)/python bench/chaos.py --minutes $(CHAOS_MINUTES) --seed $(CHAOS_SEED) --report .local/chaos/report.txt
 
 bench: venv
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -32,6 +32,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -983,9 +984,15 @@ def _payload(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str)) if value is not None else None
 
 
-def run_soak(config: SoakConfig) -> dict[str, Any]:
-    """Set up, drive, drain, check; always stops what it started. Returns the summary (also written to files)."""
-    soak = Soak(config)
+def run_soak(
+    config: SoakConfig,
+    runner: Callable[[SoakConfig], Soak] = Soak,
+    figures: Callable[[Soak, list[str]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Set up, drive, drain, check; always stops what it started. Returns the summary (also written to files).
+    `runner` builds the run (the chaos run's subclass, tests/support/chaos.py); `figures` adds its own figures
+    to the summary under `chaos`, before anything is stopped."""
+    soak = runner(config)
     summary: dict[str, Any] = {}
     try:
         soak.setup()
@@ -995,6 +1002,8 @@ def run_soak(config: SoakConfig) -> dict[str, Any]:
         broken = soak.drain()
         broken += soak.check()
         summary = soak.summary(broken)
+        if figures is not None:
+            summary["chaos"] = figures(soak, broken)
     except Exception as exc:
         summary = {"error": f"{type(exc).__name__}: {exc}", "events": soak.expected.events,
                    "anomalies": soak.anomalies, "broken_invariants": [f"the soak did not finish: {exc}"]}  # fmt: skip
