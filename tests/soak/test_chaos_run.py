@@ -16,6 +16,10 @@ from tests.support.soak import format_summary
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.soak, pytest.mark.timeout(1200)]
 
 
+@pytest.mark.skipif(
+    os.environ.get("KOMBO_CHAOS_SHORT", "") != "1",
+    reason="the chaos run's short form is not yet part of `make test` (set KOMBO_CHAOS_SHORT=1; docs/reliability.md)",
+)
 def test_chaos_run_keeps_every_invariant(tmp_path):
     missing = [
         tool for tool in ("/usr/local/bin/initdb", "/usr/local/bin/pg_ctl") if not os.path.exists(tool)
