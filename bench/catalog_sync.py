@@ -22,14 +22,11 @@ import logging
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "include")]
@@ -42,7 +39,6 @@ from kombo_sync.catalog import (  # noqa: E402
 )
 from kombo_sync.catalog.source import read_catalog_sql  # noqa: E402
 from kombo_sync.catalog.warehouse import create_catalog_tables, write_catalog_tables  # noqa: E402
-from kombo_sync.connections import normalize_url  # noqa: E402
 from kombo_sync.kombo.client import KomboClient  # noqa: E402
 from kombo_sync.settings import CatalogSettings  # noqa: E402
 from kombo_sync.state.integrations import IntegrationRepository  # noqa: E402
@@ -50,6 +46,7 @@ from kombo_sync.state.store import StateStore  # noqa: E402
 from sandbox.knobs import KomboKnobs  # noqa: E402
 from sandbox.kombo_app import KomboSandboxSettings  # noqa: E402
 from sandbox.testing import SandboxAdmin, run_kombo_sandbox  # noqa: E402
+from tests.support.scratch_db import scratch_store  # noqa: E402
 
 PACKAGE_TYPES = ("SKILLS_TEST", "BEHAVIORAL", "VIDEO_INTERVIEW", "BACKGROUND_CHECK", "REFERENCE_CHECK")
 CATALOG_SQL = ROOT / "include" / "sql" / "catalog.sql"
@@ -106,28 +103,6 @@ def build_catalog(engine: sa.Engine, customers: list[str], per_customer: int, ca
     }
     create_catalog_tables(engine)
     write_catalog_tables(engine, packages, entitlements)
-
-
-def make_store(workdir: Path, postgres_admin_url: str | None) -> tuple[StateStore, Callable[[], None]]:
-    """An empty, migrated state store and a function that removes it."""
-    if not postgres_admin_url:
-        store = StateStore(f"sqlite:///{workdir / 'state.db'}")
-        store.migrate()
-        return store, store.dispose
-    name = f"bench_catalog_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(normalize_url(postgres_admin_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    store = StateStore(make_url(normalize_url(postgres_admin_url)).set(database=name).render_as_string(False))
-    store.migrate()
-
-    def drop() -> None:
-        store.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-    return store, drop
 
 
 def register(store: StateStore, integrations: list[tuple[str, str]]) -> None:
@@ -210,7 +185,7 @@ def main() -> int:
         ]
         warehouse = sa.create_engine(f"sqlite:///{workdir / 'warehouse.db'}")
         build_catalog(warehouse, customers, args.packages, args.catalog_size)
-        store, remove_store = make_store(workdir, args.postgres)
+        store, remove_store = scratch_store(workdir, args.postgres, "bench_catalog")
         try:
             print(
                 f"{n} integrations x {args.packages} packages ({args.catalog_size} distinct in the catalog), "

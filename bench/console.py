@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ import sqlalchemy as sa  # noqa: E402
 from kombo_sync.console.queries import ConsoleQueries  # noqa: E402
 from kombo_sync.state.orders import OrderRepository  # noqa: E402
 from kombo_sync.state.store import StateStore  # noqa: E402
+from tests.support.scratch_db import scratch_database  # noqa: E402
 from tests.support.webhooks import order_event  # noqa: E402
 
 TARGET_MS = 300.0
@@ -463,18 +463,11 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix="kombo-console-bench-") as folder:
                 ok = run("sqlite", f"sqlite:///{folder}/state.db", volume, repeat, batch) and ok
         elif database == "postgresql":
-            admin = sa.create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
-            name = f"kombo_console_bench_{uuid.uuid4().hex[:8]}"
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            print(f"\n(PostgreSQL database {name} created for this run, dropped at its end)")
-            try:
-                url = sa.make_url(args.pg_admin_url).set(database=name).render_as_string(hide_password=False)
+            with scratch_database(args.pg_admin_url, "kombo_console_bench") as url:
+                print(
+                    f"\n(PostgreSQL database {sa.make_url(url).database} created for this run, dropped at its end)"
+                )
                 ok = run("postgresql", url, volume, repeat, batch) and ok
-            finally:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                admin.dispose()
         else:
             parser.error(f"unknown database {database!r}")
     print(f"\nevery page p95 <= {TARGET_MS:.0f} ms: {'yes' if ok else 'NO'}; {load()}")

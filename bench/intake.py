@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -31,7 +30,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +46,7 @@ from kombo_sync.settings import PipelineSettings  # noqa: E402
 from kombo_sync.state.integrations import IntegrationRepository  # noqa: E402
 from kombo_sync.state.store import StateStore  # noqa: E402
 from sandbox.testing import PlatformAdmin, SandboxAdmin  # noqa: E402
+from tests.support.scratch_db import scratch_store  # noqa: E402
 
 POLL_INTERVAL_S = 300.0
 TARGET_S = 30.0
@@ -187,29 +186,13 @@ def load() -> str:
 def make_store(
     tmp: Path, database: str, state_url: str | None, admin_url: str
 ) -> tuple[StateStore, Callable[[], None]]:
-    """An empty, migrated state store (a new SQLite file or PostgreSQL database) and a function that removes it."""
+    """An empty, migrated state store (`--state-url`, or a new SQLite file or PostgreSQL database) and a function
+    that removes it."""
     if state_url:
         store = StateStore(state_url)
         store.migrate()
         return store, store.dispose
-    if database == "sqlite":
-        store = StateStore(f"sqlite:///{tmp / f'state-{uuid.uuid4().hex[:8]}.db'}")
-        store.migrate()
-        return store, store.dispose
-    name = f"bench_intake_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    store = StateStore(make_url(normalize_url(admin_url)).set(database=name).render_as_string(False))
-    store.migrate()
-
-    def drop() -> None:
-        store.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-    return store, drop
+    return scratch_store(tmp, admin_url if database != "sqlite" else None, "bench_intake")
 
 
 STEP_LABELS = {
