@@ -29,27 +29,13 @@ from kombo_sync.kombo.errors import (
 )
 from kombo_sync.kombo.limits import InFlightLimiter, RateBudget
 from kombo_sync.kombo.models import Order, Package, ResultPayload
+from tests.support.fake_time import FakeTime
 
 API_KEY = "sk_live_do_not_log_me"
 BASE_URL = "https://api.kombo.test/v1"
 INTEGRATION = "workday:HWUTwvyx2wLoSUHphiWVrp28"
 LOG_URL = "https://app.kombo.dev/my-prod/logs?interactionId=123456"
 CANDIDATE_EMAIL = "private.person@example.com"
-
-
-class FakeTime:
-    """A clock that only moves when something sleeps; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Script:

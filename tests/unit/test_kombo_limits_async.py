@@ -7,24 +7,7 @@ import threading
 import pytest
 
 from kombo_sync.kombo.limits import InFlightLimiter, RateBudget
-
-
-class FakeTime:
-    """A clock that only moves when something sleeps; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
+from tests.support.fake_time import FakeTime
 
 
 def test_acquire_async_spaces_requests_like_acquire_and_shares_the_budget():
