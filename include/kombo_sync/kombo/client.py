@@ -208,18 +208,23 @@ class KomboClient:
                     method, path, params=params, json=json_body, headers=headers, timeout=self.timeout
                 )
             except httpx.TimeoutException as exc:
-                raise KomboTimeoutError(
-                    f"timed out after {self.timeout:g} s ({type(exc).__name__})", method=method, path=path
-                ) from exc
+                raise self._unanswered(exc, method, path, timed_out=True) from exc
             except httpx.RequestError as exc:  # connection, protocol and decoding failures
-                raise KomboTransportError(
-                    f"transport error ({type(exc).__name__})", method=method, path=path
-                ) from exc
+                raise self._unanswered(exc, method, path, timed_out=False) from exc
         try:
             body = response.json()
         except ValueError:
             body = None
         return self._answer(method, path, integration_id, response.status_code, body, response.headers)
+
+    def _unanswered(self, exc: BaseException, method: str, path: str, *, timed_out: bool) -> KomboError:
+        """A request that got no answer, whichever transport carried it: it timed out, or the connection,
+        protocol or decoding failed. Only the exception's type is kept (its text may hold a URL)."""
+        if timed_out:
+            return KomboTimeoutError(
+                f"timed out after {self.timeout:g} s ({type(exc).__name__})", method=method, path=path
+            )
+        return KomboTransportError(f"transport error ({type(exc).__name__})", method=method, path=path)
 
     def _answer(
         self,
@@ -341,13 +346,9 @@ class KomboClient:
                     raw = await response.read()
                     status, response_headers = response.status, response.headers
             except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors (some also ClientErrors)
-                raise KomboTimeoutError(
-                    f"timed out after {self.timeout:g} s ({type(exc).__name__})", method=method, path=path
-                ) from exc
+                raise self._unanswered(exc, method, path, timed_out=True) from exc
             except aiohttp.ClientError as exc:  # connection, protocol and payload failures
-                raise KomboTransportError(
-                    f"transport error ({type(exc).__name__})", method=method, path=path
-                ) from exc
+                raise self._unanswered(exc, method, path, timed_out=False) from exc
         try:
             body = json.loads(raw)
         except ValueError:
