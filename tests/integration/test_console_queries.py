@@ -154,3 +154,33 @@ def test_run_history_and_erasures_hold_no_candidate_data(state_store: StateStore
     assert (erasure["kind"], erasure["requested_by"], erasure["order_count"]) == ("request", "admin", 1)
     assert erasure["reason"] == "candidate asked (ticket 7)" and "orders_erased=1" in erasure["counts"]
     assert seeded.erased_order not in repr(erasure) and "grace.hopper" not in repr(erasure)
+
+
+def test_overview_marks_integrations_whose_newest_poll_failed(state_store: StateStore) -> None:
+    from kombo_sync.console.queries import POLL_JOB
+    from kombo_sync.intake.tasks import POLL_JOB as INTAKE_POLL_JOB
+    from kombo_sync.state.audit import RunAudit
+
+    assert POLL_JOB == INTAKE_POLL_JOB
+    seed_console_state(state_store, state_store.now())
+    audit = RunAudit(state_store)
+    failing = audit.start(POLL_JOB, "scheduled__1")
+    audit.finish(
+        failing,
+        "failed",
+        {
+            "integrations_polled": 3,
+            "integrations_failed": {HEALTHY: "REMOTE.AUTHENTICATION_FAILED: token revoked"},
+        },
+    )
+    by_id = {row["integration_id"]: row for row in ConsoleQueries(state_store).overview()}
+    assert by_id[HEALTHY]["health"] == "unhealthy"
+    assert "last poll failed" in by_id[HEALTHY]["problems"]
+    assert by_id[HEALTHY]["last_error"] == "poll: REMOTE.AUTHENTICATION_FAILED: token revoked"
+    assert "last poll failed" not in by_id[UNHEALTHY]["problems"]
+
+    # A later poll that read the integration clears the mark.
+    healed = audit.start(POLL_JOB, "scheduled__2")
+    audit.finish(healed, "success", {"integrations_polled": 3, "integrations_failed": {}})
+    by_id = {row["integration_id"]: row for row in ConsoleQueries(state_store).overview()}
+    assert by_id[HEALTHY]["health"] == "ok" and by_id[HEALTHY]["problems"] == ""

@@ -41,6 +41,9 @@ from kombo_sync.state.store import StateStore
 ORDER_STATE_COLUMNS = ("received", "invited", "duplicate", "rejected", "failed")
 # A served integration whose last finished poll is older than this is flagged.
 STALE_POLL = timedelta(hours=1)
+# The intake's poll records its run (with `integrations_failed`: id -> Kombo's code and message) under this job
+# name (kombo_sync.intake.tasks.POLL_JOB; not imported, to keep the web server's imports light).
+POLL_JOB = "intake.poll"
 MAX_ROWS = 1000
 
 
@@ -413,6 +416,12 @@ class ConsoleQueries:
             dead = conn.execute(sa.select(newest_dead).where(newest_dead.c.rank == 1)).all()
             failed = conn.execute(sa.select(newest_failed).where(newest_failed.c.rank == 1)).all()
             jailed = conn.execute(open_quarantine).all()
+            last_poll = conn.execute(
+                sa.select(runs.c.finished_at, runs.c.summary)
+                .where(runs.c.job == POLL_JOB, runs.c.finished_at.is_not(None))
+                .order_by(runs.c.started_at.desc())
+                .limit(1)
+            ).first()
 
         rows: dict[str, dict[str, Any]] = {}
         by_customer: dict[str, list[str]] = {}
@@ -436,6 +445,7 @@ class ConsoleQueries:
                 "last_error": None,
                 "last_error_at": None,
                 "last_error_log_url": None,
+                "poll_failed": False,
             }
             if item.customer_key:
                 by_customer.setdefault(item.customer_key, []).append(item.id)
@@ -484,6 +494,20 @@ class ConsoleQueries:
                     last_error_at=item.updated_at,
                     last_error_log_url=item.log_url,
                 )
+        # The newest finished poll's failures: an integration stays marked until a later poll reads it.
+        poll_failures: Mapping[str, Any] = {}
+        if last_poll is not None and isinstance(last_poll.summary, Mapping):
+            failures = last_poll.summary.get("integrations_failed")
+            poll_failures = failures if isinstance(failures, Mapping) else {}
+        for integration_id, text in poll_failures.items():
+            row = row_for(str(integration_id))
+            if row is None or last_poll is None:
+                continue
+            row["poll_failed"] = True
+            if row.get("last_error_at") is None or last_poll.finished_at >= row["last_error_at"]:
+                row.update(
+                    last_error=f"poll: {text}", last_error_at=last_poll.finished_at, last_error_log_url=None
+                )
         for job, source_key, integration_id, count in jailed:
             targets = [integration_id] if integration_id else []
             if not targets and job == "catalog" and source_key:
@@ -516,6 +540,8 @@ class ConsoleQueries:
             problems.append("not served" if row["status"] == "ACTIVE" else f"status {row['status']}")
         if served and (row["last_poll_at"] is None or now - row["last_poll_at"] > STALE_POLL):
             problems.append("no recent poll")
+        if row.get("poll_failed"):
+            problems.append("last poll failed")
         if row["dead_letters"]:
             problems.append(f"{row['dead_letters']} dead letter(s)")
         if row["week_failed"]:
