@@ -869,4 +869,4 @@ def test_a_dead_letter_replayed_in_the_browser_is_sent_by_the_scheduler(
     assert chromium.open(f"{live.url}{CONSOLE}/orders?q={order_id}", ready=READY) == 200
     versions = table(chromium, "versions")
     assert [(version["State"], version["Attempts"] != "") for version in versions] == [("sent", True)]
-    assert versions[0]["Sent"]  # (Kombo code and message keep the last refusal, INTEGRATION.INACTIVE)
+    assert versions[0]["Sent"]  # its last refusal (INTEGRATION.INACTIVE) stays, labelled as such
