@@ -10,8 +10,6 @@ import getpass
 import io
 import json
 import os
-import shutil
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -362,6 +360,16 @@ def _runs() -> list[str]:
         return [str(value) for (value,) in session.query(DagRun.run_id).filter(DagRun.dag_id == WRITEBACK)]
 
 
+def _mark_stale(stale: bool) -> None:
+    import sqlalchemy as sa
+
+    with _metadata_session() as session:
+        session.execute(
+            sa.text("UPDATE dag SET is_stale = :stale WHERE dag_id = :dag_id"),
+            {"stale": stale, "dag_id": WRITEBACK},
+        )
+
+
 def _delete_runs(run_ids: list[str]) -> None:
     from airflow.models.dagrun import DagRun
 
@@ -415,15 +423,13 @@ def test_replay_and_discard_create_writeback_runs(
             assert "candidate withdrew" not in result.stderr and CANDIDATE_EMAIL not in result.stderr
 
         # The DAG unknown to Airflow (its file gone: stale) and Airflow's DB unreachable: one line, exit 2.
-        from airflow.configuration import conf
-
-        database = Path(conf.get("database", "sql_alchemy_conn").removeprefix("sqlite:///"))
-        stale = tmp_path / "stale.db"
-        shutil.copy(database, stale)
-        with sqlite3.connect(stale) as db:
-            db.execute("UPDATE dag SET is_stale = 1 WHERE dag_id = ?", (WRITEBACK,))
-        gone = run_ops(store, "replay", state.dead_orders[0],
-                       AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{stale}")  # fmt: skip
+        # (Marked stale in the session's own metadata DB for the call, then restored: a copy of the live SQLite
+        # file taken while this process holds it open left the original malformed for later tests.)
+        _mark_stale(True)
+        try:
+            gone = run_ops(store, "replay", state.dead_orders[0])
+        finally:
+            _mark_stale(False)
         refused(gone, f"the DAG {WRITEBACK} is not in Airflow's metadata database")
         down = run_ops(store, "replay", state.dead_orders[0],
                        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg://postgres@127.0.0.1:9/airflow")  # fmt: skip
