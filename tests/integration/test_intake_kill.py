@@ -295,3 +295,34 @@ def test_an_order_whose_candidate_finished_before_the_retry_is_invited_not_cance
     assert record is not None and record.invitation_id and record.kombo_status == kombo_status
     assert platform_creations(platform_standin) == dict.fromkeys(ids, 1)
     assert kombo_sandbox.admin.get_order(finished)["status"] == kombo_status
+
+
+def test_an_order_cancelled_in_the_ats_before_the_retry_has_its_invitation_revoked(
+    state_store, state_clock, kombo_sandbox, platform_standin
+):
+    """Killed after the platform accepted the invitation, before the commit; the recruiter cancels the order in
+    the ATS before the retry. The retry closes it as cancelled and revokes the invitation the killed try sent
+    (the reconcile only looks at invited orders, so nothing else would)."""
+    settings = make_settings(lease_seconds=LEASE_SECONDS)
+    (integration,) = register(state_store, kombo_sandbox, channel="platform")
+    ids = kombo_sandbox.admin.bulk_create_orders(integration, ORDERS)
+    client = intake_kombo_client(kombo_sandbox)
+    poll_orders(state_store, client, settings, window())
+    config = child_config(
+        state_store, state_clock.current, kombo_sandbox, STEP_SENT, platform_url=platform_standin.url,
+        platform_key=platform_standin.api_key,
+    )  # fmt: skip
+    assert run_child(config) == signal.SIGKILL
+    (sent,) = platform_creations(platform_standin)
+    kombo_sandbox.admin.cancel_order(sent)
+
+    state_clock.advance(LEASE_SECONDS + 1)
+    invite = inviters(settings, platform=platform_inviter(platform_standin))
+    again = dispatch_invitations(state_store, client, invite, settings, owner="next-run")
+
+    assert again["invited"] == ORDERS - 1, again
+    states = order_states(state_store)
+    assert states.pop(sent) == "cancelled" and states == dict.fromkeys(set(ids) - {sent}, "invited")
+    platform = platform_standin.admin.invitations()
+    assert platform["revocations_by_order"] == {sent: 1}
+    assert {i["order_id"]: i["status"] for i in platform["invitations"]}[sent] == "revoked"

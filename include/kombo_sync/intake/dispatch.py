@@ -278,6 +278,19 @@ class Dispatcher:
         else:
             self._close(claim, lambda: self.repo.mark_cancelled(claim.order_id, reason=reason), "cancelled")
 
+    def revoke_earlier_invitation(self, claim: ClaimedOrder, channel: str, status: str | None) -> bool:
+        """Before closing a re-claimed order that left OPEN: an earlier try may have sent its invitation and died
+        before the commit, so it is revoked (the platform answers ``not_found`` if there was none; e-mail
+        ``not_revocable``). False if the channel could not answer: the order is put back."""
+        reason = f"Kombo lists the order as {status}" if status else "Kombo no longer lists the order"
+        try:
+            answer = self.inviters.revoker(channel).revoke(claim.order_id, reason)
+        except (InvitationError, InviterConfigurationError) as exc:
+            self.retry_later(claim, f"could not revoke an earlier try's invitation: {exc}")
+            return False
+        log.info("order %s: an earlier try's invitation: %s", claim.order_id, answer.status)
+        return True
+
     def with_result(self, order_ids: Iterable[str]) -> set[str]:
         """Which of these orders have a result of their candidate in the outbox: their invitation went out."""
         wanted = set(order_ids)
@@ -373,6 +386,8 @@ class Dispatcher:
                     log.info("order %s: Kombo lists it as %s, with a result of its candidate: recorded invited",
                              claim.order_id, status or "missing")  # fmt: skip
                     plans.append(_Plan(claim, channel, self.request_for(claim, channel)))
+                    continue
+                if claim.attempts > 1 and not self.revoke_earlier_invitation(claim, channel, status):
                     continue
                 self.close_not_open(claim, status)
                 continue
