@@ -32,6 +32,7 @@ from kombo_sync.intake import (
     poll_orders,
 )
 from kombo_sync.state.orders import OrderRepository
+from kombo_sync.state.outbox import OutboxEntry, ResultOutbox
 from kombo_sync.state.store import StateStore
 from tests.integration.intake_helpers import (
     email_inviter,
@@ -245,3 +246,83 @@ def test_random_sigkill_during_a_large_smtp_dispatch_counts_the_window(
     print(
         f"random SIGKILL: {kills} kill(s) while sending, {duplicates} duplicate e-mail(s) out of {len(ids)} orders"
     )
+
+
+@pytest.mark.parametrize("kombo_status", ["COMPLETED", "CANCELLED"])
+def test_an_order_whose_candidate_finished_before_the_retry_is_invited_not_cancelled(
+    kombo_status, state_store, state_clock, kombo_sandbox, platform_standin
+):
+    """Killed after the platform accepted the invitation, before the commit; the candidate finishes and the
+    write-back closes the order in Kombo with the result before the retry. The retry's re-check sees the order
+    no longer OPEN, but it was invited: recorded invited (the platform answers with its invitation), not
+    cancelled, and the result stays the one Kombo holds."""
+    from kombo_sync.writeback.job import send_pending
+    from tests.integration.writeback_helpers import expected_payload, result_row, wb_settings
+
+    settings = make_settings(lease_seconds=LEASE_SECONDS)
+    (integration,) = register(state_store, kombo_sandbox, channel="platform")
+    ids = kombo_sandbox.admin.bulk_create_orders(integration, ORDERS)
+    client = intake_kombo_client(kombo_sandbox)
+    poll_orders(state_store, client, settings, window())
+    config = child_config(
+        state_store, state_clock.current, kombo_sandbox, STEP_SENT, platform_url=platform_standin.url,
+        platform_key=platform_standin.api_key,
+    )  # fmt: skip
+    config["owner"] = "intake:scheduled__2026-01-05:dispatch:1:worker-a:4242"
+    assert run_child(config) == signal.SIGKILL
+    (finished,) = platform_creations(platform_standin)
+    assert order_states(state_store)[finished] == "inviting"
+
+    # The candidate finished; the write-back sends the result while the order is still `inviting`.
+    payload = expected_payload(result_row(finished, status=kombo_status.lower()))
+    ResultOutbox(state_store).enqueue(
+        [OutboxEntry(finished, integration, f"hash-{kombo_status}", payload, None)]
+    )
+    send_pending(state_store, client, wb_settings())
+    sent = ResultOutbox(state_store).get(finished, f"hash-{kombo_status}")
+    assert sent is not None and sent.state == "sent"
+    assert kombo_sandbox.admin.get_order(finished)["status"] == kombo_status
+
+    retry = "intake:scheduled__2026-01-05:dispatch:2:worker-b:77"
+    repo = OrderRepository(state_store)
+    assert repo.expire_leases_of_earlier_tries("intake:scheduled__2026-01-05:dispatch:", retry) == ORDERS
+    invite = inviters(settings, platform=platform_inviter(platform_standin))
+    again = dispatch_invitations(state_store, client, invite, settings, owner=retry)
+
+    assert again["invited"] == ORDERS, again
+    assert set(order_states(state_store).values()) == {"invited"}
+    record = repo.get(finished)
+    assert record is not None and record.invitation_id and record.kombo_status == kombo_status
+    assert platform_creations(platform_standin) == dict.fromkeys(ids, 1)
+    assert kombo_sandbox.admin.get_order(finished)["status"] == kombo_status
+
+
+def test_an_order_cancelled_in_the_ats_before_the_retry_has_its_invitation_revoked(
+    state_store, state_clock, kombo_sandbox, platform_standin
+):
+    """Killed after the platform accepted the invitation, before the commit; the recruiter cancels the order in
+    the ATS before the retry. The retry closes it as cancelled and revokes the invitation the killed try sent
+    (the reconcile only looks at invited orders, so nothing else would)."""
+    settings = make_settings(lease_seconds=LEASE_SECONDS)
+    (integration,) = register(state_store, kombo_sandbox, channel="platform")
+    ids = kombo_sandbox.admin.bulk_create_orders(integration, ORDERS)
+    client = intake_kombo_client(kombo_sandbox)
+    poll_orders(state_store, client, settings, window())
+    config = child_config(
+        state_store, state_clock.current, kombo_sandbox, STEP_SENT, platform_url=platform_standin.url,
+        platform_key=platform_standin.api_key,
+    )  # fmt: skip
+    assert run_child(config) == signal.SIGKILL
+    (sent,) = platform_creations(platform_standin)
+    kombo_sandbox.admin.cancel_order(sent)
+
+    state_clock.advance(LEASE_SECONDS + 1)
+    invite = inviters(settings, platform=platform_inviter(platform_standin))
+    again = dispatch_invitations(state_store, client, invite, settings, owner="next-run")
+
+    assert again["invited"] == ORDERS - 1, again
+    states = order_states(state_store)
+    assert states.pop(sent) == "cancelled" and states == dict.fromkeys(set(ids) - {sent}, "invited")
+    platform = platform_standin.admin.invitations()
+    assert platform["revocations_by_order"] == {sent: 1}
+    assert {i["order_id"]: i["status"] for i in platform["invitations"]}[sent] == "revoked"

@@ -745,8 +745,10 @@ class Soak:
                 f"order {order_id} (never started): state {state}, expired_at {expired_at}, {sent} invitation(s), "
                 f"revoked {revoked} time(s); expected cancelled, expired, 1, 1"
             )
-        if not 1 <= reminded <= len(REMINDER_SECONDS):
+        if reminded > len(REMINDER_SECONDS):
             problems.append(f"order {order_id} (never started): {reminded} reminder(s), expected 1 to 2")
+        elif not reminded:
+            problems += self._check_unreminded(order_id)
         [order] = self.sandbox.admin.list_orders(ids=[order_id]) or [{}]
         applied = [_payload(w["body"]) for w in order.get("results") or [] if w.get("outcome") == "applied"]
         labels = [a.get("label") for body in applied for a in (body or {}).get("attributes") or []]
@@ -758,6 +760,60 @@ class Soak:
         self.lifecycle_counts["expired"] += 1
         self.lifecycle_counts["reminders_to_expired_orders"] += reminded
         return problems
+
+    def _check_unreminded(self, order_id: str) -> list[str]:
+        """A never-started order expired without a reminder. The lifecycle expires an order whose expiry is due
+        without reminding it first (a reminder after its invitation expired would be wrong); when faults hold
+        the lifecycle's runs back past the reminders' times, that is what happens. Broken only if a `remind`
+        task that started after the first reminder was due finished before the expiry, and no reminder of the
+        order was recorded (claimed, sent, failed or put back for a retry) in the state store."""
+        from kombo_sync.runs import as_utc
+
+        with self.store.engine.connect() as conn:
+            invited_at, recorded = conn.execute(
+                sa.text(
+                    "SELECT o.invited_at, (SELECT count(*) FROM reminders r WHERE r.order_id = o.id) "
+                    "FROM orders o WHERE o.id = :id"
+                ),
+                {"id": order_id},
+            ).one()
+        invited_at = as_utc(invited_at)
+        if invited_at is None:
+            return [f"order {order_id} (never started): no invitation time, 0 reminder(s)"]
+        due = invited_at + timedelta(seconds=REMINDER_SECONDS[0])
+        expires = invited_at + timedelta(seconds=EXPIRY_SECONDS)
+        runs = [
+            (start, end)
+            for start, end in self.remind_tasks()
+            if start is not None and end is not None and start >= due and end <= expires
+        ]
+        self.lifecycle_counts["expired_unreminded"] += 1
+        if recorded:
+            self.lifecycle_counts["expired_unreminded_after_trying"] += 1
+            return []
+        if runs:
+            return [
+                f"order {order_id} (never started): 0 reminder(s) although {len(runs)} remind task(s) ran between "
+                f"its first reminder's time ({due:%H:%M:%S}) and its expiry ({expires:%H:%M:%S})"
+            ]
+        self.anomalies.append(
+            f"order {order_id} expired without a reminder: no remind task ran between {due:%H:%M:%S} and "
+            f"{expires:%H:%M:%S} UTC"
+        )
+        return []
+
+    def remind_tasks(self) -> list[tuple[datetime | None, datetime | None]]:
+        """(start, end) in UTC of every successful `remind` task of the lifecycle DAG (the metadata DB)."""
+        from kombo_sync.runs import as_utc
+
+        query = sa.text(
+            "SELECT start_date, end_date FROM task_instance WHERE dag_id = 'kombo_lifecycle' "
+            "AND task_id = 'remind' AND state = 'success'"
+        )
+        if not hasattr(self, "_remind_tasks"):
+            with self._metadata().connect() as conn:
+                self._remind_tasks = [(as_utc(a), as_utc(b)) for a, b in conn.execute(query)]
+        return self._remind_tasks
 
     def _check_no_candidate_data(self) -> list[str]:
         """No candidate e-mail, name or phone in any log the run wrote (Airflow's components and every task) or

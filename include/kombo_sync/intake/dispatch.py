@@ -79,6 +79,7 @@ from kombo_sync.state.orders import (
     OrderNotFound,
     SentInvitation,
 )
+from kombo_sync.state.outbox import ResultOutbox
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,24 @@ class Dispatcher:
         else:
             self._close(claim, lambda: self.repo.mark_cancelled(claim.order_id, reason=reason), "cancelled")
 
+    def revoke_earlier_invitation(self, claim: ClaimedOrder, channel: str, status: str | None) -> bool:
+        """Before closing a re-claimed order that left OPEN: an earlier try may have sent its invitation and died
+        before the commit, so it is revoked (the platform answers ``not_found`` if there was none; e-mail
+        ``not_revocable``). False if the channel could not answer: the order is put back."""
+        reason = f"Kombo lists the order as {status}" if status else "Kombo no longer lists the order"
+        try:
+            answer = self.inviters.revoker(channel).revoke(claim.order_id, reason)
+        except (InvitationError, InviterConfigurationError) as exc:
+            self.retry_later(claim, f"could not revoke an earlier try's invitation: {exc}")
+            return False
+        log.info("order %s: an earlier try's invitation: %s", claim.order_id, answer.status)
+        return True
+
+    def with_result(self, order_ids: Iterable[str]) -> set[str]:
+        """Which of these orders have a result of their candidate in the outbox: their invitation went out."""
+        wanted = set(order_ids)
+        return set(ResultOutbox(self.store).versions(wanted)) if wanted else set()
+
     def fail(self, claim: ClaimedOrder, reason: str) -> None:
         if self.repo.mark_failed(claim.order_id, reason, owner=self.owner):
             self.counters.add("failed")
@@ -340,19 +359,38 @@ class Dispatcher:
             shared = self.shared_keys({integration_id: claims}).get(integration_id, set())
         channel = self.channel_for(integration_id)
         allowed_packages = published_package_ids(record)
+        not_open: set[str] = set()
+        if self.client is not None:
+            not_open = {
+                claim.order_id
+                for claim in claims
+                if (fresh := current.get(claim.order_id)) is None
+                or (fresh.status is not None and fresh.status != ORDER_STATUS_OPEN)
+            }
+        finished = self.with_result(not_open)
         for claim in claims:
-            if self.client is not None:
+            if claim.order_id in not_open:
                 fresh = current.get(claim.order_id)
                 status = fresh.status if fresh is not None else None
-                if fresh is None or (status is not None and status != ORDER_STATUS_OPEN):
-                    if fresh is not None:
-                        self.repo.record_order(
-                            fresh.model_dump(mode="json", by_alias=True),
-                            "poll",
-                            integration_id=integration_id,
-                        )
-                    self.close_not_open(claim, status)
+                if fresh is not None:
+                    self.repo.record_order(
+                        fresh.model_dump(mode="json", by_alias=True),
+                        "poll",
+                        integration_id=integration_id,
+                    )
+                if claim.order_id in finished:
+                    # An earlier try sent the invitation and died before its commit; the candidate finished and
+                    # the write-back may already have closed the order in Kombo with the result. The order was
+                    # invited: it is sent again with the same key (the platform answers with its invitation)
+                    # and recorded invited, never closed as cancelled.
+                    log.info("order %s: Kombo lists it as %s, with a result of its candidate: recorded invited",
+                             claim.order_id, status or "missing")  # fmt: skip
+                    plans.append(_Plan(claim, channel, self.request_for(claim, channel)))
                     continue
+                if claim.attempts > 1 and not self.revoke_earlier_invitation(claim, channel, status):
+                    continue
+                self.close_not_open(claim, status)
+                continue
             refusal = package_refusal(claim.package_id, allowed_packages)
             if refusal is not None:
                 # The webhook answers such an order 422; one found by the poll is closed the same way, uninvited.
