@@ -498,7 +498,11 @@ async def admin_health() -> dict[str, Any]:
 
 @admin.get("/invitations")
 async def admin_invitations(request: Request) -> dict[str, Any]:
-    return _runtime(request).state.snapshot()
+    runtime = _runtime(request)
+    snapshot = runtime.state.snapshot()
+    for view in snapshot["invitations"]:
+        view["no_show"] = is_no_show(view["order_id"], runtime.knobs.seed, runtime.settings.no_show_rate)
+    return snapshot
 
 
 @admin.get("/knobs")

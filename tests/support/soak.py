@@ -448,6 +448,10 @@ class Soak:
             created = as_utc(invitation["created_at"])
             if invitation["status"] != "invited" or order_id in self.expected.cancelled_in_ats or not created:
                 continue
+            # Only a candidate who never starts: one whose finishing is merely late (the warehouse it writes to
+            # was down) is not given up on, or the recruiter would cancel an order whose result is on its way.
+            if not invitation.get("no_show"):
+                continue
             if created >= before or order_id not in self.expected.orders or order_id in self.left_to_expire:
                 continue
             integration = self.expected.orders[order_id]["integration_id"]
