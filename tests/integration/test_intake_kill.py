@@ -49,6 +49,7 @@ from tests.integration.intake_helpers import (
 LEASE_SECONDS = 60
 ORDERS = 3
 # For SMTP, a kill in the window between "server accepted" and "commit done" re-sends that one message.
+KILLED_TRY = "intake:scheduled__2026-01-05:dispatch:1:worker-a:4242"
 EXPECTED_SMTP_DUPLICATES = {STEP_CLAIMED: 0, STEP_SENT: 1, STEP_BEFORE_COMMIT: 1, STEP_COMMITTED: 0}
 
 
@@ -143,11 +144,16 @@ def child_config(
     }
 
 
-@pytest.mark.parametrize("step", [STEP_CLAIMED, STEP_SENT])
-def test_the_retry_of_a_killed_task_sends_at_once(
-    step, state_store, state_clock, kombo_sandbox, platform_standin, smtp_server
-):
-    """Airflow's retry of the killed try takes over its leases: no wait for them to run out, one invitation."""
+def killed_platform_dispatch(
+    step: str,
+    state_store: Any,
+    state_clock: Any,
+    kombo_sandbox: Any,
+    platform_standin: Any,
+    owner: str | None = None,
+) -> tuple[Any, str, list[str], Any]:
+    """ORDERS new orders of a platform integration, polled; then a dispatch try (as `owner`) SIGKILLed at `step`.
+    Returns (settings, integration id, order ids, Kombo client)."""
     settings = make_settings(lease_seconds=LEASE_SECONDS)
     (integration,) = register(state_store, kombo_sandbox, channel="platform")
     ids = kombo_sandbox.admin.bulk_create_orders(integration, ORDERS)
@@ -157,8 +163,20 @@ def test_the_retry_of_a_killed_task_sends_at_once(
         state_store, state_clock.current, kombo_sandbox, step, platform_url=platform_standin.url,
         platform_key=platform_standin.api_key,
     )  # fmt: skip
-    config["owner"] = "intake:scheduled__2026-01-05:dispatch:1:worker-a:4242"
+    if owner:
+        config["owner"] = owner
     assert run_child(config) == signal.SIGKILL
+    return settings, integration, ids, client
+
+
+@pytest.mark.parametrize("step", [STEP_CLAIMED, STEP_SENT])
+def test_the_retry_of_a_killed_task_sends_at_once(
+    step, state_store, state_clock, kombo_sandbox, platform_standin, smtp_server
+):
+    """Airflow's retry of the killed try takes over its leases: no wait for them to run out, one invitation."""
+    settings, integration, ids, client = killed_platform_dispatch(
+        step, state_store, state_clock, kombo_sandbox, platform_standin, owner=KILLED_TRY
+    )
 
     retry = "intake:scheduled__2026-01-05:dispatch:2:worker-b:77"
     repo = OrderRepository(state_store)
@@ -259,17 +277,9 @@ def test_an_order_whose_candidate_finished_before_the_retry_is_invited_not_cance
     from kombo_sync.writeback.job import send_pending
     from tests.integration.writeback_helpers import expected_payload, result_row, wb_settings
 
-    settings = make_settings(lease_seconds=LEASE_SECONDS)
-    (integration,) = register(state_store, kombo_sandbox, channel="platform")
-    ids = kombo_sandbox.admin.bulk_create_orders(integration, ORDERS)
-    client = intake_kombo_client(kombo_sandbox)
-    poll_orders(state_store, client, settings, window())
-    config = child_config(
-        state_store, state_clock.current, kombo_sandbox, STEP_SENT, platform_url=platform_standin.url,
-        platform_key=platform_standin.api_key,
-    )  # fmt: skip
-    config["owner"] = "intake:scheduled__2026-01-05:dispatch:1:worker-a:4242"
-    assert run_child(config) == signal.SIGKILL
+    settings, integration, ids, client = killed_platform_dispatch(
+        STEP_SENT, state_store, state_clock, kombo_sandbox, platform_standin, owner=KILLED_TRY
+    )
     (finished,) = platform_creations(platform_standin)
     assert order_states(state_store)[finished] == "inviting"
 
@@ -303,16 +313,9 @@ def test_an_order_cancelled_in_the_ats_before_the_retry_has_its_invitation_revok
     """Killed after the platform accepted the invitation, before the commit; the recruiter cancels the order in
     the ATS before the retry. The retry closes it as cancelled and revokes the invitation the killed try sent
     (the reconcile only looks at invited orders, so nothing else would)."""
-    settings = make_settings(lease_seconds=LEASE_SECONDS)
-    (integration,) = register(state_store, kombo_sandbox, channel="platform")
-    ids = kombo_sandbox.admin.bulk_create_orders(integration, ORDERS)
-    client = intake_kombo_client(kombo_sandbox)
-    poll_orders(state_store, client, settings, window())
-    config = child_config(
-        state_store, state_clock.current, kombo_sandbox, STEP_SENT, platform_url=platform_standin.url,
-        platform_key=platform_standin.api_key,
-    )  # fmt: skip
-    assert run_child(config) == signal.SIGKILL
+    settings, integration, ids, client = killed_platform_dispatch(
+        STEP_SENT, state_store, state_clock, kombo_sandbox, platform_standin
+    )
     (sent,) = platform_creations(platform_standin)
     kombo_sandbox.admin.cancel_order(sent)
 
