@@ -44,9 +44,8 @@ def kombo_client(settings: PipelineSettings | None = None) -> KomboClient:
     from kombo_sync.kombo.client import KomboClient
     from kombo_sync.kombo.hook import KomboHook
 
-    settings = settings or load_settings()
-    resolved = settings
-    config = KomboHook(kombo_conn_id=settings.kombo_conn_id).client_config()
+    resolved = settings or load_settings()
+    config = KomboHook(kombo_conn_id=resolved.kombo_conn_id).client_config()
     config["rate_budget"] = shared_rate_budget(
         config["api_key"],
         rate_per_second=config.pop("rate_limit_per_second", None),
