@@ -102,6 +102,15 @@ class HeadlessChromium:
         result = self.call("Network.setCookie", name=name, value=value, url=url, httpOnly=True, path="/")
         if not result.get("success", True):
             raise RuntimeError(f"chromium refused the cookie {name}")
+        # A response still on its way from an earlier page may delete the cookie (Airflow's middleware clears an
+        # invalid `_token`): set it until the browser holds it after a moment's quiet.
+        for _ in range(20):
+            time.sleep(0.05)
+            held = self.call("Network.getCookies", urls=[url]).get("cookies", [])
+            if any(cookie.get("name") == name and cookie.get("value") == value for cookie in held):
+                return
+            self.call("Network.setCookie", name=name, value=value, url=url, httpOnly=True, path="/")
+        raise RuntimeError(f"chromium does not keep the cookie {name}")
 
     def clear_cookies(self) -> None:
         """Forget every cookie: the browser is logged out."""
@@ -125,7 +134,11 @@ class HeadlessChromium:
 
     def _await_page(self, message_id: int, ready: str) -> int:
         # The last document response before the load event: a POST answered 303 ends on the GET it redirects to.
+        # A navigation's own responses carry its loader id (Page.navigate answers with it): a late event of the
+        # page before is not this page's status, and its load event does not end the wait.
         status: int | None = None
+        loader: str | None = None
+        statuses: dict[str, int] = {}
         deadline = time.monotonic() + self.timeout
         loaded = False
         while not loaded:
@@ -133,11 +146,16 @@ class HeadlessChromium:
             if message.get("id") == message_id:
                 if "error" in message or "exceptionDetails" in message.get("result", {}):
                     raise RuntimeError(f"navigation: {message.get('error') or message['result']}")
+                loader = message.get("result", {}).get("loaderId")
             if message.get("method") == "Network.responseReceived":
                 params = message["params"]
                 if params.get("type") == "Document" and params.get("frameId") == self._main_frame:
                     status = int(params["response"]["status"])
-            loaded = message.get("method") == "Page.loadEventFired"
+                    statuses[params.get("loaderId", "")] = status
+            if message.get("method") == "Page.loadEventFired":
+                loaded = loader is None or loader in statuses
+        if loader is not None:
+            status = statuses[loader]
         while not self.evaluate(ready):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the page did not become ready: {ready}")
