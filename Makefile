@@ -44,7 +44,7 @@ typecheck: venv
 
 # The audit runs last, so its verdict (including "NOT PERFORMED") is the last thing printed.
 test: lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory audit
 
 # Fails on a known vulnerability with a fix; without a route to a vulnerability database it says loudly that it

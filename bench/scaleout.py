@@ -19,6 +19,15 @@ under 15 s. Each figure is printed with the load average, since the machine is s
     python bench/scaleout.py                 # 200 integrations, 2,000 orders, Kombo 100 ms, platform 50 ms
     python bench/scaleout.py --quick         # 10 integrations, 100 orders (about 2 minutes)
 
+One rate budget per API key across workers (issue 14, item 6): `--rate-limit N` gives the sandbox a limit of N
+requests per second for the key and the `kombo_default` connection the key's budget (`rate_limit_per_second`
+90 % of it), starts two Celery workers, and runs the catalog and the intake at the same time, then the write-back,
+once per `--rate-budgets` backend (default `redis,process`: one budget in Redis shared by every task process, and
+each process on its own as before). Printed per backend from the sandbox's request log: requests, 429s, the most
+requests in any one-second window, the accepted rate over the limit, and the load average.
+
+    python bench/scaleout.py --quick --rate-limit 20          # two workers, shared vs per-process budget
+
 Needs PostgreSQL (127.0.0.1:5432 or KOMBO_TEST_PG_URL) and Redis (127.0.0.1:6379).
 """
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -41,6 +51,7 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
 from tests.support.local_deployment import (  # noqa: E402
     AirflowRest,
     LocalCeleryDeployment,
+    RunFailed,
     Server,
     connection_json,
     database_connection_json,
@@ -137,6 +148,162 @@ def sequential_seconds(calls: list[Any]) -> float:
     return time.perf_counter() - started
 
 
+def most_in_window(times: list[float], window: float) -> int:
+    """The most of the sorted `times` that fall in any `window` seconds."""
+    most, end = 0, 0
+    for start_index, start in enumerate(times):
+        while end < len(times) and times[end] - start < window:
+            end += 1
+        most = max(most, end - start_index)
+    return most
+
+
+def shared_budget_run(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    """Two workers, the sandbox limiting the key to `args.rate_limit` per second, the catalog and the intake at
+    once and then the write-back, with `KOMBO_RATE_BUDGET=backend`; the sandbox's view of the traffic."""
+    from kombo_sync.registry import add_integration
+    from kombo_sync.state.store import StateStore
+    from sandbox.knobs import KomboKnobs, PlatformKnobs
+    from sandbox.kombo_app import KomboSandboxSettings
+    from sandbox.platform_app import PlatformSettings
+    from sandbox.testing import run_kombo_sandbox, run_platform_standin
+
+    pg = Server.from_url(os.environ.get("KOMBO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    limit = args.rate_limit
+    work = Path(tempfile.mkdtemp(prefix=f"kombo-scaleout-budget-{backend}-"))
+    knobs = {"latency_ms": args.kombo_latency_ms, "rate_limit": limit, "rate_limit_window_seconds": 1}
+    kombo = run_kombo_sandbox(
+        KomboSandboxSettings(api_key="bench-key", knobs=KomboKnobs.model_validate(knobs))
+    )
+    platform = run_platform_standin(
+        settings=PlatformSettings(
+            warehouse_url=f"sqlite:///{work / 'warehouse.db'}",
+            api_key="bench-platform",
+            knobs=PlatformKnobs.model_validate({"latency_ms": args.platform_latency_ms}),
+        )
+    )
+    # Four catalog shards even at the quick size, so that up to six task processes share the key.
+    config = (
+        args.pipeline_config.resolve()
+        if args.pipeline_config
+        else ROOT / "include" / "config" / "pipeline.yaml"
+    )
+    shard = max(1, -(-args.integrations // 4))
+    text = config.read_text()
+    for key, value in (("shard_size", shard), ("min_shard_size", shard)):
+        text = re.sub(rf"(?m)^(  {key}:)\s*\d+", rf"\g<1> {value}", text)
+    (work / "pipeline.yaml").write_text(text)
+    # The key's whole limit, a little below it, as the README advises for a shared budget.
+    extra = {"rate_limit_per_second": round(limit * 0.9, 2), "rate_limit_burst": max(1, round(limit * 0.05))}
+    deployment = LocalCeleryDeployment(
+        work_dir=work / "deployment",
+        postgres=pg,
+        redis_db=14,
+        pipeline_config=work / "pipeline.yaml",
+        worker_concurrency=args.worker_concurrency,
+        variables={
+            "AIRFLOW_CONN_KOMBO_DEFAULT": connection_json(
+                "http", host=kombo.api_url, password=kombo.api_key, extra=extra
+            ),
+            "AIRFLOW_CONN_KOMBO_WAREHOUSE": database_connection_json(platform.warehouse_url),
+            "AIRFLOW_CONN_KOMBO_PLATFORM": connection_json(
+                "http", host=platform.url, password=platform.api_key
+            ),
+        },
+        extra_env={
+            "KOMBO_CATALOG_SCHEDULE": NEVER,
+            "KOMBO_INTAKE_SCHEDULE": NEVER,
+            "KOMBO_WRITEBACK_SCHEDULE": NEVER,
+            "KOMBO_RATE_BUDGET": backend,
+            "KOMBO_RATE_BUDGET_PREFIX": f"scaleout-{os.getpid()}-{backend}",
+        },
+    )
+    try:
+        say(f"[{backend}] starting the compose services with 2 workers (logs: {deployment.log_dir})")
+        deployment.create_databases()
+        deployment.run_init()
+        deployment.start_services(workers=2)
+        deployment.wait_ready()
+        api = AirflowRest(deployment)
+        dag_ids = list(JOBS.values())
+        wait_until(
+            lambda: {d["dag_id"] for d in api.get("/dags", limit=100)["dags"]} >= set(dag_ids),
+            120,
+            message="DAGs",
+        )
+        for dag_id in dag_ids:
+            api.set_paused(dag_id, False)
+        for dag_id in dag_ids:
+            api.wait_idle(dag_id)
+        customers = [f"cust{n:04d}" for n in range(args.integrations)]
+        store = StateStore(deployment.state_url)
+        integrations = [
+            kombo.admin.create_integration("greenhouse", origin_id=customer, emit_webhook=False)["id"]
+            for customer in customers
+        ]
+        seed_catalog(platform.warehouse_url, customers)
+        for customer, integration_id in zip(customers, integrations, strict=True):
+            add_integration(store, integration_id, customer_key=customer, category="ASSESSMENT", wake=False)
+        kombo.admin.bulk_create_orders(integrations, args.orders, package_id="py-basics")
+        kombo.admin.clear_requests()
+        started = time.monotonic()
+        failed = 0
+        # The catalog's shards and the intake at once, on two workers: several task processes, one API key.
+        runs = [(dag_id, api.trigger(dag_id)) for dag_id in (JOBS["catalog"], JOBS["intake"])]
+        for dag_id, run_id in runs:
+            try:
+                api.wait_run(dag_id, run_id, timeout=1200)
+            except RunFailed as exc:
+                say(f"[{backend}] {exc}")
+                failed += 1
+        platform.admin.simulate(cancel_rate=0)
+        try:
+            api.wait_run(JOBS["results"], api.trigger(JOBS["results"]), timeout=1200)
+        except RunFailed as exc:
+            say(f"[{backend}] {exc}")
+            failed += 1
+        seconds = time.monotonic() - started
+        entries = kombo.admin.requests()
+        times = sorted(parse_api_time(e["time"]).timestamp() for e in entries if e["status"] != 429)
+        throttled = sum(1 for e in entries if e["status"] == 429)
+        span = (times[-1] - times[0]) if len(times) > 1 else 0.0
+        return {
+            "backend": backend,
+            "requests": len(entries),
+            "429": throttled,
+            "max_window": most_in_window(times, 1.0),
+            "accepted_rate_over_limit": (len(times) / span / limit) if span else 0.0,
+            "seconds": seconds,
+            "failed_runs": failed,
+            "invited": len(platform.admin.invitations()["creations_by_order"]),
+            "load": load(),
+        }
+    finally:
+        deployment.stop()
+        deployment.drop_databases()
+        kombo.stop()
+        platform.stop()
+
+
+def print_budget_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    print()
+    print(
+        f"two workers x {args.worker_concurrency} slots; catalog ({args.integrations} integrations) and intake "
+        f"({args.orders} orders) at once, then the write-back; sandbox limit {args.rate_limit}/s for the key, "
+        f"Kombo latency {args.kombo_latency_ms:.0f} ms"
+    )
+    print(
+        f"{'KOMBO_RATE_BUDGET':<18} {'requests':>8} {'429s':>5} {'most in 1 s':>11} {'accepted/limit':>14} "
+        f"{'seconds':>8} {'invited':>7} {'failed runs':>11}  load average"
+    )
+    for row in rows:
+        print(
+            f"{row['backend']:<18} {row['requests']:>8} {row['429']:>5} {row['max_window']:>11} "
+            f"{row['accepted_rate_over_limit']:>14.2f} {row['seconds']:>8.1f} {row['invited']:>7} "
+            f"{row['failed_runs']:>11}  {row['load']}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -158,7 +325,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", default="catalog,intake,results", help="which of catalog,intake,results to time"
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=0,
+        help="the shared-budget run: the sandbox's limit per second for the key (two workers, jobs at once)",
+    )
+    parser.add_argument(
+        "--rate-budgets",
+        default="redis,process",
+        help="with --rate-limit: KOMBO_RATE_BUDGET backends to compare (redis, database, process)",
+    )
     args = parser.parse_args(argv)
+    if args.rate_limit:
+        if args.quick:
+            args.integrations, args.orders = 40, 200
+        failures = 0
+        rows = []
+        for backend in [name.strip() for name in args.rate_budgets.split(",") if name.strip()]:
+            rows.append(shared_budget_run(args, backend))
+            failures += rows[-1]["failed_runs"]
+        print_budget_rows(args, rows)
+        return 1 if failures else 0
     jobs = [job.strip() for job in args.jobs.split(",") if job.strip()]
     dag_ids = [JOBS[job] for job in jobs]
     if args.quick:
