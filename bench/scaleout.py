@@ -148,6 +148,79 @@ def sequential_seconds(calls: list[Any]) -> float:
     return time.perf_counter() - started
 
 
+def bench_stack(
+    args: argparse.Namespace,
+    work: Path,
+    *,
+    kombo_knobs: dict[str, Any],
+    kombo_extra: dict[str, Any] | None = None,
+    pipeline_config: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[Any, Any, LocalCeleryDeployment]:
+    """The Kombo sandbox, the platform stand-in (at `args`' latencies) and the compose deployment wired to them,
+    none of the DAGs on a schedule (only the benchmark's own runs happen while it measures)."""
+    from sandbox.knobs import KomboKnobs, PlatformKnobs
+    from sandbox.kombo_app import KomboSandboxSettings
+    from sandbox.platform_app import PlatformSettings
+    from sandbox.testing import run_kombo_sandbox, run_platform_standin
+
+    pg = Server.from_url(os.environ.get("KOMBO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    knobs = {"latency_ms": args.kombo_latency_ms, **kombo_knobs}
+    kombo = run_kombo_sandbox(
+        KomboSandboxSettings(api_key="bench-key", knobs=KomboKnobs.model_validate(knobs))
+    )
+    platform = run_platform_standin(
+        settings=PlatformSettings(
+            warehouse_url=f"sqlite:///{work / 'warehouse.db'}",
+            api_key="bench-platform",
+            knobs=PlatformKnobs.model_validate({"latency_ms": args.platform_latency_ms}),
+        )
+    )
+    kombo_conn: dict[str, Any] = {"host": kombo.api_url, "password": kombo.api_key}
+    if kombo_extra:
+        kombo_conn["extra"] = kombo_extra
+    deployment = LocalCeleryDeployment(
+        work_dir=work / "deployment",
+        postgres=pg,
+        redis_db=14,
+        pipeline_config=pipeline_config,
+        worker_concurrency=args.worker_concurrency,
+        variables={
+            "AIRFLOW_CONN_KOMBO_DEFAULT": connection_json("http", **kombo_conn),
+            "AIRFLOW_CONN_KOMBO_WAREHOUSE": database_connection_json(platform.warehouse_url),
+            "AIRFLOW_CONN_KOMBO_PLATFORM": connection_json(
+                "http", host=platform.url, password=platform.api_key
+            ),
+        },
+        extra_env={
+            "KOMBO_CATALOG_SCHEDULE": NEVER,
+            "KOMBO_INTAKE_SCHEDULE": NEVER,
+            "KOMBO_WRITEBACK_SCHEDULE": NEVER,
+            **(extra_env or {}),
+        },
+    )
+    return kombo, platform, deployment
+
+
+def start_deployment(deployment: LocalCeleryDeployment, workers: int, dag_ids: list[str]) -> AirflowRest:
+    """The compose services with `workers` Celery workers, up, with `dag_ids` parsed, unpaused and idle."""
+    deployment.create_databases()
+    deployment.run_init()
+    deployment.start_services(workers=workers)
+    deployment.wait_ready()
+    api = AirflowRest(deployment)
+    wait_until(
+        lambda: {d["dag_id"] for d in api.get("/dags", limit=100)["dags"]} >= set(dag_ids),
+        120,
+        message="DAGs",
+    )
+    for dag_id in dag_ids:
+        api.set_paused(dag_id, False)
+    for dag_id in dag_ids:
+        api.wait_idle(dag_id)
+    return api
+
+
 def most_in_window(times: list[float], window: float) -> int:
     """The most of the sorted `times` that fall in any `window` seconds."""
     most, end = 0, 0
@@ -163,25 +236,9 @@ def shared_budget_run(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     once and then the write-back, with `KOMBO_RATE_BUDGET=backend`; the sandbox's view of the traffic."""
     from kombo_sync.registry import add_integration
     from kombo_sync.state.store import StateStore
-    from sandbox.knobs import KomboKnobs, PlatformKnobs
-    from sandbox.kombo_app import KomboSandboxSettings
-    from sandbox.platform_app import PlatformSettings
-    from sandbox.testing import run_kombo_sandbox, run_platform_standin
 
-    pg = Server.from_url(os.environ.get("KOMBO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     limit = args.rate_limit
     work = Path(tempfile.mkdtemp(prefix=f"kombo-scaleout-budget-{backend}-"))
-    knobs = {"latency_ms": args.kombo_latency_ms, "rate_limit": limit, "rate_limit_window_seconds": 1}
-    kombo = run_kombo_sandbox(
-        KomboSandboxSettings(api_key="bench-key", knobs=KomboKnobs.model_validate(knobs))
-    )
-    platform = run_platform_standin(
-        settings=PlatformSettings(
-            warehouse_url=f"sqlite:///{work / 'warehouse.db'}",
-            api_key="bench-platform",
-            knobs=PlatformKnobs.model_validate({"latency_ms": args.platform_latency_ms}),
-        )
-    )
     # Four catalog shards even at the quick size, so that up to six task processes share the key.
     config = (
         args.pipeline_config.resolve()
@@ -193,48 +250,24 @@ def shared_budget_run(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     for key, value in (("shard_size", shard), ("min_shard_size", shard)):
         text = re.sub(rf"(?m)^(  {key}:)\s*\d+", rf"\g<1> {value}", text)
     (work / "pipeline.yaml").write_text(text)
-    # The key's whole limit, a little below it, as the README advises for a shared budget.
-    extra = {"rate_limit_per_second": round(limit * 0.9, 2), "rate_limit_burst": max(1, round(limit * 0.05))}
-    deployment = LocalCeleryDeployment(
-        work_dir=work / "deployment",
-        postgres=pg,
-        redis_db=14,
-        pipeline_config=work / "pipeline.yaml",
-        worker_concurrency=args.worker_concurrency,
-        variables={
-            "AIRFLOW_CONN_KOMBO_DEFAULT": connection_json(
-                "http", host=kombo.api_url, password=kombo.api_key, extra=extra
-            ),
-            "AIRFLOW_CONN_KOMBO_WAREHOUSE": database_connection_json(platform.warehouse_url),
-            "AIRFLOW_CONN_KOMBO_PLATFORM": connection_json(
-                "http", host=platform.url, password=platform.api_key
-            ),
+    kombo, platform, deployment = bench_stack(
+        args,
+        work,
+        kombo_knobs={"rate_limit": limit, "rate_limit_window_seconds": 1},
+        # The key's whole limit, a little below it, as the README advises for a shared budget.
+        kombo_extra={
+            "rate_limit_per_second": round(limit * 0.9, 2),
+            "rate_limit_burst": max(1, round(limit * 0.05)),
         },
+        pipeline_config=work / "pipeline.yaml",
         extra_env={
-            "KOMBO_CATALOG_SCHEDULE": NEVER,
-            "KOMBO_INTAKE_SCHEDULE": NEVER,
-            "KOMBO_WRITEBACK_SCHEDULE": NEVER,
             "KOMBO_RATE_BUDGET": backend,
             "KOMBO_RATE_BUDGET_PREFIX": f"scaleout-{os.getpid()}-{backend}",
         },
     )
     try:
         say(f"[{backend}] starting the compose services with 2 workers (logs: {deployment.log_dir})")
-        deployment.create_databases()
-        deployment.run_init()
-        deployment.start_services(workers=2)
-        deployment.wait_ready()
-        api = AirflowRest(deployment)
-        dag_ids = list(JOBS.values())
-        wait_until(
-            lambda: {d["dag_id"] for d in api.get("/dags", limit=100)["dags"]} >= set(dag_ids),
-            120,
-            message="DAGs",
-        )
-        for dag_id in dag_ids:
-            api.set_paused(dag_id, False)
-        for dag_id in dag_ids:
-            api.wait_idle(dag_id)
+        api = start_deployment(deployment, 2, list(JOBS.values()))
         customers = [f"cust{n:04d}" for n in range(args.integrations)]
         store = StateStore(deployment.state_url)
         integrations = [
@@ -359,59 +392,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from kombo_sync.registry import add_integration
     from kombo_sync.state.store import StateStore
-    from sandbox.knobs import KomboKnobs, PlatformKnobs
-    from sandbox.kombo_app import KomboSandboxSettings
-    from sandbox.platform_app import PlatformSettings
-    from sandbox.testing import run_kombo_sandbox, run_platform_standin
 
     work = Path(tempfile.mkdtemp(prefix="kombo-scaleout-"))
-    kombo = run_kombo_sandbox(
-        KomboSandboxSettings(
-            api_key="bench-key", knobs=KomboKnobs.model_validate({"latency_ms": args.kombo_latency_ms})
-        )
-    )
-    platform = run_platform_standin(
-        settings=PlatformSettings(
-            warehouse_url=f"sqlite:///{work / 'warehouse.db'}",
-            api_key="bench-platform",
-            knobs=PlatformKnobs.model_validate({"latency_ms": args.platform_latency_ms}),
-        )
-    )
-    deployment = LocalCeleryDeployment(
-        work_dir=work / "deployment",
-        postgres=pg,
-        redis_db=14,
-        pipeline_config=args.pipeline_config.resolve() if args.pipeline_config else None,
-        worker_concurrency=args.worker_concurrency,
-        variables={
-            "AIRFLOW_CONN_KOMBO_DEFAULT": connection_json("http", host=kombo.api_url, password=kombo.api_key),
-            "AIRFLOW_CONN_KOMBO_WAREHOUSE": database_connection_json(platform.warehouse_url),
-            "AIRFLOW_CONN_KOMBO_PLATFORM": connection_json(
-                "http", host=platform.url, password=platform.api_key
-            ),
-        },
-        extra_env={
-            "KOMBO_CATALOG_SCHEDULE": NEVER,
-            "KOMBO_INTAKE_SCHEDULE": NEVER,
-            "KOMBO_WRITEBACK_SCHEDULE": NEVER,
-        },
-    )
+    pipeline_config = args.pipeline_config.resolve() if args.pipeline_config else None
+    kombo, platform, deployment = bench_stack(args, work, kombo_knobs={}, pipeline_config=pipeline_config)
     try:
         say(f"starting the compose services as local processes (logs: {deployment.log_dir})")
-        deployment.create_databases()
-        deployment.run_init()
-        deployment.start_services(workers=1)
-        deployment.wait_ready()
-        api = AirflowRest(deployment)
-        wait_until(
-            lambda: {d["dag_id"] for d in api.get("/dags", limit=100)["dags"]} >= set(dag_ids),
-            120,
-            message="DAGs",
-        )
-        for dag_id in dag_ids:
-            api.set_paused(dag_id, False)
-        for dag_id in dag_ids:
-            api.wait_idle(dag_id)
+        api = start_deployment(deployment, 1, dag_ids)
 
         customers = [f"cust{n:04d}" for n in range(args.integrations)]
         store = StateStore(deployment.state_url)
