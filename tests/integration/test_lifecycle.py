@@ -146,6 +146,37 @@ def test_a_candidate_who_finished_just_before_the_expiry_is_not_expired(
     assert order_states(state_store)[order_id] == "invited"
 
 
+def test_an_order_cancelled_in_the_ats_before_its_expiry_is_cancelled_not_expired(
+    state_store, state_clock, kombo_sandbox, platform_standin
+):
+    """The recruiter cancelled one order in the ATS since the last reconcile: the expiry asks Kombo first, so that
+    order gets its invitation revoked and is closed as cancelled with no result of ours (Kombo shows it as the
+    recruiter left it); the other is expired as usual. A dry run counts and changes nothing."""
+    settings = lifecycle_settings(reminders=False)
+    invite = channels(settings, platform=platform_standin)
+    integration, (cancelled, silent) = invited_orders(state_store, kombo_sandbox, settings, invite, 2)
+    kombo_sandbox.admin.cancel_order(cancelled)
+    state_clock.advance(days=14)
+    client = intake_kombo_client(kombo_sandbox)
+
+    dry = expire_orders(state_store, invite, settings, client=client, dry_run=True)
+    assert (dry["due"], dry["left_open_in_ats"], dry["expired"], dry["cancelled"]) == (2, 1, 0, 0)
+    assert order_states(state_store) == {cancelled: "invited", silent: "invited"}
+
+    summary = expire_orders(state_store, invite, settings, client=client)
+    assert (summary["due"], summary["left_open_in_ats"], summary["cancelled"], summary["expired"]) == (2, 1, 1, 1)
+    assert order_states(state_store) == {cancelled: "cancelled", silent: "cancelled"}
+    assert expiry_of(state_store, cancelled)["expired_at"] is None
+    assert "cancelled in the ATS" in (expiry_of(state_store, cancelled)["last_error"] or "")
+    assert expiry_of(state_store, silent)["expired_at"] is not None
+    assert platform_standin.admin.invitations()["revocations_by_order"] == {cancelled: 1, silent: 1}
+
+    _send_results(state_store, kombo_sandbox, settings)
+    assert kombo_result(kombo_sandbox, cancelled) is None  # nothing of ours on the recruiter's cancellation
+    assert kombo_result(kombo_sandbox, silent)["status"] == "CANCELLED"  # type: ignore[index]
+    assert kombo_sandbox.admin.get_order(cancelled)["status"] == "CANCELLED"
+
+
 def test_email_reminders_each_once_from_the_owned_templates_then_expiry(
     state_store, state_clock, kombo_sandbox, smtp_server
 ):

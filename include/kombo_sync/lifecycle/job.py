@@ -9,7 +9,10 @@ in keyset pages, and apply each order's schedule (``schedule.plan_for``).
 with a TEXT attribute saying it expired and when is enqueued in the result outbox, which the write-back sends
 exactly once. Revoking first makes a kill in between harmless: the order is still invited, the next run revokes
 again (``already_revoked``) and records it. A candidate who finished meanwhile (the platform answers
-``finished``) is not expired: the result is on its way.
+``finished``) is not expired: the result is on its way. Before expiring, the due orders of a page are looked up
+in Kombo (``GET /assessment/orders?ids=``, per integration): one that left OPEN without us (the recruiter
+cancelled it in the ATS since the last reconcile) gets no expiry result; it is handled as the reconcile handles
+it (invitation revoked, order ``cancelled``). When Kombo cannot be read, the expiry goes ahead as before.
 
 **Reminders** (``send_reminders``): the due reminder of an order (the latest one due, before the expiry) is
 claimed with a lease (``ReminderLog.claim``: only an invited, unfinished order whose candidate data was not
@@ -28,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -44,6 +47,9 @@ from kombo_sync.state.outbox import OutboxEntry, ResultOutbox
 from kombo_sync.state.reminders import FAILED, SKIPPED, ClaimedReminder, ReminderLog
 from kombo_sync.state.schema import integrations, orders, result_outbox
 from kombo_sync.state.store import StateStore
+
+if TYPE_CHECKING:
+    from kombo_sync.kombo.client import KomboClient
 
 log = logging.getLogger(__name__)
 
@@ -164,29 +170,46 @@ def expire_orders(
     inviters: Inviters,
     settings: PipelineSettings,
     *,
+    client: KomboClient | None = None,
     integration_ids: Sequence[str] | None = None,
     dry_run: bool = False,
     on_step: Callable[[str, str], None] | None = None,
 ) -> dict[str, Any]:
-    """Expire every invited order past its expiry time without a result; returns the counts."""
+    """Expire every invited order past its expiry time without a result; returns the counts. With a Kombo
+    `client`, due orders Kombo no longer lists as OPEN are cancelled as the reconcile does, without a result."""
     from kombo_sync.writeback.mapping import payload_hash
 
     plans = Plans(settings.lifecycle)
     repo = OrderRepository(store)
     outbox = ResultOutbox(store)
     counts = dict.fromkeys(
-        ("checked", "due", "expired", "revoke_failed", "finished_meanwhile", "changed_meanwhile"), 0
-    )
+        ("checked", "due", "expired", "revoke_failed", "finished_meanwhile", "changed_meanwhile",
+         "left_open_in_ats", "cancelled", "kombo_unreadable"),
+        0,
+    )  # fmt: skip
     revocations: dict[str, int] = dict.fromkeys(REVOCATION_STATUSES, 0)
     errors: list[dict[str, str | None]] = []
     for page in open_orders(store, page_size=settings.lifecycle.page_size, integration_ids=integration_ids):
+        due = []
         for order in page:
             counts["checked"] += 1
-            now = store.now()
             plan = plans(order.integration_id, order.package_id)
-            if order.invited_at is None or not plan.is_expired(order.invited_at, now):
+            if order.invited_at is None or not plan.is_expired(order.invited_at, store.now()):
                 continue
             counts["due"] += 1
+            due.append((order, plan))
+        left_open = _left_open_in_ats(client, [order for order, _ in due], counts)
+        for order, plan in due:
+            reason_left = left_open.get(order.order_id)
+            if reason_left is not None:
+                counts["left_open_in_ats"] += 1
+                if dry_run:
+                    log.info(
+                        "dry run: order %s would be cancelled, not expired (%s)", order.order_id, reason_left
+                    )
+                    continue
+                _cancel_left_open(repo, inviters, order, reason_left, counts, revocations, errors, on_step)
+                continue
             if dry_run:
                 log.info("dry run: order %s would expire (invited %s)", order.order_id, order.invited_at)
                 continue
@@ -245,6 +268,55 @@ def expire_orders(
     log.info("expiry%s: %s", " (dry run)" if dry_run else "",
              {k: v for k, v in summary.items() if not isinstance(v, list)})  # fmt: skip
     return summary
+
+
+def _left_open_in_ats(
+    client: KomboClient | None, due: Sequence[OpenOrder], counts: dict[str, int]
+) -> dict[str, str]:
+    """order id -> why, for the due orders Kombo lists as no longer OPEN although we wrote nothing (cancelled or
+    rejected in the ATS, completed by someone else): the reconcile's rule (``reconcile.decide``) on Kombo's
+    status. An integration Kombo cannot be read for is counted and its orders expire as before."""
+    from kombo_sync.reconcile.decide import CANCEL, decide
+    from kombo_sync.reconcile.job import read_statuses
+
+    if client is None or not due:
+        return {}
+    by_integration: dict[str, list[str]] = {}
+    for order in due:
+        by_integration.setdefault(order.integration_id, []).append(order.order_id)
+    left: dict[str, str] = {}
+    for integration_id, order_ids in by_integration.items():
+        found = read_statuses(client, integration_id, order_ids)
+        if isinstance(found, str):
+            counts["kombo_unreadable"] += len(order_ids)
+            log.warning("expiry: integration %s could not be read from Kombo (%s); its due orders expire "
+                        "without the check", integration_id, found)  # fmt: skip
+            continue
+        now = datetime.now(UTC)
+        for order_id in order_ids:
+            decision = decide(found.get(order_id), [], now=now)
+            if decision.outcome == CANCEL:
+                left[order_id] = decision.reason or "left OPEN in the ATS"
+    return left
+
+
+def _cancel_left_open(
+    repo: OrderRepository,
+    inviters: Inviters,
+    order: OpenOrder,
+    reason: str,
+    counts: dict[str, int],
+    revocations: dict[str, int],
+    errors: list[dict[str, str | None]],
+    on_step: Callable[[str, str], None] | None,
+) -> None:
+    """The reconcile's cancellation (revoke, then record ``cancelled``) for a due order that left OPEN in the ATS."""
+    from kombo_sync.reconcile.decide import CANCEL, Decision
+    from kombo_sync.reconcile.job import cancel_invited
+    from kombo_sync.reconcile.scan import InvitedOrder
+
+    invited = InvitedOrder(order.order_id, order.integration_id, order.channel, order.invited_at)
+    cancel_invited(repo, inviters, invited, Decision(CANCEL, reason), counts, revocations, errors, on_step)
 
 
 @dataclass(frozen=True)

@@ -19,22 +19,42 @@ from kombo_sync.settings import load_settings
 log = logging.getLogger(__name__)
 
 # The counts the report shows (the summaries have them all; lists and dicts stay in the tasks' XCom).
-EXPIRE_REPORT_KEYS = ("due", "expired", "revoke_failed", "finished_meanwhile", "changed_meanwhile")
+EXPIRE_REPORT_KEYS = (
+    "due", "expired", "left_open_in_ats", "cancelled", "revoke_failed", "finished_meanwhile", "changed_meanwhile"
+)  # fmt: skip
 REMIND_REPORT_KEYS = ("due", "sent", "not_needed", "retry_later", "failed", "not_claimed", "lease_lost")
 
 
 def expire_task(context: Mapping[str, Any]) -> dict[str, Any]:
     """Task ``expire``: orders past their expiry time without a result are revoked and written back CANCELLED."""
+    from contextlib import nullcontext
+
+    from kombo_sync.connections import get_connection
     from kombo_sync.invites import Inviters
-    from kombo_sync.runtime import state_store
+    from kombo_sync.runtime import kombo_client, state_store
 
     settings = load_settings()
     info = run_info(context)
     integration_ids, dry_run = scope_params(info)
     store = state_store(settings)
-    with audited(None if dry_run else store, EXPIRE_JOB, info.run_id) as outcome:
+    # Due orders are looked up in Kombo first (one cancelled in the ATS meanwhile gets no expiry result); a
+    # deployment without the Kombo connection expires them without that check.
+    checked = get_connection(settings.kombo_conn_id) is not None
+    if not checked:
+        log.warning(
+            "expiry: no '%s' connection; due orders expire without asking Kombo", settings.kombo_conn_id
+        )
+    with (
+        audited(None if dry_run else store, EXPIRE_JOB, info.run_id) as outcome,
+        kombo_client(settings) if checked else nullcontext() as client,
+    ):
         summary = expire_orders(
-            store, Inviters(settings), settings, integration_ids=integration_ids, dry_run=dry_run
+            store,
+            Inviters(settings),
+            settings,
+            client=client,
+            integration_ids=integration_ids,
+            dry_run=dry_run,
         )
         outcome.summary = _flat(summary)
         outcome.status = "failed" if summary["revoke_failed"] else "success"

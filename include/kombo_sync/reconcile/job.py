@@ -104,7 +104,7 @@ def reconcile_orders(
             statuses: dict[str, str | None] = {}
             asks = [(i, [o.order_id for o in by_integration[i]]) for i in to_ask]
             for (integration_id, _ids), found in zip(
-                asks, pool.map(lambda ask: _read_statuses(client, *ask), asks), strict=True
+                asks, pool.map(lambda ask: read_statuses(client, *ask), asks), strict=True
             ):
                 if isinstance(found, str):
                     integrations_failed[integration_id] = found
@@ -133,7 +133,9 @@ def reconcile_orders(
                         )
                     continue
                 if decision.outcome == CANCEL:
-                    _cancel(repo, inviters, order, decision, counts, revocations, revoke_errors, on_step)
+                    cancel_invited(
+                        repo, inviters, order, decision, counts, revocations, revoke_errors, on_step
+                    )
                 elif decision.outcome == RESULT_LANDED and decision.landed_hash is not None:
                     if outbox.mark_landed(order.order_id, decision.landed_hash):
                         log.info("order %s: Kombo holds our result; recorded as sent", order.order_id)
@@ -174,7 +176,7 @@ def reconcile_orders(
     return summary
 
 
-def _read_statuses(
+def read_statuses(
     client: KomboClient | None, integration_id: str, order_ids: Sequence[str]
 ) -> dict[str, str | None] | str:
     """Kombo's status of each listed order, or the error (a short text) when the integration cannot be read."""
@@ -186,7 +188,7 @@ def _read_statuses(
         return f"{error.code or type(error).__name__}: {error.message}"[:300]
 
 
-def _cancel(
+def cancel_invited(
     repo: OrderRepository,
     inviters: Inviters,
     order: InvitedOrder,
