@@ -219,3 +219,62 @@ def test_clock_must_be_aware(tmp_path: Path) -> None:
 def test_unsupported_database_is_refused() -> None:
     with pytest.raises(StateStoreError, match="mysql"):
         StateStore("mysql+pymysql://user@localhost/db")
+
+
+def _hold_write_lock(path: Path, seconds: float, held: threading.Event) -> None:
+    """Another writer (its own sqlite3 connection, as another process would have): the write lock for `seconds`."""
+    import sqlite3
+
+    other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        other.execute("COMMIT")
+    finally:
+        other.close()
+
+
+def test_sqlite_writer_gets_the_lock_within_milliseconds_of_its_release(tmp_path: Path) -> None:
+    """SQLite's own busy handler sleeps up to 100 ms between tries; BEGIN IMMEDIATE polls every 1-2 ms, so a
+    writer that waited for another's 120 ms transaction starts within a few ms of its end."""
+    path = tmp_path / "state.db"
+    store = StateStore(f"sqlite:///{path}")
+    store.migrate()
+    held = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, 0.12, held))
+    holder.start()
+    assert held.wait(5)
+    started = time.monotonic()
+    with store.transaction() as conn:
+        waited = time.monotonic() - started
+        conn.execute(sa.insert(runs).values(job="intake", started_at=datetime.now(UTC), status="running"))
+    holder.join()
+    assert 0.05 <= waited < 0.2, (
+        waited
+    )  # the holder's 120 ms (less what passed before we asked), plus a few ms
+    with store.engine.connect() as conn:  # the connection's busy timeout is back for its later statements
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 30_000
+    store.dispose()
+
+
+def test_sqlite_writer_still_gives_up_after_the_busy_timeout(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from kombo_sync.state import store as store_module
+
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.3)
+    path = tmp_path / "state.db"
+    store = StateStore(f"sqlite:///{path}")
+    store.migrate()
+    held = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, 1.0, held))
+    holder.start()
+    assert held.wait(5)
+    started = time.monotonic()
+    with pytest.raises(
+        sa.exc.OperationalError, match="database is locked"
+    ):  # as before: the webhook answers 503
+        with store.transaction():
+            pass
+    assert 0.25 <= time.monotonic() - started < 0.9
+    holder.join()
+    store.dispose()

@@ -394,4 +394,38 @@ def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
             # write lock until the connection goes back to the pool.
             return
         mode = options.get(_SQLITE_BEGIN_OPTION, "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode == "IMMEDIATE":
+            _begin_immediate(conn)
+        else:
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _begin_immediate(conn: Connection) -> None:
+    """`BEGIN IMMEDIATE`, waiting for another process's write lock in short steps of our own.
+
+    SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 then 100 ms between tries, so a writer
+    that finds the lock taken for 30 ms may wait 50-100 ms more after it was freed (the webhook's tail beside a
+    running intake). The first try waits in SQLite's handler for at most 1 ms; after that this polls every 1-2 ms
+    (a failed try costs microseconds) until `SQLITE_BUSY_TIMEOUT_SECONDS` passed, then raises SQLite's `database is
+    locked` as before. The connection's busy timeout is restored for the statements that follow."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 1")
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
+        tries = 0
+        while time.monotonic() < deadline:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                tries += 1
+                time.sleep(0.001 if tries < 50 else 0.002)
+        # One last try through SQLAlchemy: still locked, it raises `database is locked` as its OperationalError.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+        cursor.close()
