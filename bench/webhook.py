@@ -382,9 +382,11 @@ class Pipeline:
     def intake_runs(self) -> Counter[str]:
         """The intake's DAG runs by state (asset-triggered by the webhook's wake-ups, or scheduled)."""
         listed = self.live.airflow("dags", "list-runs", "kombo_order_intake", "--output", "json").stdout
-        # The CLI may print warnings before the JSON list.
-        start = listed.find("[")
-        runs = json.loads(listed[start:]) if start >= 0 else []
+        # The CLI may print log lines (which hold brackets too) before the JSON list: the line that is the list.
+        runs: list[dict[str, object]] = []
+        for line in listed.splitlines():
+            if line.startswith("[{") or line.strip() == "[]":
+                runs = json.loads(line)
         return Counter(str(run.get("state")) for run in runs)
 
     def stop(self) -> None:
