@@ -314,7 +314,10 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         integrations = [admin.create_integration(tool="workday")["id"] for _ in range(args.integrations)]
         now = datetime.now(UTC)
         settings = bench_settings(
-            workdir, max_concurrency=args.concurrency, claim_batch_rows=1000, send_with=args.send_with
+            workdir,
+            max_concurrency=args.concurrency,
+            claim_batch_rows=args.claim_batch_rows,
+            send_with=args.send_with,
         )
 
         # The one-PUT-at-a-time loop: the same sender at concurrency 1, on a sample, in its own store.
@@ -467,6 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-window", type=float, default=5.0, help="sandbox rate-limit window, seconds")
     parser.add_argument("--integrations", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=32, help="sender threads (max_concurrency)")
+    parser.add_argument(
+        "--claim-batch-rows",
+        type=int,
+        default=500,
+        help="outbox rows per claim (writeback.claim_batch_rows, default 500)",
+    )
     parser.add_argument("--sequential-sample", type=int, default=200)
     parser.add_argument(
         "--floor-results",

@@ -199,8 +199,15 @@ class ResultSender:
             while True:
                 out_of_time = deadline is not None and self._monotonic() >= deadline
                 if not exhausted and not out_of_time and queued < refill_below:
+                    # The first claim is small, so that the sends start after milliseconds, not after a whole
+                    # batch was claimed and screened; the next claim follows at once.
+                    rows = (
+                        settings.claim_batch_rows
+                        if batches
+                        else min(settings.claim_batch_rows, refill_below // 2)
+                    )
                     batch = self.outbox.claim_batch(
-                        self.owner, settings.claim_batch_rows, settings.lease_seconds, integration_ids=wanted
+                        self.owner, rows, settings.lease_seconds, integration_ids=wanted
                     )
                     if not batch:
                         exhausted = True
