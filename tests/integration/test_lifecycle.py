@@ -164,7 +164,8 @@ def test_an_order_cancelled_in_the_ats_before_its_expiry_is_cancelled_not_expire
     assert order_states(state_store) == {cancelled: "invited", silent: "invited"}
 
     summary = expire_orders(state_store, invite, settings, client=client)
-    assert (summary["due"], summary["left_open_in_ats"], summary["cancelled"], summary["expired"]) == (2, 1, 1, 1)
+    counts = (summary["due"], summary["left_open_in_ats"], summary["cancelled"], summary["expired"])
+    assert counts == (2, 1, 1, 1)
     assert order_states(state_store) == {cancelled: "cancelled", silent: "cancelled"}
     assert expiry_of(state_store, cancelled)["expired_at"] is None
     assert "cancelled in the ATS" in (expiry_of(state_store, cancelled)["last_error"] or "")
