@@ -221,8 +221,9 @@ def test_unsupported_database_is_refused() -> None:
         StateStore("mysql+pymysql://user@localhost/db")
 
 
-def _hold_write_lock(path: Path, seconds: float, held: threading.Event) -> None:
-    """Another writer (its own sqlite3 connection, as another process would have): the write lock for `seconds`."""
+def _hold_write_lock(path: Path, seconds: float, held: threading.Event, released: list[float]) -> None:
+    """Another writer (its own sqlite3 connection, as another process would have): the write lock for `seconds`;
+    `released` gets the moment it let go."""
     import sqlite3
 
     other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -231,28 +232,31 @@ def _hold_write_lock(path: Path, seconds: float, held: threading.Event) -> None:
         held.set()
         time.sleep(seconds)
         other.execute("COMMIT")
+        released.append(time.monotonic())
     finally:
         other.close()
 
 
+def _hold_in_thread(path: Path, seconds: float) -> tuple[threading.Thread, list[float]]:
+    held, released = threading.Event(), list[float]()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, seconds, held, released))
+    holder.start()
+    assert held.wait(5)
+    return holder, released
+
+
 def test_sqlite_writer_gets_the_lock_within_milliseconds_of_its_release(tmp_path: Path) -> None:
-    """SQLite's own busy handler sleeps up to 100 ms between tries; BEGIN IMMEDIATE polls every 1-2 ms, so a
-    writer that waited for another's 120 ms transaction starts within a few ms of its end."""
+    """SQLite's own busy handler sleeps 50, 50, then 100 ms between its later tries, so a writer waiting for a 250
+    ms transaction would take the lock up to 78 ms after it was freed; BEGIN IMMEDIATE polls every 1-2 ms."""
     path = tmp_path / "state.db"
     store = StateStore(f"sqlite:///{path}")
     store.migrate()
-    held = threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, 0.12, held))
-    holder.start()
-    assert held.wait(5)
-    started = time.monotonic()
+    holder, released = _hold_in_thread(path, 0.25)
     with store.transaction() as conn:
-        waited = time.monotonic() - started
+        acquired = time.monotonic()
         conn.execute(sa.insert(runs).values(job="intake", started_at=datetime.now(UTC), status="running"))
     holder.join()
-    assert 0.05 <= waited < 0.2, (
-        waited
-    )  # the holder's 120 ms (less what passed before we asked), plus a few ms
+    assert acquired - released[0] < 0.05, acquired - released[0]
     with store.engine.connect() as conn:  # the connection's busy timeout is back for its later statements
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 30_000
     store.dispose()
@@ -265,16 +269,11 @@ def test_sqlite_writer_still_gives_up_after_the_busy_timeout(tmp_path: Path, mon
     path = tmp_path / "state.db"
     store = StateStore(f"sqlite:///{path}")
     store.migrate()
-    held = threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, 1.0, held))
-    holder.start()
-    assert held.wait(5)
+    holder, _ = _hold_in_thread(path, 1.0)
     started = time.monotonic()
-    with pytest.raises(
-        sa.exc.OperationalError, match="database is locked"
-    ):  # as before: the webhook answers 503
-        with store.transaction():
-            pass
+    # As before the change, SQLAlchemy's OperationalError: the webhook answers it with a 503.
+    with pytest.raises(sa.exc.OperationalError, match="database is locked"), store.transaction():
+        pass
     assert 0.25 <= time.monotonic() - started < 0.9
     holder.join()
     store.dispose()
