@@ -177,6 +177,9 @@ def expire_orders(
 ) -> dict[str, Any]:
     """Expire every invited order past its expiry time without a result; returns the counts. With a Kombo
     `client`, due orders Kombo no longer lists as OPEN are cancelled as the reconcile does, without a result."""
+    from kombo_sync.reconcile.decide import CANCEL, Decision
+    from kombo_sync.reconcile.job import cancel_invited
+    from kombo_sync.reconcile.scan import InvitedOrder
     from kombo_sync.writeback.mapping import payload_hash
 
     plans = Plans(settings.lifecycle)
@@ -208,7 +211,10 @@ def expire_orders(
                         "dry run: order %s would be cancelled, not expired (%s)", order.order_id, reason_left
                     )
                     continue
-                _cancel_left_open(repo, inviters, order, reason_left, counts, revocations, errors, on_step)
+                # The reconcile's cancellation: revoke, then record the order `cancelled`.
+                invited = InvitedOrder(order.order_id, order.integration_id, order.channel, order.invited_at)
+                decision = Decision(CANCEL, reason_left)
+                cancel_invited(repo, inviters, invited, decision, counts, revocations, errors, on_step)
                 continue
             if dry_run:
                 log.info("dry run: order %s would expire (invited %s)", order.order_id, order.invited_at)
@@ -298,25 +304,6 @@ def _left_open_in_ats(
             if decision.outcome == CANCEL:
                 left[order_id] = decision.reason or "left OPEN in the ATS"
     return left
-
-
-def _cancel_left_open(
-    repo: OrderRepository,
-    inviters: Inviters,
-    order: OpenOrder,
-    reason: str,
-    counts: dict[str, int],
-    revocations: dict[str, int],
-    errors: list[dict[str, str | None]],
-    on_step: Callable[[str, str], None] | None,
-) -> None:
-    """The reconcile's cancellation (revoke, then record ``cancelled``) for a due order that left OPEN in the ATS."""
-    from kombo_sync.reconcile.decide import CANCEL, Decision
-    from kombo_sync.reconcile.job import cancel_invited
-    from kombo_sync.reconcile.scan import InvitedOrder
-
-    invited = InvitedOrder(order.order_id, order.integration_id, order.channel, order.invited_at)
-    cancel_invited(repo, inviters, invited, Decision(CANCEL, reason), counts, revocations, errors, on_step)
 
 
 @dataclass(frozen=True)
