@@ -652,13 +652,14 @@ class Soak:
             self.timings["drain_seconds"] = round(time.monotonic() - started, 1)
 
     def _expiries_due_by(self) -> float:
-        """The monotonic time by which the lifecycle should have expired every no-show left to expire: the latest
-        invitation among them + EXPIRY_SECONDS + EXPIRY_GRACE_SECONDS (0 when none is pending or unknown)."""
+        """The monotonic time by which every no-show left to expire should be expired and its result written back:
+        the latest invitation among them + EXPIRY_SECONDS + EXPIRY_GRACE_SECONDS (0 when there is none)."""
         from kombo_sync.runs import as_utc
 
         try:
-            states = self._store_states()
-            pending = {o for o in self.left_to_expire if states.get(o) != "cancelled"}
+            # Every one, closed or not: an order the lifecycle has just cancelled still has its Expired result to
+            # send, which the grace is for.
+            pending = set(self.left_to_expire)
             if not pending:
                 return 0.0
             created = [
