@@ -119,6 +119,32 @@ class Expected:
         log.info("soak event: %s %s", kind, details)
 
 
+def reordered_after_cancel(
+    first: str,
+    twin: str,
+    states: dict[str, str],
+    times: dict[str, tuple[datetime | None, datetime | None]],
+    gone: set[str],
+) -> bool:
+    """Both orders of a duplicate pair invited is right when one of them had been cancelled in the ATS (or had
+    expired) before the other was invited: the duplicate rule looks for an *active* order of the same candidate,
+    and the order still open in the ATS must reach the candidate. `times`: order id -> (invited_at, updated_at);
+    a cancelled order's updated_at is its closing (or later, which only makes this stricter)."""
+    for closed, other in ((first, twin), (twin, first)):
+        closed_at = times.get(closed, (None, None))[1]
+        invited_at = times.get(other, (None, None))[0]
+        if (
+            closed in gone
+            and states.get(closed) == "cancelled"
+            and states.get(other) in ("invited", "cancelled")
+            and closed_at is not None
+            and invited_at is not None
+            and invited_at >= closed_at
+        ):
+            return True
+    return False
+
+
 def _pg_reachable(url: str) -> bool:
     try:
         engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3})
@@ -623,6 +649,16 @@ class Soak:
             log.info("draining: %s orders cancelled in the ATS or expiring not yet closed", len(not_revoked))
         return not (open_orders or pending or waiting or unwritten or unseen or not_revoked)
 
+    def _order_times(self, order_ids: tuple[str, ...]) -> dict[str, tuple[datetime | None, datetime | None]]:
+        """Order id -> (invited_at, updated_at), typed by the state store's schema."""
+        from kombo_sync.state.schema import orders
+
+        query = sa.select(orders.c.id, orders.c.invited_at, orders.c.updated_at).where(
+            orders.c.id.in_(order_ids)
+        )
+        with self.store.engine.connect() as conn:
+            return {row.id: (row.invited_at, row.updated_at) for row in conn.execute(query)}
+
     def _store_states(self) -> dict[str, str]:
         with self.store.engine.connect() as conn:
             return dict(conn.execute(sa.text("SELECT id, state FROM orders")).all())  # type: ignore[arg-type]
@@ -727,6 +763,10 @@ class Soak:
                 ],
                 key=str,
             )
+            if pair == ["invited", "invited"] and reordered_after_cancel(
+                first, twin, states, self._order_times((first, twin)), gone
+            ):
+                continue
             if pair not in (["duplicate", "invited"], ["invited", "rejected"]):
                 broken.append(
                     f"duplicate pair {first}/{twin}: states {pair}, expected one invited, one closed"
