@@ -689,7 +689,8 @@ class Soak:
 
     def _expiries_due_by(self) -> float:
         """The monotonic time by which every no-show left to expire should be expired and its result written back:
-        the latest invitation among them + EXPIRY_SECONDS + EXPIRY_GRACE_SECONDS (0 when there is none)."""
+        the latest invitation among them + EXPIRY_SECONDS + EXPIRY_GRACE_SECONDS (0 when there is none or it is
+        unknown)."""
         from kombo_sync.runs import as_utc
 
         try:
