@@ -7,17 +7,27 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from kombo_sync.state import store as store_module
 from kombo_sync.state.schema import VERSION_TABLE, metadata, runs, webhook_events
-from kombo_sync.state.store import StateStore, StateStoreError, head_revision
+from kombo_sync.state.store import (
+    DEFAULT_POOL_SIZE,
+    POOL_SIZE_ENV,
+    StateStore,
+    StateStoreError,
+    head_revision,
+    pool_size,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -179,7 +189,66 @@ def test_store_settings_per_dialect(state_store: StateStore) -> None:
             assert state_store.engine.pool._pre_ping is False  # type: ignore[attr-defined]
         else:
             assert state_store.engine.url.drivername == "postgresql+psycopg"
-            assert state_store.engine.pool._pre_ping is True  # type: ignore[attr-defined]
+            # Pinged only after sitting idle (test_idle_postgres_connection_*), not at every checkout.
+            assert state_store.engine.pool._pre_ping is False  # type: ignore[attr-defined]
+            assert state_store.engine.pool.size() == DEFAULT_POOL_SIZE  # type: ignore[attr-defined]
+
+
+def test_pool_size_setting(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv(POOL_SIZE_ENV, raising=False)
+    assert pool_size() == (DEFAULT_POOL_SIZE, DEFAULT_POOL_SIZE)
+    monkeypatch.setenv(POOL_SIZE_ENV, "3")
+    assert pool_size() == (3, 3)
+    monkeypatch.setenv(POOL_SIZE_ENV, "many")
+    assert pool_size() == (DEFAULT_POOL_SIZE, DEFAULT_POOL_SIZE)
+    assert f"{POOL_SIZE_ENV}='many' is not a whole number" in caplog.text
+
+
+def _backend_pid(store: StateStore) -> int:
+    with store.transaction() as conn:
+        return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _terminate(store: StateStore, pid: int) -> None:
+    with store.transaction() as conn:
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("state_store", ["postgres"], indirect=True)
+def test_idle_postgres_connection_that_died_is_replaced_before_use(
+    state_store: StateStore, make_state_store: Callable[[], StateStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server closed a pooled connection while it sat idle (a restart, an idle timeout): the next
+    transaction gets a live one and never sees the error."""
+    other = make_state_store()
+    pid = _backend_pid(state_store)
+    _terminate(other, pid)
+    monkeypatch.setattr(store_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+    assert _backend_pid(state_store) != pid
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("state_store", ["postgres"], indirect=True)
+def test_postgres_connection_in_steady_use_is_not_pinged(
+    state_store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pings: list[object] = []
+    ping = state_store.engine.dialect.do_ping
+    monkeypatch.setattr(state_store.engine.dialect, "do_ping", lambda conn: pings.append(conn) or ping(conn))
+    for _ in range(20):
+        _backend_pid(state_store)
+    assert pings == []
+    monkeypatch.setattr(store_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+    pid = _backend_pid(state_store)
+    assert len(pings) == 1
+    # The ping's transaction was ended before the connection was handed out: no statement of the caller's
+    # runs in a transaction opened at the ping.
+    with state_store.engine.connect() as conn:
+        status = conn.connection.driver_connection.info.transaction_status
+    assert len(pings) == 2
+    assert status == psycopg.pq.TransactionStatus.IDLE
+    assert _backend_pid(state_store) == pid
 
 
 def test_autocommit_read_takes_no_lock_and_joined_transaction_commits_once(state_store: StateStore) -> None:

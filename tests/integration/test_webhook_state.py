@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -84,7 +85,9 @@ def test_an_accepted_order_is_one_transaction(registered):
     def listener(name):
         return lambda *args, **kwargs: seen.update([name])
 
+    statements: list[str] = []
     hooks = {name: listener(name) for name in ("checkout", "commit", "rollback")}
+    hooks["before_cursor_execute"] = lambda _conn, _cursor, statement, *args: statements.append(statement)
     for name, hook in hooks.items():
         sa.event.listen(store.engine, name, hook)
     try:
@@ -98,6 +101,12 @@ def test_an_accepted_order_is_one_transaction(registered):
     # the wake-up counter on a second, autocommit connection (SQLite did it inside, under its write lock).
     assert seen["commit"] == 1, seen
     assert seen["checkout"] == (1 if store.dialect == "sqlite" else 2), seen
+    # Three statements for the order itself: the event, the order, its integration and the duplicate rule's
+    # question read in one; the order's insert; the event's insert with its answer. The rest is the intake's
+    # wake-up (SQLite: inside the transaction; PostgreSQL: after the commit).
+    order_statements = [text.split()[0] for text in statements if " wakeups" not in text]
+    order_statements = [word for word in order_statements if word not in ("BEGIN", "PRAGMA")]
+    assert order_statements == ["SELECT", "INSERT", "INSERT"], statements
     assert OrderRepository(store).get(event["data"]["id"]).state == "received"
     assert WebhookEventLog(store).get(event["id"]).response_status == 200
     assert pending_wakeups(store, "orders") == 1
@@ -120,6 +129,64 @@ def test_same_event_delivered_concurrently_is_processed_once(registered, make_st
     assert set(codes) <= {200, 409} and 200 in codes
     assert count(registered, orders) == 1 and count(registered, webhook_events) == 1
     assert deliver(registered, event).status_code == 200
+
+
+def test_delivery_that_loses_the_race_for_its_event_answers_what_the_first_stored(
+    registered, make_state_store, caplog
+):
+    """A delivery decides while the same event's first delivery is still open; the first commits its answer;
+    the second's work is rolled back and it answers with the first's stored answer."""
+    event = order_event()
+    first_store = make_state_store()
+    first_answer = {"status": "ORDER_REJECTED", "message": "decided by the first delivery"}
+    holding = threading.Event()
+    release = threading.Event()
+
+    def first_delivery() -> None:
+        with first_store.transaction() as conn:
+            assert WebhookEventLog(first_store).record_answered(
+                event["id"], event["type"], INTEGRATION, event["data"]["id"], 422, first_answer, conn=conn
+            )
+            holding.set()
+            release.wait(30)
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(first_delivery)
+        assert holding.wait(30)
+        second = pool.submit(deliver, make_state_store(), event)
+        time.sleep(
+            0.5
+        )  # the second is now waiting at the event's insert (PostgreSQL) or the write lock (SQLite)
+        release.set()
+        first.result(30)
+        answer = second.result(30)
+    assert (answer.status_code, answer.body) == (422, first_answer)
+    if (
+        registered.dialect == "postgresql"
+    ):  # SQLite's second delivery waited for the write lock before reading
+        assert "a concurrent delivery answered first" in caplog.text
+    # The second delivery's order insert was rolled back with the rest of its transaction.
+    assert count(registered, orders) == 0 and count(registered, webhook_events) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("state_store", ["postgres"], indirect=True)
+def test_connection_broken_in_use_is_retried_once(registered, make_state_store, caplog):
+    """The server ended the pooled connection (a restart) while it was in steady use, so it is not pinged:
+    the event's first statement fails, and the event is decided again on a new connection."""
+    store = registered
+    assert deliver(store, order_event(email="warm@example.com")).status_code == 200
+    with store.transaction() as conn:
+        pids = [conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()]
+    with make_state_store().transaction() as conn:
+        for pid in pids:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+    event = order_event(email="after-restart@example.com")
+    answer = deliver(store, event)
+    assert answer.status_code == 200 and answer.body["status"] == "ACCEPTED"
+    assert "the state store connection broke; trying again" in caplog.text
+    assert OrderRepository(store).get(event["data"]["id"]).state == "received"
+    assert WebhookEventLog(store).get(event["id"]).response_status == 200
 
 
 def test_same_order_in_different_events_concurrently_is_recorded_once(registered, make_state_store):

@@ -7,6 +7,7 @@ turn an accepted order into a rejected one or the other way round.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -54,6 +55,34 @@ _STORE_RESPONSE = (
 )
 
 
+# What every lookup joins to: one row, so that each outer-joined table (the event, an order, an integration) that
+# has no matching row reads as NULLs.
+ANCHOR = sa.select(sa.literal(1).label("one")).subquery("anchor")
+_EVENT_LABELS = tuple((f"event_{column.name}", column.name) for column in webhook_events.c)
+_EVENT_COLUMNS = tuple(column.label(f"event_{column.name}") for column in webhook_events.c)
+_EVENT_ONLY = sa.select(*_EVENT_COLUMNS).select_from(
+    ANCHOR.outerjoin(webhook_events, webhook_events.c.id == sa.bindparam("event_id"))
+)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What an event's handler reads before deciding, fetched in the same round trip as the event itself:
+    `statement` selects from `ANCHOR` outer-joined to what it needs (built once: its bound parameters, never
+    named `event_id`, come in `params`)."""
+
+    statement: sa.Select
+    params: dict[str, Any]
+
+
+@cache
+def _with_event(statement: sa.Select) -> sa.Select:
+    """`statement` with the event's row outer-joined to its anchor, its columns labelled `event_<name>`."""
+    return statement.outerjoin(webhook_events, webhook_events.c.id == sa.bindparam("event_id")).add_columns(
+        *_EVENT_COLUMNS
+    )
+
+
 @cache
 def _insert_new(dialect: str) -> sa.Insert:
     """`INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id`: a row back means this call recorded the event."""
@@ -97,6 +126,45 @@ class WebhookEventLog:
             stored = tx.execute(_GET, {"event_id": event_id}).mappings().one()
         log.info("webhook event %s (%s) is a redelivery", event_id, type)
         return from_row(WebhookEvent, stored, created=False)
+
+    def find(
+        self, event_id: str, lookup: Lookup | None = None, *, conn: Connection
+    ) -> tuple[WebhookEvent | None, Mapping[Any, Any]]:
+        """The stored event (None when it is new) and the row of `lookup`, read in one statement in the caller's
+        transaction. Nothing is written: a new event is recorded by `record_answered` once it is decided."""
+        if lookup is None:
+            statement, params = _EVENT_ONLY, {"event_id": event_id}
+        else:
+            statement, params = _with_event(lookup.statement), {**lookup.params, "event_id": event_id}
+        row = conn.execute(statement, params).mappings().one()
+        if row["event_id"] is None:
+            return None, row
+        return from_row(WebhookEvent, {name: row[label] for label, name in _EVENT_LABELS}), row
+
+    def record_answered(
+        self,
+        event_id: str,
+        type: str,
+        integration_id: str | None,
+        order_id: str | None,
+        status: int | None,
+        body: Any,
+        *,
+        conn: Connection,
+    ) -> bool:
+        """Record a new event with the answer decided for it (None: answered later, the inline flow), in the
+        caller's transaction. False when a concurrent delivery of the same event recorded it first (PostgreSQL:
+        this waits for that delivery's transaction to end): the caller must roll back and answer as a redelivery."""
+        row = {
+            "id": event_id,
+            "type": type,
+            "integration_id": integration_id,
+            "order_id": order_id,
+            "received_at": self.store.now(),
+            "response_status": status,
+            "response_body": None if status is None else to_jsonable(body),
+        }
+        return conn.execute(_insert_new(self.store.dialect), row).first() is not None
 
     def store_response(
         self, event_id: str, status: int, body: Any, *, conn: Connection | None = None

@@ -237,6 +237,35 @@ def _duplicate_query(by_email: bool, by_hash: bool, by_application: bool, exclud
     return sa.select(found.c.id).order_by(found.c.received_at, found.c.id).limit(1)
 
 
+def active_duplicate_query(
+    integration_id: str,
+    package_id: str,
+    candidate_email: str | None,
+    application_remote_id: str | None,
+    exclude_order_id: str | None,
+    *,
+    candidate_email_hash: str | None = None,
+) -> tuple[sa.Select, dict[str, Any]] | None:
+    """`OrderRepository.find_active_duplicate`'s statement (built once per shape) and its parameters, for a caller
+    that runs it inside a larger statement (the webhook's first read); None when nothing identifies the
+    candidate."""
+    email = (candidate_email or "").strip().lower()
+    if not (email or candidate_email_hash or application_remote_id):
+        return None
+    query = _duplicate_query(
+        bool(email), bool(candidate_email_hash), bool(application_remote_id), exclude_order_id is not None
+    )
+    params = {
+        "integration_id": integration_id,
+        "package_id": package_id,
+        "email": email,
+        "email_hash": candidate_email_hash,
+        "application_remote_id": application_remote_id,
+        "exclude_order_id": exclude_order_id,
+    }
+    return query, params
+
+
 # `mark_invited_many`'s statements, built once: the same compiled statement for every group, whatever its size.
 _HELD_FOR_INVITE = sa.select(orders.c.id, orders.c.attempts).where(
     orders.c.id.in_(sa.bindparam("ids", expanding=True)),
@@ -724,20 +753,17 @@ class OrderRepository:
         same candidate: the same e-mail (case-insensitive), or for an order whose candidate data was erased the
         same salted e-mail hash (`candidate_email_hash`, `kombo_sync.candidate_hash`), or the same ATS
         application; None when there is none."""
-        email = (candidate_email or "").strip().lower()
-        if not (email or candidate_email_hash or application_remote_id):
-            return None
-        query = _duplicate_query(
-            bool(email), bool(candidate_email_hash), bool(application_remote_id), exclude_order_id is not None
+        found = active_duplicate_query(
+            integration_id,
+            package_id,
+            candidate_email,
+            application_remote_id,
+            exclude_order_id,
+            candidate_email_hash=candidate_email_hash,
         )
-        params = {
-            "integration_id": integration_id,
-            "package_id": package_id,
-            "email": email,
-            "email_hash": candidate_email_hash,
-            "application_remote_id": application_remote_id,
-            "exclude_order_id": exclude_order_id,
-        }
+        if found is None:
+            return None
+        query, params = found
         with self.store.transaction(readonly=True, conn=conn) as tx:
             return tx.execute(query, params).scalar_one_or_none()
 

@@ -232,10 +232,12 @@ class StateStore:
 
     def _create_engine(self, *, foreign_keys: bool = True, pooled: bool = True) -> Engine:
         if self.dialect == "postgresql":
-            kwargs: dict[str, Any] = {"pool_pre_ping": True}
             if not pooled:
-                kwargs = {"poolclass": sa.pool.NullPool}
-            return sa.create_engine(self._url, **kwargs)
+                return sa.create_engine(self._url, poolclass=sa.pool.NullPool)
+            size, overflow = pool_size()
+            engine = sa.create_engine(self._url, pool_size=size, max_overflow=overflow)
+            _install_idle_ping(engine)
+            return engine
         connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
         if self._is_memory_sqlite():
             # One shared connection, or every checkout would see its own empty database.
@@ -369,6 +371,54 @@ def _enable_wal(cursor: Any) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+POOL_SIZE_ENV = "KOMBO_STATE_POOL_SIZE"
+DEFAULT_POOL_SIZE = 12
+# A pooled connection unused for longer than this is pinged before it is handed out (see `_install_idle_ping`).
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def pool_size() -> tuple[int, int]:
+    """PostgreSQL connections a process keeps open, and how many more it may open at a peak (closed again when
+    returned): `KOMBO_STATE_POOL_SIZE` (default 12: the api-server's 8 webhook threads, its wake-up writer and
+    the console, each holding a connection at once), and as many again for peaks. A pool smaller than the
+    threads that use it at once closes a connection and opens a new one for most transactions."""
+    raw = os.environ.get(POOL_SIZE_ENV, "").strip()
+    try:
+        size = int(raw) if raw else DEFAULT_POOL_SIZE
+    except ValueError:
+        log.error("%s=%r is not a whole number; using %d", POOL_SIZE_ENV, raw[:20], DEFAULT_POOL_SIZE)
+        size = DEFAULT_POOL_SIZE
+    size = max(1, min(size, 200))
+    return size, size
+
+
+def _install_idle_ping(engine: Engine) -> None:
+    """Ping a pooled PostgreSQL connection before use only when it sat unused for `PING_AFTER_IDLE_SECONDS`.
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: a round trip on every transaction, an eighth of a
+    webhook's. A connection in steady use is not pinged; one that waited (the server may have restarted or
+    closed it meanwhile) is, and a dead one is replaced before anybody uses it. A connection that breaks in use
+    fails that transaction; the pool then drops every connection opened before the break."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["kombo_idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("kombo_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            # SQLAlchemy's ping for psycopg: SELECT 1 in autocommit, so no transaction is left open.
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if not engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                raise
+            # The pool discards this connection and checks out another (SQLAlchemy's documented recipe).
+            raise sa.exc.DisconnectionError("idle state-store connection is gone") from exc
 
 
 def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:

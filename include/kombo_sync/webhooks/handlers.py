@@ -46,7 +46,7 @@ from kombo_sync.webhooks.integrations import (
     integration_deleted,
     integration_state_changed,
 )
-from kombo_sync.webhooks.orders import inline_invite, order_received
+from kombo_sync.webhooks.orders import inline_invite, order_lookup, order_received
 from kombo_sync.webhooks.parsing import parse_event
 from kombo_sync.webhooks.responses import WebhookResponse, error_response
 from kombo_sync.webhooks.transaction import EventWork, InlineInvitation, deduplicated
@@ -75,7 +75,9 @@ def handle_webhook(raw_body: bytes, headers: Mapping[str, str], deps: WebhookDep
     if isinstance(parsed, WebhookResponse):
         return parsed
     envelope, data = parsed
-    return deduplicated(envelope, data, deps, settings, dispatch=_dispatch, inline_invite=inline_invite)
+    return deduplicated(
+        envelope, data, deps, settings, dispatch=_dispatch, inline_invite=inline_invite, lookup=order_lookup
+    )
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

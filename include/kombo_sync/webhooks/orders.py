@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -18,18 +19,26 @@ from kombo_sync.assets import ORDERS_TOPIC
 from kombo_sync.kombo.models import (
     ORDER_STATUS_OPEN,
     WEBHOOK_ASSESSMENT_ORDER_RECEIVED,
+    KomboModel,
     OrderReceivedData,
 )
 from kombo_sync.serving import published_package_ids
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state._util import from_row
+from kombo_sync.state.events import ANCHOR, Lookup
 from kombo_sync.state.integrations import IntegrationRecord
-from kombo_sync.state.orders import REJECTED, InvalidTransition, OrderRepository
+from kombo_sync.state.orders import REJECTED, InvalidTransition, OrderRepository, active_duplicate_query
 from kombo_sync.state.schema import integrations, orders
 from kombo_sync.state.store import StateStore
 from kombo_sync.wakeups import request_wakeup
 from kombo_sync.webhooks.responses import WebhookResponse, error_response, rejection
-from kombo_sync.webhooks.rules import RuleConfigurationError, RuleContext, first_rejection, rules_for
+from kombo_sync.webhooks.rules import (
+    PrefetchedDuplicate,
+    RuleConfigurationError,
+    RuleContext,
+    first_rejection,
+    rules_for,
+)
 from kombo_sync.webhooks.transaction import EventWork, InlineInvitation
 
 if TYPE_CHECKING:
@@ -52,7 +61,14 @@ def order_received(
     store, conn = work.store, work.conn
     repo = OrderRepository(store)
     payload = order.model_dump(mode="json", by_alias=True)
-    existing, integration = _known_order_and_integration(conn, order.id, order.integration_id)
+    looked_up = work.looked_up
+    prefetched = None
+    if looked_up is not None and "order_id" in looked_up:
+        # Read with the event (`order_lookup`): no round trip of its own.
+        existing, integration = _known_from_row(looked_up)
+        prefetched = PrefetchedDuplicate(looked_up.get("duplicate_of"))
+    else:
+        existing, integration = _known_order_and_integration(conn, order.id, order.integration_id)
     if existing is not None:
         # Seen before (the poll, or an earlier event for the same order): the first decision stands.
         if existing.state == REJECTED:
@@ -76,6 +92,7 @@ def order_received(
         now=store.now(),
         conn=conn,
         email_hasher=deps.hasher(),
+        prefetched_duplicate=prefetched,
     )
     try:
         decision = first_rejection(order, context, rules_for(settings, deps.extra_rules))
@@ -116,7 +133,6 @@ class _KnownOrder:
 
 # The order's stored decision and the integration's registry row in one round trip: both outer-joined to a one-row
 # anchor, so a missing order or integration reads as NULLs. Built once (every order webhook runs it).
-_ANCHOR = sa.select(sa.literal(1).label("one")).subquery("anchor")
 _KNOWN_ORDER_AND_INTEGRATION = sa.select(
     orders.c.id.label("order_id"),
     orders.c.state.label("order_state"),
@@ -124,11 +140,38 @@ _KNOWN_ORDER_AND_INTEGRATION = sa.select(
     orders.c.invitation_url.label("order_invitation_url"),
     *(column.label(f"integration_{column.name}") for column in integrations.c),
 ).select_from(
-    _ANCHOR.outerjoin(orders, orders.c.id == sa.bindparam("order_id_param")).outerjoin(
+    ANCHOR.outerjoin(orders, orders.c.id == sa.bindparam("order_id_param")).outerjoin(
         integrations, integrations.c.id == sa.bindparam("integration_id_param")
     )
 )
 _INTEGRATION_LABELS = tuple((f"integration_{column.name}", column.name) for column in integrations.c)
+
+
+def order_lookup(data: KomboModel | None, deps: WebhookDeps) -> Lookup | None:
+    """For an order event: the order's stored decision, the integration's registry row and the duplicate rule's
+    question (the candidate's other active order of the package), read with the event in one statement."""
+    if not isinstance(data, OrderReceivedData):
+        return None
+    params = {"order_id_param": data.id, "integration_id_param": data.integration_id}
+    hasher = deps.hasher()
+    duplicate = active_duplicate_query(
+        data.integration_id,
+        data.package_id,
+        data.candidate.email,
+        data.application.remote_id,
+        exclude_order_id=data.id,
+        # An active order whose candidate data was erased is matched by its salted e-mail hash.
+        candidate_email_hash=hasher.email_hash(data.candidate.email) if hasher is not None else None,
+    )
+    if duplicate is None:
+        return Lookup(_KNOWN_ORDER_AND_INTEGRATION, params)
+    query, duplicate_params = duplicate
+    return Lookup(_with_duplicate(query), {**params, **duplicate_params})
+
+
+@cache
+def _with_duplicate(duplicate_query: sa.Select) -> sa.Select:
+    return _KNOWN_ORDER_AND_INTEGRATION.add_columns(duplicate_query.scalar_subquery().label("duplicate_of"))
 
 
 def _known_order_and_integration(
@@ -142,6 +185,10 @@ def _known_order_and_integration(
         .mappings()
         .one()
     )
+    return _known_from_row(row)
+
+
+def _known_from_row(row: Mapping[Any, Any]) -> tuple[_KnownOrder | None, IntegrationRecord | None]:
     known = None
     if row["order_id"] is not None:
         known = _KnownOrder(row["order_state"], row["order_last_error"], row["order_invitation_url"])

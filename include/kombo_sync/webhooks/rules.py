@@ -56,6 +56,17 @@ class RuleContext:
     # The salted e-mail hash (`kombo_sync.candidate_hash`): the duplicate rule matches active orders whose
     # candidate data was erased by it (None: no salt configured, not matched).
     email_hasher: CandidateHasher | None = None
+    # The duplicate rule's answer read ahead with the event (the webhook's first statement); None: not read, the
+    # rule reads it itself.
+    prefetched_duplicate: PrefetchedDuplicate | None = None
+
+
+@dataclass(frozen=True)
+class PrefetchedDuplicate:
+    """The other active order of the same candidate and package (`OrderRepository.find_active_duplicate`), or
+    None when there is none."""
+
+    order_id: str | None
 
 
 class RejectionRule(Protocol):
@@ -97,8 +108,22 @@ def no_active_duplicate(order: OrderReceivedData, context: RuleContext) -> str |
     registry_settings = context.integration.settings if context.integration is not None else None
     if not duplicate_rule_enabled(context.settings.intake, order.integration_id, registry_settings):
         return None
+    if context.prefetched_duplicate is not None:
+        duplicate_of = context.prefetched_duplicate.order_id
+    else:
+        duplicate_of = _find_duplicate(order, context)
+    if duplicate_of is None:
+        return None
+    return (
+        "There is already an open order of this assessment for this candidate "
+        f"(order {duplicate_of}). The candidate will receive only one invitation: please wait for that "
+        "assessment to be completed, or cancel it before ordering again."
+    )
+
+
+def _find_duplicate(order: OrderReceivedData, context: RuleContext) -> str | None:
     hasher = context.email_hasher
-    duplicate_of = OrderRepository(context.store).find_active_duplicate(
+    return OrderRepository(context.store).find_active_duplicate(
         order.integration_id,
         order.package_id,
         order.candidate.email,
@@ -107,13 +132,6 @@ def no_active_duplicate(order: OrderReceivedData, context: RuleContext) -> str |
         # An active order whose candidate data was erased is matched by its salted e-mail hash.
         candidate_email_hash=hasher.email_hash(order.candidate.email) if hasher is not None else None,
         conn=context.conn,
-    )
-    if duplicate_of is None:
-        return None
-    return (
-        "There is already an open order of this assessment for this candidate "
-        f"(order {duplicate_of}). The candidate will receive only one invitation: please wait for that "
-        "assessment to be completed, or cancel it before ordering again."
     )
 
 

@@ -1,17 +1,18 @@
-"""One event, exactly once: record it, decide and store the answer in one transaction (SQLite: through this
-process's write gate); a redelivery gets the stored answer, or 409 while the first is still being processed.
+"""One event, exactly once: decide the answer and record the event with it in one transaction (SQLite: through
+this process's write gate); a redelivery gets the stored answer, or 409 while the first is still being processed.
 The wake-ups the event asks for are requested once it is committed; the inline flow's invitation runs after it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy.exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from kombo_sync.intake.claims import write_gate
@@ -23,7 +24,7 @@ from kombo_sync.kombo.models import (
     WebhookEnvelope,
 )
 from kombo_sync.settings import PipelineSettings
-from kombo_sync.state.events import WebhookEvent, WebhookEventLog
+from kombo_sync.state.events import Lookup, WebhookEvent, WebhookEventLog
 from kombo_sync.state.store import StateStore
 from kombo_sync.wakeups import WakeupBatcher, request_wakeup, request_wakeup_in_transaction
 from kombo_sync.webhooks.responses import WebhookResponse, error_response
@@ -42,6 +43,8 @@ class EventWork:
         self.conn = conn
         self._wakeups = wakeups
         self._after_commit: list[str] = []
+        # The row of the handler's lookup, read with the event in the transaction's first statement.
+        self.looked_up: Mapping[Any, Any] | None = None
 
     def wake(self, topic: str) -> None:
         """Wake the watcher of `topic` so that the run it starts sees this transaction's data."""
@@ -88,6 +91,18 @@ Dispatch = Callable[
 InlineInvite = Callable[[OrderReceivedData, "WebhookDeps", PipelineSettings, StateStore], WebhookResponse]
 
 
+LookupFor = Callable[[KomboModel | None, "WebhookDeps"], Lookup | None]
+
+
+class _LostRace(Exception):
+    """A concurrent delivery of the same event recorded it first; this one's transaction is rolled back."""
+
+
+# A transaction tried again at most this often: once after a lost race (it then finds the event recorded), once
+# after the state store's connection broke (the pool then replaces every connection opened before the break).
+_ATTEMPTS = 3
+
+
 def deduplicated(
     envelope: WebhookEnvelope,
     data: KomboModel | None,
@@ -96,32 +111,72 @@ def deduplicated(
     *,
     dispatch: Dispatch,
     inline_invite: InlineInvite,
+    lookup: LookupFor | None = None,
 ) -> WebhookResponse:
-    """Record the event, decide and store the answer in one transaction (the inline flow's invitation, which
-    calls out, runs after it). A concurrent delivery of the same event waits for that transaction at the
-    event's insert and then gets the stored answer. `dispatch` decides the answer inside the transaction;
-    `inline_invite` creates the inline flow's invitation after it."""
+    """Decide the event's answer and record the event with it in one transaction (the inline flow's invitation,
+    which calls out, runs after it). The event, and what `lookup` names for the handler, are read in the
+    transaction's first statement; a new event is recorded last, with its answer. A concurrent delivery of the
+    same event waits at that insert for the first one's transaction, is rolled back, and gets the stored answer.
+    `dispatch` decides the answer inside the transaction; `inline_invite` creates the inline flow's invitation
+    after it."""
     store = deps.store
-    events = WebhookEventLog(store)
-    integration_id, order_id = _subject(data)
-    with _write_gate(store), store.transaction() as conn:
-        work = EventWork(store, conn, deps.wakeups())
-        event = events.record_or_get(envelope.id, envelope.type, integration_id, order_id, conn=conn)
-        if not event.created:
-            stored = _stored_answer(event, envelope, store, deps)
-            if stored is not None:
-                return stored
-        outcome = dispatch(envelope, data, deps, settings, work)
-        if isinstance(outcome, WebhookResponse):
-            events.store_response(envelope.id, outcome.status_code, outcome.body, conn=conn)
-    work.committed()
-    if isinstance(outcome, WebhookResponse):
+    wanted = lookup(data, deps) if lookup is not None else None
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            outcome = _decide(envelope, data, deps, settings, dispatch, wanted)
+        except _LostRace:
+            log.info(
+                "webhook event %s (%s): a concurrent delivery answered first", envelope.id, envelope.type
+            )
+        except sa_exc.DBAPIError as exc:
+            if not exc.connection_invalidated or attempt == _ATTEMPTS:
+                raise
+            log.warning("webhook event %s: the state store connection broke; trying again", envelope.id)
+        else:
+            break
+    else:
+        raise RuntimeError(f"webhook event {envelope.id}: not decided in {_ATTEMPTS} attempts")
+    if not isinstance(outcome, InlineInvitation):
         return outcome
     # The event is committed unanswered: a redelivery meanwhile gets 409 (in progress).
     response = inline_invite(outcome.order, deps, settings, store)
     with _write_gate(store):
-        events.store_response(envelope.id, response.status_code, response.body)
+        WebhookEventLog(store).store_response(envelope.id, response.status_code, response.body)
     return response
+
+
+def _decide(
+    envelope: WebhookEnvelope,
+    data: KomboModel | None,
+    deps: WebhookDeps,
+    settings: PipelineSettings,
+    dispatch: Dispatch,
+    lookup: Lookup | None,
+) -> WebhookResponse | InlineInvitation:
+    """One try at the event's transaction: its answer (stored or new), or the inline flow's invitation to make."""
+    store = deps.store
+    events = WebhookEventLog(store)
+    with _write_gate(store), store.transaction() as conn:
+        work = EventWork(store, conn, deps.wakeups())
+        event, work.looked_up = events.find(envelope.id, lookup, conn=conn)
+        if event is not None:
+            stored = _stored_answer(event, envelope, store, deps)
+            if stored is not None:
+                return stored
+        outcome = dispatch(envelope, data, deps, settings, work)
+        status, body = (
+            (outcome.status_code, outcome.body) if isinstance(outcome, WebhookResponse) else (None, None)
+        )
+        if event is None:
+            integration_id, order_id = _subject(data)
+            if not events.record_answered(
+                envelope.id, envelope.type, integration_id, order_id, status, body, conn=conn
+            ):
+                raise _LostRace
+        elif status is not None:
+            events.store_response(envelope.id, status, body, conn=conn)
+    work.committed()
+    return outcome
 
 
 def _stored_answer(
