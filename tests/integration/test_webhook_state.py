@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -136,6 +137,7 @@ def test_delivery_that_loses_the_race_for_its_event_answers_what_the_first_store
 ):
     """A delivery decides while the same event's first delivery is still open; the first commits its answer;
     the second's work is rolled back and it answers with the first's stored answer."""
+    caplog.set_level(logging.INFO, logger="kombo_sync.webhooks.transaction")
     event = order_event()
     first_store = make_state_store()
     first_answer = {"status": "ORDER_REJECTED", "message": "decided by the first delivery"}
