@@ -259,7 +259,8 @@ def drop_database(pg_admin_url: str, name: str) -> None:
 
 def settle(max_seconds: float) -> None:
     """Wait (up to `max_seconds`) for the machine's 1-minute load average to fall below its CPU count: the
-    pipeline's start (the dag-processor's first parse, the scheduler's first loops) is not what is measured."""
+    servers' start (the api-server's workers, the dag-processor's first parse, the scheduler's first loops) is
+    not what is measured."""
     cpus = os.cpu_count() or 1
     deadline = time.monotonic() + max_seconds
     while os.getloadavg()[0] >= cpus and time.monotonic() < deadline:
@@ -277,9 +278,12 @@ def run_load(
         answer = client.post(url, content=body, headers=headers)
         if answer.status_code != 200:
             raise SystemExit(f"could not register the bench integration: {answer.status_code} {answer.text}")
-        # Warm-up: the first requests of every worker open the state store and import the handlers.
-        for body, headers, _ in order_requests(20 * max(1, args.workers), secret):
-            client.post(url, content=body, headers=headers)
+    # Warm-up, a few seconds at a modest rate with requests overlapping: every worker imports the handlers and
+    # opens the state store's connections its handler threads use at once (a running server has them open).
+    warm_rate = min(args.rate, 100.0)
+    asyncio.run(
+        drive(url, order_requests(int(warm_rate * 3), secret), warm_rate, args.timeout, args.max_in_flight)
+    )
     if pipeline is not None:
         # An integration the sandbox knows, so that the intake polls it and invites the load's orders.
         pipeline.sandbox.set_webhook(url, secret=secret)
@@ -287,7 +291,8 @@ def run_load(
         if created["webhook"]["status_code"] != 200:
             raise SystemExit(f"the sandbox could not register its integration: {created['webhook']}")
         integration = created["id"]
-        settle(args.settle_seconds)
+    settle(args.settle_seconds)
+    if pipeline is not None:
         if args.pipeline_nice:
             reniced = pipeline.renice(args.pipeline_nice)
             print(f"the pipeline's {len(reniced)} processes at nice {args.pipeline_nice}", flush=True)
@@ -524,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         "--settle-seconds",
         type=float,
         default=120.0,
-        help="--with-pipeline: wait up to this long for the load average to fall below the CPU count first",
+        help="wait up to this long for the load average to fall below the CPU count before the load (default 120)",
     )
     parser.add_argument("--skip-load", action="store_true", help="only part 2")
     parser.add_argument(

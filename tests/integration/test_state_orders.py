@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from kombo_sync.state.orders import (
     ALLOWED_TRANSITIONS,
@@ -17,6 +18,7 @@ from kombo_sync.state.orders import (
     OrderNotFound,
     OrderRepository,
     SentInvitation,
+    active_duplicate_query,
 )
 from kombo_sync.state.schema import ORDER_STATES, invitations
 from kombo_sync.state.store import StateStore
@@ -500,3 +502,46 @@ def test_mark_invited_many_fences_each_order_on_its_own(
     assert repo.mark_invited_many(sent[:3], "holder") == dict.fromkeys(held, False)
     with pytest.raises(ValueError, match="once per call"):
         repo.mark_invited_many([sent[0], sent[0]], "holder")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("state_store", ["postgres"], indirect=True)
+@pytest.mark.parametrize("by_hash", [False, True], ids=["email+application", "email+hash+application"])
+def test_duplicate_lookup_generic_plan_reads_one_candidate_not_the_package(
+    repo: OrderRepository, state_store: StateStore, by_hash: bool
+) -> None:
+    """The webhook's duplicate lookup is a prepared statement: after five executions PostgreSQL may run it with a
+    generic plan, chosen without the values. Every branch of that plan must find its candidate through the index
+    on its identity column, not read every active order of the package through an index on (integration_id, ...)
+    (migration 0013; before it, this plan removed all 400 rows by filter)."""
+    # Statistics from when the table was small (a new deployment's first hours), then a busy package.
+    with state_store.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE orders")
+    repo.record_orders([kombo_order(f"bulk{index}") for index in range(400)], "webhook")
+    found = active_duplicate_query(
+        INTEGRATION,
+        "typescript_test",
+        "nobody@candidates.example",
+        "app-nobody",
+        "new-order",
+        candidate_email_hash="0" * 64 if by_hash else None,
+    )
+    assert found is not None
+    query, params = found
+    compiled = query.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
+    values = [params.get(name, compiled.params.get(name)) for name in compiled.positiontup or ()]
+    literals = ", ".join(f"'{value}'" for value in values)  # test data: ids and addresses without quotes
+    with state_store.engine.connect() as conn:
+        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        types = ", ".join("text" for _ in values)
+        conn.exec_driver_sql(f"PREPARE duplicate_lookup ({types}) AS {compiled}")
+        plan = "\n".join(
+            row[0]
+            for row in conn.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, FORMAT TEXT) EXECUTE duplicate_lookup ({literals})"
+            )
+        )
+        conn.exec_driver_sql("DEALLOCATE duplicate_lookup")
+    assert "$1" in plan, plan  # the generic plan: parameters, not values
+    assert "Rows Removed by Filter" not in plan, plan
+    assert "Seq Scan" not in plan, plan

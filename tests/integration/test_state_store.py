@@ -346,3 +346,32 @@ def test_sqlite_writer_still_gives_up_after_the_busy_timeout(tmp_path: Path, mon
     assert 0.25 <= time.monotonic() - started < 0.9
     holder.join()
     store.dispose()
+
+
+def test_migration_0013_swaps_the_duplicate_indexes_and_goes_back(state_db_url: str) -> None:
+    from alembic import command
+
+    from kombo_sync.state.migrations import alembic_config
+
+    def indexes(conn: sa.Connection) -> set[str]:
+        return {index["name"] for index in sa.inspect(conn).get_indexes("orders")}
+
+    engine = sa.create_engine(state_db_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0013_duplicate_lookup_indexes")
+        with engine.connect() as conn:
+            now = indexes(conn)
+        # SQLAlchemy's SQLite and PostgreSQL inspectors skip expression indexes (with a warning): the hash one shows.
+        assert "ix_orders_candidate_email_hash" in now and "ix_orders_application_remote_id" in now
+        assert not now & {"ix_orders_duplicate_application", "ix_orders_duplicate_email_hash"}
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0012_rate_budgets")
+        with engine.connect() as conn:
+            before = indexes(conn)
+        assert {"ix_orders_duplicate_application", "ix_orders_duplicate_email_hash"} <= before
+        assert "ix_orders_candidate_email_hash" not in before
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+    finally:
+        engine.dispose()

@@ -209,6 +209,11 @@ def _insert_new_order(dialect: str) -> sa.Insert:
     return insert(orders).on_conflict_do_nothing(index_elements=["id"]).returning(orders.c.id)
 
 
+def _not_indexed(column: sa.Column[str]) -> sa.ColumnElement[str]:
+    """`column` as a condition the planner cannot answer from an index (its value is never NULL)."""
+    return sa.func.coalesce(column, "")
+
+
 @cache
 def _duplicate_query(by_email: bool, by_hash: bool, by_application: bool, excluding: bool) -> sa.Select:
     """`find_active_duplicate`'s statement for one combination of the ways of being the same candidate, built
@@ -220,15 +225,19 @@ def _duplicate_query(by_email: bool, by_hash: bool, by_application: bool, exclud
         same_candidate.append(orders.c.candidate_email_hash == sa.bindparam("email_hash"))
     if by_application:
         same_candidate.append(orders.c.application_remote_id == sa.bindparam("application_remote_id"))
-    # One indexed lookup per way of being the same candidate (an OR would scan the package's orders).
+    # One indexed lookup per way of being the same candidate (an OR would scan the package's orders), through
+    # the index on that identity column alone: integration, package and state are checked on the few rows found,
+    # in a form no index matches. The statement is prepared, and PostgreSQL's generic plan, chosen without the
+    # values on statistics from when the table was smaller, would otherwise read every active order of the
+    # package through an index on (integration_id, ...) (migration 0013).
     lookups = []
     for condition in same_candidate:
         lookup = sa.select(orders.c.id, orders.c.received_at).where(
-            orders.c.integration_id == sa.bindparam("integration_id"),
-            orders.c.package_id == sa.bindparam("package_id"),
             condition,
+            _not_indexed(orders.c.integration_id) == sa.bindparam("integration_id"),
+            _not_indexed(orders.c.package_id) == sa.bindparam("package_id"),
             # Constants rendered into the SQL: an expanding IN parameter is re-rendered at every execution.
-            orders.c.state.in_([sa.literal_column(f"'{state}'") for state in ACTIVE_STATES]),
+            _not_indexed(orders.c.state).in_([sa.literal_column(f"'{state}'") for state in ACTIVE_STATES]),
         )
         if excluding:
             lookup = lookup.where(orders.c.id != sa.bindparam("exclude_order_id"))

@@ -139,21 +139,23 @@ orders = sa.Table(
     _states_check("first_seen_via", ORDER_SEEN_VIA, "first_seen_via"),
     # (integration_id, state) also serves every lookup by integration_id alone (leading column).
     sa.Index("ix_orders_integration_id_state", "integration_id", "state"),
-    # The duplicate rule looks up the same candidate by application or by e-mail (case-insensitive, below).
-    sa.Index("ix_orders_duplicate_application", "integration_id", "package_id", "application_remote_id"),
     sa.Index("ix_orders_state_next_attempt_at", "state", "next_attempt_at"),
     # The console (migration 0008): counts of recent orders per integration and state, and the order lookup.
     # invited_at (migration 0011): the funnel's invitation latency of a period from the same index alone.
     sa.Index("ix_orders_received_at_integration_id", "received_at", "integration_id", "state", "invited_at"),
+    # The duplicate rule finds the same candidate through one of these three, by its identity column alone
+    # (migration 0013, `orders._duplicate_query`): the ATS application, the e-mail (case-insensitive, below),
+    # the salted e-mail hash of an erased order (below).
     sa.Index("ix_orders_application_remote_id", "application_remote_id"),
     sa.Index("ix_orders_invitation_id", "invitation_id"),
-    sa.Index("ix_orders_duplicate_email_hash", "integration_id", "package_id", "candidate_email_hash"),
 )
+sa.Index("ix_orders_candidate_email", sa.func.lower(orders.c.candidate_email))
+# Only erased orders carry the hash: a small partial index.
 sa.Index(
-    "ix_orders_duplicate_email",
-    orders.c.integration_id,
-    orders.c.package_id,
-    sa.func.lower(orders.c.candidate_email),
+    "ix_orders_candidate_email_hash",
+    orders.c.candidate_email_hash,
+    postgresql_where=orders.c.candidate_email_hash.is_not(None),
+    sqlite_where=orders.c.candidate_email_hash.is_not(None),
 )
 
 invitations = sa.Table(
