@@ -5,7 +5,7 @@ integration, then sends signed `assessment:order-received` webhooks at a fixed r
 at start + i/rate whatever happened to the others) and prints p50/p99 answer times and the error count. Each
 answer time runs from the moment its request was due, not from when a client slot freed up, so a server that
 falls behind shows it in the tail (no coordinated omission); the server's own answer time is printed beside it.
-Targets: p99 <= 50 ms at 200 requests/s, 0 errors. The baseline, measured in the same run at the same rate, is
+Targets: p99 <= 50 ms at 200 requests/s, 0 errors; at 400 requests/s 0 errors. The baseline, measured in the same run at the same rate, is
 the same endpoint answering 401 (bad signature: HTTP, the plugin and the signature check, no database), so the
 ratio shows what recording an order costs on top of serving a request at all.
 
@@ -56,6 +56,8 @@ from tests.support.webhooks import LiveAirflow, encode, integration_event, order
 SECRET = "bench-webhook-secret"
 INTEGRATION = "greenhouse:bench"
 TARGET_P99_MS = 50.0
+# The targets (issue 14): p99 <= 50 ms at 200 requests/s; at higher rates (400/s) no errors.
+P99_TARGET_RATE = 200.0
 TARGET_E2E_P95_S = 60.0
 POLL_INTERVAL_S = 300.0
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -273,24 +275,27 @@ def run_load(
 ) -> bool:
     check_loopback(url)
     integration = INTEGRATION
-    with httpx.Client(timeout=120) as client:
-        body, headers = signed(integration_event("integration-created", INTEGRATION), secret)
-        answer = client.post(url, content=body, headers=headers)
-        if answer.status_code != 200:
-            raise SystemExit(f"could not register the bench integration: {answer.status_code} {answer.text}")
-    # Warm-up, a few seconds at a modest rate with requests overlapping: every worker imports the handlers and
-    # opens the state store's connections its handler threads use at once (a running server has them open).
-    warm_rate = min(args.rate, 100.0)
-    asyncio.run(
-        drive(url, order_requests(int(warm_rate * 3), secret), warm_rate, args.timeout, args.max_in_flight)
-    )
     if pipeline is not None:
-        # An integration the sandbox knows, so that the intake polls it and invites the load's orders.
+        # An integration the sandbox knows (its integration-created webhook registers it with us), so that the
+        # intake polls it and works on the load's orders; the only one, so that every poll succeeds.
         pipeline.sandbox.set_webhook(url, secret=secret)
         created = pipeline.sandbox.admin.create_integration(tool="greenhouse")
         if created["webhook"]["status_code"] != 200:
             raise SystemExit(f"the sandbox could not register its integration: {created['webhook']}")
         integration = created["id"]
+    else:
+        with httpx.Client(timeout=120) as client:
+            body, headers = signed(integration_event("integration-created", INTEGRATION), secret)
+            answer = client.post(url, content=body, headers=headers)
+            if answer.status_code != 200:
+                raise SystemExit(
+                    f"could not register the bench integration: {answer.status_code} {answer.text}"
+                )
+    # Warm-up, a few seconds at a modest rate with requests overlapping: every worker imports the handlers and
+    # opens the state store's connections its handler threads use at once (a running server has them open).
+    warm_rate = min(args.rate, 100.0)
+    warm_up = order_requests(int(warm_rate * 3), secret, integration)
+    asyncio.run(drive(url, warm_up, warm_rate, args.timeout, args.max_in_flight))
     settle(args.settle_seconds)
     if pipeline is not None:
         if args.pipeline_nice:
@@ -320,10 +325,15 @@ def run_load(
     report("baseline (401, no DB)", baseline, args.rate)
     report("orders accepted (200)", load, args.rate)
     p99, errors = load.pct(99), sum(load.errors.values())
+    met = errors == 0 and (args.rate > P99_TARGET_RATE or p99 <= TARGET_P99_MS)
+    if args.rate > P99_TARGET_RATE:
+        # Above 200/s the target is that every order is answered in time (no errors); the p99 target is 200/s's.
+        target = f"target at {args.rate:g}/s: 0 errors; p99 <= {TARGET_P99_MS:.0f} ms is the target at {P99_TARGET_RATE:g}/s"
+    else:
+        target = f"target <= {TARGET_P99_MS:.0f} ms and 0 errors"
     print(
-        f"p99 {p99:.2f} ms: ratio to target {p99 / TARGET_P99_MS:.2f} (target <= {TARGET_P99_MS:.0f} ms), "
-        f"ratio to baseline p99 {p99 / max(baseline.pct(99), 1e-6):.1f}x; errors {errors} (target 0) -> "
-        f"{'OK' if p99 <= TARGET_P99_MS and errors == 0 else 'MISSED'}"
+        f"p99 {p99:.2f} ms: ratio to the 200/s target {p99 / TARGET_P99_MS:.2f}, ratio to baseline p99 "
+        f"{p99 / max(baseline.pct(99), 1e-6):.1f}x; errors {errors} ({target}) -> {'OK' if met else 'MISSED'}"
     )
     if pipeline is not None:
         try:
@@ -331,7 +341,7 @@ def run_load(
         except Exception as exc:  # the CLI is slow or chatty on a loaded machine: the figures above stand
             runs = f"not listed ({type(exc).__name__})"
         print(f"intake runs so far: {runs}; {_orders_by_state(state_conn, integration)}")
-    return p99 <= TARGET_P99_MS and errors == 0
+    return met
 
 
 def _orders_by_state(state_conn: str, integration: str) -> str:
@@ -533,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-load", action="store_true", help="only part 2")
     parser.add_argument(
+        "--keep-workdir", action="store_true", help="keep the servers' Airflow homes and logs for reading"
+    )
+    parser.add_argument(
         "--with-pipeline",
         action="store_true",
         help="part 1 with a scheduler, dag-processor, triggerer and the intake (woken by the load, and every "
@@ -596,7 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if pg_database:
             drop_database(args.pg_admin_url, pg_database)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep_workdir:
+            print(f"kept {workdir} (the servers' Airflow homes and logs)")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     # Like the other benchmarks: a missed target is reported above, not an exit status (`make bench` runs all).
     print(f"overall: {'all targets met' if ok else 'a target was missed'}")
     return 0
