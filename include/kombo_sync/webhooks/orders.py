@@ -27,7 +27,7 @@ from kombo_sync.settings import PipelineSettings
 from kombo_sync.state._util import from_row
 from kombo_sync.state.events import ANCHOR, Lookup
 from kombo_sync.state.integrations import IntegrationRecord
-from kombo_sync.state.orders import REJECTED, InvalidTransition, OrderRepository, active_duplicate_query
+from kombo_sync.state.orders import REJECTED, InvalidTransition, OrderRepository
 from kombo_sync.state.schema import integrations, orders
 from kombo_sync.state.store import StateStore
 from kombo_sync.wakeups import request_wakeup
@@ -36,6 +36,7 @@ from kombo_sync.webhooks.rules import (
     PrefetchedDuplicate,
     RuleConfigurationError,
     RuleContext,
+    duplicate_question,
     first_rejection,
     rules_for,
 )
@@ -153,16 +154,7 @@ def order_lookup(data: KomboModel | None, deps: WebhookDeps) -> Lookup | None:
     if not isinstance(data, OrderReceivedData):
         return None
     params = {"order_id_param": data.id, "integration_id_param": data.integration_id}
-    hasher = deps.hasher()
-    duplicate = active_duplicate_query(
-        data.integration_id,
-        data.package_id,
-        data.candidate.email,
-        data.application.remote_id,
-        exclude_order_id=data.id,
-        # An active order whose candidate data was erased is matched by its salted e-mail hash.
-        candidate_email_hash=hasher.email_hash(data.candidate.email) if hasher is not None else None,
-    )
+    duplicate = duplicate_question(data, deps.hasher())
     if duplicate is None:
         return Lookup(_KNOWN_ORDER_AND_INTEGRATION, params)
     query, duplicate_params = duplicate

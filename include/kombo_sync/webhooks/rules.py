@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import Connection
 
@@ -34,7 +35,7 @@ from kombo_sync.kombo.models import OrderReceivedData
 from kombo_sync.serving import integration_refusal, package_refusal
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.integrations import IntegrationRecord
-from kombo_sync.state.orders import OrderRepository
+from kombo_sync.state.orders import active_duplicate_query
 from kombo_sync.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,12 @@ def no_active_duplicate(order: OrderReceivedData, context: RuleContext) -> str |
     )
 
 
-def _find_duplicate(order: OrderReceivedData, context: RuleContext) -> str | None:
-    hasher = context.email_hasher
-    return OrderRepository(context.store).find_active_duplicate(
+def duplicate_question(
+    order: OrderReceivedData, hasher: CandidateHasher | None
+) -> tuple[sa.Select, dict[str, Any]] | None:
+    """The duplicate rule's question for `order` (the statement and its parameters), asked by the rule itself or
+    read ahead with the event (`webhooks.orders.order_lookup`); None when nothing identifies the candidate."""
+    return active_duplicate_query(
         order.integration_id,
         order.package_id,
         order.candidate.email,
@@ -131,8 +135,17 @@ def _find_duplicate(order: OrderReceivedData, context: RuleContext) -> str | Non
         exclude_order_id=order.id,
         # An active order whose candidate data was erased is matched by its salted e-mail hash.
         candidate_email_hash=hasher.email_hash(order.candidate.email) if hasher is not None else None,
-        conn=context.conn,
     )
+
+
+def _find_duplicate(order: OrderReceivedData, context: RuleContext) -> str | None:
+    question = duplicate_question(order, context.email_hasher)
+    if question is None:
+        return None
+    query, params = question
+    with context.store.transaction(readonly=True, conn=context.conn) as tx:
+        found = tx.execute(query, params).scalar_one_or_none()
+    return None if found is None else str(found)
 
 
 BUILTIN_RULES: tuple[RejectionRule, ...] = (
