@@ -132,7 +132,7 @@ def test_integration_created_registers_it_and_requests_a_package_sync(sandbox, s
     assert delivery["status_code"] == 200, delivery
     record = IntegrationRepository(store).get(integration_id)
     assert record is not None and record.customer_key == "customer-7" and record.status == "ACTIVE"
-    assert pending_wakeups(store, "integrations") == 1
+    assert wakeups_settle(store, topic="integrations") == 1
 
 
 def test_state_changes_and_deletion_maintain_the_registry(sandbox, store):
@@ -157,14 +157,15 @@ def test_state_changes_and_deletion_maintain_the_registry(sandbox, store):
 # assessment:order-received ---------------------------------------------------------------------------------
 
 
-def wakeups_settle(store, timeout: float = 10.0) -> int:
-    """Pending intake wake-ups once the api-server's coalescing window (KOMBO_WEBHOOK_WAKEUP_WINDOW_MS, 200 ms)
-    has passed with nothing new: the count seen twice in a row, 0.5 s apart."""
+def wakeups_settle(store, timeout: float = 10.0, topic: str = "orders") -> int:
+    """Pending wake-ups of `topic` once the api-server's coalescing window (KOMBO_WEBHOOK_WAKEUP_WINDOW_MS, 200 ms)
+    has passed with nothing new: the count seen twice in a row, 0.5 s apart (its writer thread requests them
+    after the answer)."""
     deadline = time.monotonic() + timeout
-    seen = pending_wakeups(store, "orders")
+    seen = pending_wakeups(store, topic)
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now = pending_wakeups(store, "orders")
+        now = pending_wakeups(store, topic)
         if now == seen and now > 0:
             return now
         seen = now
