@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kombo_sync.candidate_hash import replace_emails
+from kombo_sync.state._util import not_by_index
 from kombo_sync.state.outbox import DEAD_LETTER_STATES, SENT
 from kombo_sync.state.schema import (
     erasures,
@@ -205,20 +206,14 @@ def _answer(body: Any) -> str:
     return " · ".join(parts)
 
 
-def _not_by_index(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """The same text value as `column`, but one no index can order or filter by (`column || ''`): keeps SQLite's
-    planner on the reception time range instead of walking another index over every order ever."""
-    return column.op("||")(sa.literal_column("''"))
-
-
 def recent_order_counts(today: datetime, since: datetime) -> sa.Select[Any]:
     """Orders received since `since` (and since `today`) per integration and state, in one GROUP BY that reads
     only the range of the (received_at, integration_id, state) index.
 
     Grouping by the bare columns would make SQLite walk the whole (integration_id, state) index in group order
-    instead (`_not_by_index`)."""
-    integration = _not_by_index(orders.c.integration_id)
-    state = _not_by_index(orders.c.state)
+    instead (`not_by_index`)."""
+    integration = not_by_index(orders.c.integration_id)
+    state = not_by_index(orders.c.state)
     return (
         sa.select(
             integration.label("integration_id"),
@@ -355,7 +350,7 @@ class ConsoleQueries:
         # statistics, would rather walk every sent row of the state index (60 ms at 100,000 results).
         sent_counts = (
             sa.select(result_outbox.c.integration_id, sa.func.count().label("count"))
-            .where(result_outbox.c.sent_at >= week_ago, _not_by_index(result_outbox.c.state) == SENT)
+            .where(result_outbox.c.sent_at >= week_ago, not_by_index(result_outbox.c.state) == SENT)
             .group_by(result_outbox.c.integration_id)
         )
         newest_dead = (
@@ -380,12 +375,10 @@ class ConsoleQueries:
                 orders.c.last_error,
                 orders.c.updated_at,
                 sa.func.row_number()
-                .over(
-                    partition_by=_not_by_index(orders.c.integration_id), order_by=orders.c.updated_at.desc()
-                )
+                .over(partition_by=not_by_index(orders.c.integration_id), order_by=orders.c.updated_at.desc())
                 .label("rank"),
             )
-            .where(orders.c.received_at >= week_ago, _not_by_index(orders.c.state) == "failed")
+            .where(orders.c.received_at >= week_ago, not_by_index(orders.c.state) == "failed")
             .subquery()
         )
         open_quarantine = (
@@ -806,7 +799,7 @@ class ConsoleQueries:
                     result_outbox.c.sent_at,
                     dialect,
                 ).label("seconds"),
-            ).where(result_outbox.c.sent_at >= since, _not_by_index(result_outbox.c.state) == SENT),
+            ).where(result_outbox.c.sent_at >= since, not_by_index(result_outbox.c.state) == SENT),
             "sent_in_period",
             dialect,
         )

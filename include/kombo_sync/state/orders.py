@@ -22,7 +22,14 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
-from kombo_sync.state._util import chunked, clip, expire_leases_of_earlier_tries, from_row, to_jsonable
+from kombo_sync.state._util import (
+    chunked,
+    clip,
+    expire_leases_of_earlier_tries,
+    from_row,
+    not_by_index,
+    to_jsonable,
+)
 from kombo_sync.state.schema import (
     INVITATION_CHANNELS,
     ORDER_SEEN_VIA,
@@ -209,11 +216,6 @@ def _insert_new_order(dialect: str) -> sa.Insert:
     return insert(orders).on_conflict_do_nothing(index_elements=["id"]).returning(orders.c.id)
 
 
-def _not_indexed(column: sa.Column[str]) -> sa.ColumnElement[str]:
-    """`column` as a condition the planner cannot answer from an index (its value is never NULL)."""
-    return sa.func.coalesce(column, "")
-
-
 @cache
 def _duplicate_query(by_email: bool, by_hash: bool, by_application: bool, excluding: bool) -> sa.Select:
     """`find_active_duplicate`'s statement for one combination of the ways of being the same candidate, built
@@ -234,10 +236,10 @@ def _duplicate_query(by_email: bool, by_hash: bool, by_application: bool, exclud
     for condition in same_candidate:
         lookup = sa.select(orders.c.id, orders.c.received_at).where(
             condition,
-            _not_indexed(orders.c.integration_id) == sa.bindparam("integration_id"),
-            _not_indexed(orders.c.package_id) == sa.bindparam("package_id"),
+            not_by_index(orders.c.integration_id) == sa.bindparam("integration_id"),
+            not_by_index(orders.c.package_id) == sa.bindparam("package_id"),
             # Constants rendered into the SQL: an expanding IN parameter is re-rendered at every execution.
-            _not_indexed(orders.c.state).in_([sa.literal_column(f"'{state}'") for state in ACTIVE_STATES]),
+            not_by_index(orders.c.state).in_([sa.literal_column(f"'{state}'") for state in ACTIVE_STATES]),
         )
         if excluding:
             lookup = lookup.where(orders.c.id != sa.bindparam("exclude_order_id"))
