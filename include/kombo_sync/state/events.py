@@ -83,6 +83,27 @@ def _with_event(statement: sa.Select) -> sa.Select:
     )
 
 
+def _event_row(
+    event_id: str,
+    type: str,
+    integration_id: str | None,
+    order_id: str | None,
+    received_at: datetime,
+    status: int | None,
+    body: Any,
+) -> dict[str, Any]:
+    """A new `webhook_events` row (`body` already JSON-safe)."""
+    return {
+        "id": event_id,
+        "type": type,
+        "integration_id": integration_id,
+        "order_id": order_id,
+        "received_at": received_at,
+        "response_status": status,
+        "response_body": body,
+    }
+
+
 @cache
 def _insert_new(dialect: str) -> sa.Insert:
     """`INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id`: a row back means this call recorded the event."""
@@ -110,15 +131,7 @@ class WebhookEventLog:
 
         In the caller's transaction (`conn`), a concurrent delivery of the same id waits at the insert until that
         transaction ends (PostgreSQL: the unique index; SQLite: the write lock), then sees what it stored."""
-        row: dict[str, Any] = {
-            "id": event_id,
-            "type": type,
-            "integration_id": integration_id,
-            "order_id": order_id,
-            "received_at": now or self.store.now(),
-            "response_status": None,
-            "response_body": None,
-        }
+        row = _event_row(event_id, type, integration_id, order_id, now or self.store.now(), None, None)
         with self.store.transaction(conn=conn) as tx:
             if tx.execute(_insert_new(self.store.dialect), row).first() is not None:
                 # What was just written is what is stored: no read back.
@@ -155,15 +168,8 @@ class WebhookEventLog:
         """Record a new event with the answer decided for it (None: answered later, the inline flow), in the
         caller's transaction. False when a concurrent delivery of the same event recorded it first (PostgreSQL:
         this waits for that delivery's transaction to end): the caller must roll back and answer as a redelivery."""
-        row = {
-            "id": event_id,
-            "type": type,
-            "integration_id": integration_id,
-            "order_id": order_id,
-            "received_at": self.store.now(),
-            "response_status": status,
-            "response_body": None if status is None else to_jsonable(body),
-        }
+        answer = None if status is None else to_jsonable(body)
+        row = _event_row(event_id, type, integration_id, order_id, self.store.now(), status, answer)
         return conn.execute(_insert_new(self.store.dialect), row).first() is not None
 
     def store_response(
