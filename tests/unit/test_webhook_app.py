@@ -77,6 +77,8 @@ def test_deps_are_built_once_on_first_request(store):
 class BrokenStore:
     """A store whose database is gone, or whose code has a bug."""
 
+    dialect = "postgresql"
+
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 

@@ -170,6 +170,10 @@ def create_app(deps_factory: Callable[[], WebhookDeps] | None = None) -> FastAPI
         current = holder.get("deps")
         if current is None:
             current = holder.setdefault("deps", factory())
+            from kombo_sync.webhooks.handlers import handle_webhook  # noqa: F401 - imported before the freeze
+            from kombo_sync.webhooks.heap import freezer
+
+            freezer.start()
         return current
 
     @app.post(WEBHOOK_PATH)
@@ -177,7 +181,9 @@ def create_app(deps_factory: Callable[[], WebhookDeps] | None = None) -> FastAPI
         # Imported on the first request: Airflow imports plugins in every component, and only the api-server
         # answers webhooks.
         from kombo_sync.webhooks.handlers import handle_webhook
+        from kombo_sync.webhooks.heap import freezer
 
+        freezer.maybe_freeze()
         try:
             webhook_deps = holder.get("deps")
             if webhook_deps is None:

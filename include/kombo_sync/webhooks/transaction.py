@@ -25,6 +25,7 @@ from kombo_sync.kombo.models import (
 )
 from kombo_sync.settings import PipelineSettings
 from kombo_sync.state.events import Lookup, WebhookEvent, WebhookEventLog
+from kombo_sync.state.group_commit import group_commit
 from kombo_sync.state.store import StateStore
 from kombo_sync.wakeups import WakeupBatcher, request_wakeup, request_wakeup_in_transaction
 from kombo_sync.webhooks.responses import WebhookResponse, error_response
@@ -153,16 +154,26 @@ def _decide(
     dispatch: Dispatch,
     lookup: Lookup | None,
 ) -> WebhookResponse | InlineInvitation:
-    """One try at the event's transaction: its answer (stored or new), or the inline flow's invitation to make."""
+    """One try at the event's transaction: its answer (stored or new), or the inline flow's invitation to make.
+
+    PostgreSQL: one READ COMMITTED transaction, whose first statement reads the event and the lookup. SQLite (one
+    writer at a time): that read runs first, outside the write lock (in WAL mode readers never wait), so that a
+    redelivery is answered without writing and the writer holds the lock only for the decision and its inserts;
+    what the read saw may change before the write, as it may under READ COMMITTED, and is handled the same way
+    (the event's insert loses the race, the order's transitions are fenced). The write is committed together with
+    this process's other webhooks (group commit: one sync of the log for all of them), each in its own savepoint."""
     store = deps.store
     events = WebhookEventLog(store)
-    with _write_gate(store), store.transaction() as conn:
+
+    def decide(
+        conn: Connection, found: tuple[WebhookEvent | None, Mapping[Any, Any]] | None = None
+    ) -> tuple[WebhookResponse | InlineInvitation, EventWork]:
         work = EventWork(store, conn, deps.wakeups())
-        event, work.looked_up = events.find(envelope.id, lookup, conn=conn)
-        if event is not None:
+        event, work.looked_up = found if found is not None else events.find(envelope.id, lookup, conn=conn)
+        if event is not None and found is None:
             stored = _stored_answer(event, envelope, store, deps)
             if stored is not None:
-                return stored
+                return stored, work
         outcome = dispatch(envelope, data, deps, settings, work)
         status, body = (
             (outcome.status_code, outcome.body) if isinstance(outcome, WebhookResponse) else (None, None)
@@ -175,6 +186,19 @@ def _decide(
                 raise _LostRace
         elif status is not None:
             events.store_response(envelope.id, status, body, conn=conn)
+        return outcome, work
+
+    if store.dialect == "sqlite":
+        with store.transaction(readonly=True) as read:
+            found = events.find(envelope.id, lookup, conn=read)
+        if found[0] is not None:
+            stored = _stored_answer(found[0], envelope, store, deps)
+            if stored is not None:
+                return stored
+        outcome, work = group_commit(store).run(lambda conn: decide(conn, found))
+    else:
+        with store.transaction() as conn:
+            outcome, work = decide(conn)
     work.committed()
     return outcome
 
