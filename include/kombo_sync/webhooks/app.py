@@ -171,9 +171,9 @@ def create_app(deps_factory: Callable[[], WebhookDeps] | None = None) -> FastAPI
         if current is None:
             current = holder.setdefault("deps", factory())
             from kombo_sync.webhooks.handlers import handle_webhook  # noqa: F401 - imported before the freeze
-            from kombo_sync.webhooks.heap import freezer
+            from kombo_sync.webhooks.tuning import tune_webhook_process
 
-            freezer.start()
+            tune_webhook_process()
         return current
 
     @app.post(WEBHOOK_PATH)
@@ -181,7 +181,7 @@ def create_app(deps_factory: Callable[[], WebhookDeps] | None = None) -> FastAPI
         # Imported on the first request: Airflow imports plugins in every component, and only the api-server
         # answers webhooks.
         from kombo_sync.webhooks.handlers import handle_webhook
-        from kombo_sync.webhooks.heap import freezer
+        from kombo_sync.webhooks.tuning import freezer
 
         freezer.maybe_freeze()
         try:

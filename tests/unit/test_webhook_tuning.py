@@ -1,5 +1,5 @@
-"""The webhook process's heap freezer (`kombo_sync.webhooks.heap`), each case in a fresh interpreter: freezing
-changes the whole process's collector, which pytest's own process must keep."""
+"""The webhook process's tuning (`kombo_sync.webhooks.tuning`): the heap freezer and the switch interval, each case
+in a fresh interpreter: both change the whole process, which pytest's own process must keep."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 PROBE = textwrap.dedent(
     """
     import gc, json
-    from kombo_sync.webhooks.heap import MAX_FREEZES, MIN_LONG_LIVED, freezer
+    from kombo_sync.webhooks.tuning import MAX_FREEZES, MIN_LONG_LIVED, freezer
 
     class Node:
         def __init__(self):
@@ -68,3 +70,27 @@ def test_freezes_the_heap_at_the_first_webhook_and_again_once_a_full_collection_
 def test_switched_off_nothing_is_frozen():
     seen = _run({"KOMBO_WEBHOOK_GC_FREEZE": "0"})
     assert seen["after_start"] == 0 and seen["after_settled_collection"] == 0 and seen["freezes"] == 0
+
+
+SWITCH_PROBE = (
+    "import sys; from kombo_sync.webhooks.tuning import tune_webhook_process; "
+    "tune_webhook_process(); tune_webhook_process(); print(sys.getswitchinterval())"
+)
+
+
+def _switch_interval(value: str | None) -> float:
+    env = {key: item for key, item in os.environ.items() if key != "KOMBO_WEBHOOK_SWITCH_INTERVAL_MS"}
+    if value is not None:
+        env["KOMBO_WEBHOOK_SWITCH_INTERVAL_MS"] = value
+    env["KOMBO_WEBHOOK_GC_FREEZE"] = "0"
+    done = subprocess.run(
+        [sys.executable, "-c", SWITCH_PROBE], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_switch_interval_is_half_a_millisecond_unless_configured():
+    assert _switch_interval(None) == pytest.approx(0.0005)
+    assert _switch_interval("2") == pytest.approx(0.002)
+    assert _switch_interval("50") == pytest.approx(0.005)  # never above Python's own default
+    assert _switch_interval("fast") == pytest.approx(0.0005)  # logged, and the default used
