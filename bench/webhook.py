@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -44,6 +45,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -337,6 +339,7 @@ def run_load(
     beside = (
         "scheduler, dag-processor, triggerer and the intake running beside it"
         + (f" at nice {args.pipeline_nice}" if args.pipeline_nice else "")
+        + f", the Kombo sandbox and platform stand-in in their own process at nice {pipeline.stand_ins.niceness}"
         if pipeline is not None
         else "api-server alone"
     )
@@ -380,21 +383,98 @@ def _orders_by_state(state_conn: str, integration: str) -> str:
     return f"the load's orders by state: {counts}"
 
 
+class _RemoteSandbox:
+    """What the bench uses of `sandbox.testing.KomboSandbox`, for a sandbox running in another process."""
+
+    def __init__(self, url: str, api_key: str) -> None:
+        from sandbox.testing import SandboxAdmin
+
+        self.url = url
+        self.api_key = api_key
+        self.admin = SandboxAdmin(url)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def set_webhook(self, url: str | None, secret: str | None = None) -> None:
+        self.admin.set_webhook(url, secret)
+
+    def stop(self) -> None:
+        self.admin.close()
+
+
+def _serve_stand_ins(warehouse_url: str, niceness: int, pipe: Any) -> None:
+    """The child process of `StandIns`: both servers until the parent says stop (or goes away)."""
+    from sandbox.kombo_app import KomboSandboxSettings
+    from sandbox.platform_app import PlatformSettings
+    from sandbox.testing import run_kombo_sandbox, run_platform_standin
+
+    if niceness:
+        os.nice(niceness)
+    sandbox = run_kombo_sandbox(KomboSandboxSettings(api_key="bench-key", webhook_secret=SECRET))
+    platform = run_platform_standin(
+        settings=PlatformSettings(warehouse_url=warehouse_url, api_key="bench-platform")
+    )
+    pipe.send((sandbox.url, platform.url))
+    try:
+        pipe.recv()
+    except EOFError:
+        pass
+    platform.stop()
+    sandbox.stop()
+
+
+class StandIns:
+    """The Kombo sandbox and the platform stand-in in a process of their own. In production they are other
+    companies' servers; in the bench process they shared its GIL with the load generator, whose sends then lagged
+    up to 100 ms behind their due times while the intake called them. `niceness` > 0 also gives their CPU (which
+    production does not spend on this machine) a lower priority than the servers measured."""
+
+    def __init__(self, workdir: Path, *, niceness: int = 0) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve_stand_ins,
+            args=(f"sqlite:///{workdir / 'warehouse.db'}", niceness, child),
+            name="bench-stand-ins",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+        if not self._pipe.poll(120):
+            self._process.kill()
+            raise SystemExit("the Kombo sandbox and the platform stand-in did not start within 120 s")
+        sandbox_url, self.platform_url = self._pipe.recv()
+        self.sandbox = _RemoteSandbox(sandbox_url, "bench-key")
+        self.niceness = niceness
+
+    def stop(self) -> None:
+        self.sandbox.stop()
+        try:
+            self._pipe.send("stop")
+        except OSError:
+            pass
+        self._process.join(15)
+        if self._process.is_alive():
+            self._process.kill()
+
+
 class Pipeline:
     """The Kombo sandbox, the platform stand-in and Airflow's api-server, scheduler, dag-processor and triggerer
     (LocalExecutor) on this machine, the intake wired to them: for part 2, and for part 1's `--with-pipeline`."""
 
-    def __init__(self, workdir: Path, state_conn: str, *, workers: int = 1, intake_schedule: str) -> None:
-        from sandbox.kombo_app import KomboSandboxSettings
-        from sandbox.platform_app import PlatformSettings
-        from sandbox.testing import run_kombo_sandbox, run_platform_standin
-
-        self.sandbox = run_kombo_sandbox(KomboSandboxSettings(api_key="bench-key", webhook_secret=SECRET))
-        self.platform = run_platform_standin(
-            settings=PlatformSettings(
-                warehouse_url=f"sqlite:///{workdir / 'warehouse.db'}", api_key="bench-platform"
-            )
-        )
+    def __init__(
+        self,
+        workdir: Path,
+        state_conn: str,
+        *,
+        workers: int = 1,
+        intake_schedule: str,
+        stand_ins_nice: int = 0,
+    ) -> None:
+        self.stand_ins = StandIns(workdir, niceness=stand_ins_nice)
+        self.sandbox = self.stand_ins.sandbox
         self.live = LiveAirflow(
             workdir / "airflow-pipeline",
             components=("api-server", "scheduler", "dag-processor", "triggerer"),
@@ -413,7 +493,7 @@ class Pipeline:
                     {"conn_type": "http", "host": self.sandbox.api_url, "password": self.sandbox.api_key}
                 ),
                 "AIRFLOW_CONN_KOMBO_PLATFORM": json.dumps(
-                    {"conn_type": "http", "host": self.platform.url, "password": "bench-platform"}
+                    {"conn_type": "http", "host": self.stand_ins.platform_url, "password": "bench-platform"}
                 ),
             },
         )
@@ -463,8 +543,7 @@ class Pipeline:
 
     def stop(self) -> None:
         self.live.stop()
-        self.sandbox.stop()
-        self.platform.stop()
+        self.stand_ins.stop()
 
 
 def run_e2e(args: argparse.Namespace, workdir: Path, state_conn: str) -> bool:
@@ -472,7 +551,9 @@ def run_e2e(args: argparse.Namespace, workdir: Path, state_conn: str) -> bool:
     from kombo_sync.state.orders import OrderRepository
     from kombo_sync.state.store import StateStore
 
-    pipeline = Pipeline(workdir, state_conn, intake_schedule="*/5 * * * *")
+    pipeline = Pipeline(
+        workdir, state_conn, intake_schedule="*/5 * * * *", stand_ins_nice=args.stand_ins_nice
+    )
     sandbox, live = pipeline.sandbox, pipeline.live
     store = StateStore(sqlalchemy_url(_ConnView(json.loads(state_conn))))
     try:
@@ -559,6 +640,14 @@ def main(argv: list[str] | None = None) -> int:
         "(default 0: the same priority as the api-server)",
     )
     parser.add_argument(
+        "--stand-ins-nice",
+        type=int,
+        default=10,
+        help="--with-pipeline/--e2e: the niceness of the process that runs the Kombo sandbox and the platform "
+        "stand-in (default 10: in production they are other companies' servers, not CPU of this machine; "
+        "0 = the same priority as the api-server)",
+    )
+    parser.add_argument(
         "--settle-seconds",
         type=float,
         default=120.0,
@@ -607,7 +696,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.url:
                 ok &= run_load(args, args.url, args.secret)
             elif args.with_pipeline:
-                pipeline = Pipeline(workdir, state_conn, workers=args.workers, intake_schedule="* * * * *")
+                pipeline = Pipeline(
+                    workdir,
+                    state_conn,
+                    workers=args.workers,
+                    intake_schedule="* * * * *",
+                    stand_ins_nice=args.stand_ins_nice,
+                )
                 try:
                     pipeline.start()
                     ok &= run_load(args, pipeline.live.webhook_url, SECRET, pipeline, state_conn)
