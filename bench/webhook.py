@@ -15,7 +15,10 @@ the webhook's answer to the order's invitation being recorded is measured. Targe
 the intake's 5-minute poll, which is what an order would wait for without the webhook.
 
 Part 1 with `--with-pipeline`: the same load while a scheduler, dag-processor and triggerer run the intake on
-the same machine (the load's orders wake it, and it invites them); `--workers N` api-server workers.
+the same machine (the load's orders wake it, and it invites them: they exist in the sandbox, created two days
+back so that only the webhook brings them in); `--workers N` api-server workers. The sandbox and the platform
+stand-in run in a process of their own, at nice 10 (`--stand-ins-nice`): in production they are other companies'
+servers.
 `--in-process`: CPU per accepted order without HTTP (bench/webhook_cpu.py).
 
     python bench/webhook.py                       # 200 req/s for 30 s
