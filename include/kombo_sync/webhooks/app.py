@@ -170,7 +170,7 @@ def create_app(deps_factory: Callable[[], WebhookDeps] | None = None) -> FastAPI
         current = holder.get("deps")
         if current is None:
             current = holder.setdefault("deps", factory())
-            from kombo_sync.webhooks.handlers import handle_webhook  # noqa: F401 - imported before the freeze
+            # The handler's modules are imported by now (receive_webhook imports them first): frozen with the rest.
             from kombo_sync.webhooks.tuning import tune_webhook_process
 
             tune_webhook_process()
