@@ -16,9 +16,10 @@ the intake's 5-minute poll, which is what an order would wait for without the we
 
 Part 1 with `--with-pipeline`: the same load while a scheduler, dag-processor and triggerer run the intake on
 the same machine (the load's orders wake it, and it invites them: they exist in the sandbox, created two days
-back so that only the webhook brings them in); `--workers N` api-server workers. The sandbox and the platform
-stand-in run in a process of their own, at nice 10 (`--stand-ins-nice`): in production they are other companies'
-servers.
+back so that only the webhook brings them in); `--workers N` api-server workers. The scheduler, dag-processor
+and triggerer start at `KOMBO_BATCH_NICE` (default 10), as `make up` starts them (`--pipeline-nice 0`: at the
+api-server's priority). The sandbox and the platform stand-in run in a process of their own, at nice 10
+(`--stand-ins-nice`): in production they are other companies' servers.
 `--in-process`: CPU per accepted order without HTTP (bench/webhook_cpu.py).
 
     python bench/webhook.py                       # 200 req/s for 30 s
@@ -56,6 +57,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
 
+from kombo_sync.deploy.priority import BATCH_NICE_ENV, DEFAULT_BATCH_NICE, batch_niceness  # noqa: E402
 from kombo_sync.kombo.signatures import SIGNATURE_HEADER, sign  # noqa: E402
 from tests.support.webhooks import LiveAirflow, encode, integration_event, order_event, signed  # noqa: E402
 
@@ -319,10 +321,6 @@ def run_load(
     warm_up = order_requests(int(warm_rate * 3), secret, integration, sandbox_orders)
     asyncio.run(drive(url, warm_up, warm_rate, args.timeout, args.max_in_flight))
     settle(args.settle_seconds)
-    if pipeline is not None:
-        if args.pipeline_nice:
-            reniced = pipeline.renice(args.pipeline_nice)
-            print(f"the pipeline's {len(reniced)} processes at nice {args.pipeline_nice}", flush=True)
     load_before = os.getloadavg()[0]
     count = int(args.rate * args.duration)
     baseline_count = int(args.rate * (min(args.duration, 5) if args.quick_baseline else args.duration))
@@ -341,7 +339,7 @@ def run_load(
     load_avg = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     beside = (
         "scheduler, dag-processor, triggerer and the intake running beside it"
-        + (f" at nice {args.pipeline_nice}" if args.pipeline_nice else "")
+        + (f" at nice {args.pipeline_nice}" if args.pipeline_nice else " at the api-server's priority")
         + f", the Kombo sandbox and platform stand-in in their own process at nice {pipeline.stand_ins.niceness}"
         if pipeline is not None
         else "api-server alone"
@@ -475,12 +473,17 @@ class Pipeline:
         workers: int = 1,
         intake_schedule: str,
         stand_ins_nice: int = 0,
+        pipeline_nice: int = 0,
     ) -> None:
         self.stand_ins = StandIns(workdir, niceness=stand_ins_nice)
+        self.pipeline_nice = pipeline_nice
         self.sandbox = self.stand_ins.sandbox
         self.live = LiveAirflow(
             workdir / "airflow-pipeline",
             components=("api-server", "scheduler", "dag-processor", "triggerer"),
+            # As `make up` starts them: every component but the api-server, and the tasks they start, at
+            # KOMBO_BATCH_NICE (kombo_sync.deploy.priority).
+            batch_nice=pipeline_nice,
             env={
                 "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -515,25 +518,6 @@ class Pipeline:
                     raise
                 time.sleep(3)
 
-    def renice(self, niceness: int) -> list[int]:
-        """Lower the CPU priority of the scheduler, dag-processor and triggerer and every process they started
-        (task runners; later ones inherit it), as a deployment that gives the api-server priority over batch
-        work would (compose `cpu_shares`, separate cores): the webhook's answers first, the intake catches up."""
-        import psutil
-
-        reniced = []
-        for component, process in self.live.processes.items():
-            if component == "api-server" or process.poll() is not None:
-                continue
-            root = psutil.Process(process.pid)
-            for each in [root, *root.children(recursive=True)]:
-                try:
-                    each.nice(niceness)
-                    reniced.append(each.pid)
-                except psutil.Error:
-                    pass
-        return reniced
-
     def intake_runs(self) -> Counter[str]:
         """The intake's DAG runs by state (asset-triggered by the webhook's wake-ups, or scheduled)."""
         listed = self.live.airflow("dags", "list-runs", "kombo_order_intake", "--output", "json").stdout
@@ -555,7 +539,11 @@ def run_e2e(args: argparse.Namespace, workdir: Path, state_conn: str) -> bool:
     from kombo_sync.state.store import StateStore
 
     pipeline = Pipeline(
-        workdir, state_conn, intake_schedule="*/5 * * * *", stand_ins_nice=args.stand_ins_nice
+        workdir,
+        state_conn,
+        intake_schedule="*/5 * * * *",
+        stand_ins_nice=args.stand_ins_nice,
+        pipeline_nice=args.pipeline_nice,
     )
     sandbox, live = pipeline.sandbox, pipeline.live
     store = StateStore(sqlalchemy_url(_ConnView(json.loads(state_conn))))
@@ -638,9 +626,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pipeline-nice",
         type=int,
-        default=0,
-        help="--with-pipeline: run the scheduler, dag-processor, triggerer and their tasks at this niceness "
-        "(default 0: the same priority as the api-server)",
+        default=None,
+        help="--with-pipeline/--e2e: start the scheduler, dag-processor, triggerer (and so their tasks) at this "
+        f"niceness (default: {BATCH_NICE_ENV}, else {DEFAULT_BATCH_NICE}, as `make up` starts them; 0 = the "
+        "same priority as the api-server)",
     )
     parser.add_argument(
         "--stand-ins-nice",
@@ -681,6 +670,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.duration * args.rate > 200_000:
         parser.error("rate and duration must be positive, and rate x duration at most 200000")
+    if args.pipeline_nice is None:
+        try:
+            args.pipeline_nice = batch_niceness()
+        except ValueError as exc:
+            parser.error(str(exc))
+    elif not 0 <= args.pipeline_nice <= 19:
+        parser.error("--pipeline-nice takes 0-19")
 
     workdir = Path(tempfile.mkdtemp(prefix="kombo-webhook-bench-"))
     state_conn, pg_database = state_connection(args.state, workdir, args.pg_admin_url)
@@ -705,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
                     workers=args.workers,
                     intake_schedule="* * * * *",
                     stand_ins_nice=args.stand_ins_nice,
+                    pipeline_nice=args.pipeline_nice,
                 )
                 try:
                     pipeline.start()

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from kombo_sync.deploy.priority import lower_priority
 from kombo_sync.kombo.signatures import SIGNATURE_HEADER, sign
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -226,7 +227,8 @@ class LiveAirflow:
     loopback, for live tests and the benchmark. Each runs in its own process group and is stopped by `stop()`.
 
     `home` is the AIRFLOW_HOME; `env` adds to (and overrides) the current environment, e.g. the webhook
-    secret and `AIRFLOW_CONN_KOMBO_STATE`. Logs go to `<log_dir>/<component>.log`.
+    secret and `AIRFLOW_CONN_KOMBO_STATE`. Logs go to `<log_dir>/<component>.log`. `batch_nice` > 0 starts every
+    component but the api-server at that niceness, as `make up` does (`KOMBO_BATCH_NICE`).
     """
 
     def __init__(
@@ -238,8 +240,10 @@ class LiveAirflow:
         port: int | None = None,
         log_dir: Path | None = None,
         migrate: bool = True,
+        batch_nice: int = 0,
     ) -> None:
         self.home = Path(home)
+        self.batch_nice = batch_nice
         self.port = port or free_port()
         self.components = tuple(components)
         self.log_dir = Path(log_dir or self.home / "logs")
@@ -301,9 +305,11 @@ class LiveAirflow:
             args += ["--port", str(self.port), "--host", "127.0.0.1"]
         log = open(self.log_dir / f"{component}.log", "ab")  # closed in stop()
         self._logs.append(log)
+        niceness = 0 if component == "api-server" else self.batch_nice
         self.processes[component] = subprocess.Popen(
-            args, env=self.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            args, env=self.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lower_priority(niceness) if niceness > 0 else None,
+        )  # fmt: skip
         return self.processes[component]
 
     def wait_ready(self, timeout: float) -> None:
