@@ -336,6 +336,7 @@ def run_load(
             args.max_in_flight,
         )
     )
+    load_ended = time.monotonic()
     load_avg = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     beside = (
         "scheduler, dag-processor, triggerer and the intake running beside it"
@@ -367,21 +368,43 @@ def run_load(
             runs: object = dict(pipeline.intake_runs())
         except Exception as exc:  # the CLI is slow or chatty on a loaded machine: the figures above stand
             runs = f"not listed ({type(exc).__name__})"
-        print(f"intake runs so far: {runs}; {_orders_by_state(state_conn, integration)}")
+        counts = _orders_by_state(state_conn, integration)
+        print(f"intake runs so far: {runs}; the load's orders by state: {counts}")
+        _wait_for_catch_up(state_conn, integration, counts, load_ended, args.catch_up_timeout)
     return met
 
 
-def _orders_by_state(state_conn: str, integration: str) -> str:
+def _orders_by_state(state_conn: str, integration: str) -> dict[str, int]:
     from kombo_sync.connections import sqlalchemy_url
     from kombo_sync.state.orders import OrderRepository
     from kombo_sync.state.store import StateStore
 
     store = StateStore(sqlalchemy_url(_ConnView(json.loads(state_conn))))
     try:
-        counts = {state: n for state, n in OrderRepository(store).counts_by_state(integration).items() if n}
+        return {state: n for state, n in OrderRepository(store).counts_by_state(integration).items() if n}
     finally:
         store.dispose()
-    return f"the load's orders by state: {counts}"
+
+
+def _wait_for_catch_up(
+    state_conn: str, integration: str, counts: dict[str, int], load_ended: float, timeout: float
+) -> None:
+    """The price of the batch side's lower priority: how long after the load the intake has invited (or
+    otherwise closed) every one of the load's orders. Polled every 2 s, so up to 2 s late."""
+    waiting = counts.get("received", 0) + counts.get("inviting", 0)
+    if not waiting or timeout <= 0:
+        return
+    print(f"waiting up to {timeout:g} s for the intake to catch up ({waiting} orders not yet invited) ...")
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        time.sleep(2)
+        counts = _orders_by_state(state_conn, integration)
+        waiting = counts.get("received", 0) + counts.get("inviting", 0)
+    after = time.monotonic() - load_ended
+    if waiting:
+        print(f"the intake had not caught up {after:.0f} s after the load: {counts}")
+    else:
+        print(f"the intake caught up {after:.0f} s after the load ended: {counts}")
 
 
 class _RemoteSandbox:
@@ -638,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
         help="--with-pipeline/--e2e: the niceness of the process that runs the Kombo sandbox and the platform "
         "stand-in (default 10: in production they are other companies' servers, not CPU of this machine; "
         "0 = the same priority as the api-server)",
+    )
+    parser.add_argument(
+        "--catch-up-timeout",
+        type=float,
+        default=600.0,
+        help="--with-pipeline: after the load, wait up to this long for the intake to invite every order of it "
+        "and print how long that took (default 600; 0 = do not wait)",
     )
     parser.add_argument(
         "--settle-seconds",
