@@ -17,8 +17,8 @@ the intake's 5-minute poll, which is what an order would wait for without the we
 Part 1 with `--with-pipeline`: the same load while a scheduler, dag-processor and triggerer run the intake on
 the same machine (the load's orders wake it, and it invites them: they exist in the sandbox, created two days
 back so that only the webhook brings them in); `--workers N` api-server workers. The scheduler, dag-processor
-and triggerer start at `KOMBO_BATCH_NICE` (default 10), as `make up` starts them (`--pipeline-nice 0`: at the
-api-server's priority). The sandbox and the platform stand-in run in a process of their own, at nice 10
+and triggerer start at `KOMBO_BATCH_NICE` (unset: 10 on PostgreSQL, 0 on SQLite; `--pipeline-nice N`), as a
+launcher using kombo_sync.deploy.priority starts them. The sandbox and the platform stand-in run in a process of their own, at nice 10
 (`--stand-ins-nice`): in production they are other companies' servers.
 `--in-process`: CPU per accepted order without HTTP (bench/webhook_cpu.py).
 
@@ -504,8 +504,8 @@ class Pipeline:
         self.live = LiveAirflow(
             workdir / "airflow-pipeline",
             components=("api-server", "scheduler", "dag-processor", "triggerer"),
-            # As `make up` starts them: every component but the api-server, and the tasks they start, at
-            # KOMBO_BATCH_NICE (kombo_sync.deploy.priority).
+            # Every component but the api-server, and the tasks they start, at KOMBO_BATCH_NICE
+            # (kombo_sync.deploy.priority).
             batch_nice=pipeline_nice,
             env={
                 "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -651,8 +651,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="--with-pipeline/--e2e: start the scheduler, dag-processor, triggerer (and so their tasks) at this "
-        f"niceness (default: {BATCH_NICE_ENV}, else {DEFAULT_BATCH_NICE}, as `make up` starts them; 0 = the "
-        "same priority as the api-server)",
+        f"niceness (default: {BATCH_NICE_ENV}, else {DEFAULT_BATCH_NICE} on PostgreSQL and 0 on SQLite, as "
+        "kombo_sync.deploy.priority chooses; 0 = the same priority as the api-server)",
     )
     parser.add_argument(
         "--stand-ins-nice",
@@ -702,7 +702,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("rate and duration must be positive, and rate x duration at most 200000")
     if args.pipeline_nice is None:
         try:
-            args.pipeline_nice = batch_niceness()
+            args.pipeline_nice = batch_niceness(
+                state_dialect="sqlite" if args.state == "sqlite" else "postgresql"
+            )
         except ValueError as exc:
             parser.error(str(exc))
     elif not 0 <= args.pipeline_nice <= 19:

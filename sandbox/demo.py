@@ -958,7 +958,9 @@ def install_stop_handlers() -> None:
 
 
 def up(home: Path, finish_after: float) -> int:
-    niceness = batch_niceness()  # a bad KOMBO_BATCH_NICE stops the trial before anything starts
+    # The trial's state store is SQLite: unless KOMBO_BATCH_NICE says otherwise, one priority for all (see
+    # kombo_sync.deploy.priority). A bad value stops the trial before anything starts.
+    niceness = batch_niceness(state_dialect="sqlite")
     keys = Keys.fresh()
     api_hold = hold_port()  # the api-server's port, held until the api-server starts
     api_port = int(api_hold.getsockname()[1])

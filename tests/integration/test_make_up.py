@@ -110,6 +110,9 @@ def test_make_up_runs_the_pipeline_on_its_own_and_stops_cleanly(tmp_path: Path) 
     out = tmp_path / "up.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "KOMBO_"))}
     env["KOMBO_SYNC_HOME"] = str(tmp_path / "not-this-one")  # --home wins over the environment
+    # The trial's SQLite state store keeps one priority for all unless told (kombo_sync.deploy.priority): set, the
+    # batch side starts at it.
+    env["KOMBO_BATCH_NICE"] = "5"
     with open(out, "wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox.demo", "--up", "--home", str(home), "--finish-after", "15"],
@@ -158,9 +161,9 @@ def test_make_up_runs_the_pipeline_on_its_own_and_stops_cleanly(tmp_path: Path) 
             assert not [key for key in environ if key.startswith("AIRFLOW_CONN_")], (pid, sorted(environ))
 
         # The api-server (Kombo's webhook) keeps the default CPU priority; the batch side starts at
-        # KOMBO_BATCH_NICE (10 when unset), and the processes it starts inherit it.
+        # KOMBO_BATCH_NICE, and the processes it starts inherit it.
         assert _component_niceness(proc.pid) == {
-            "api-server": 0, "scheduler": 10, "dag-processor": 10, "triggerer": 10,
+            "api-server": 0, "scheduler": 5, "dag-processor": 5, "triggerer": 5,
         }, _component_niceness(proc.pid)  # fmt: skip
 
         # Left alone, the schedules invite, the candidates finish and their results reach Kombo.
@@ -232,7 +235,7 @@ def test_make_up_runs_the_pipeline_on_its_own_and_stops_cleanly(tmp_path: Path) 
         assert "restarted the scheduler" in _output(out), _output(out)[-3000:]
         assert restarted_runs, f"no scheduled intake run succeeded after the restart: {_output(out)[-3000:]}"
         assert not _alive(old_group), f"the dead scheduler's processes are left: {_alive(old_group)}"
-        assert _component_niceness(proc.pid)["scheduler"] == 10, "the restarted scheduler lost its priority"
+        assert _component_niceness(proc.pid)["scheduler"] == 5, "the restarted scheduler lost its priority"
 
         started |= _tree(proc.pid)
         proc.send_signal(signal.SIGTERM)

@@ -26,6 +26,13 @@ def test_batch_niceness_reads_the_setting(environ: dict[str, str], expected: int
     assert batch_niceness(environ) == expected
 
 
+def test_unset_the_batch_side_keeps_the_api_servers_priority_on_sqlite() -> None:
+    # SQLite's one write lock: a lower-priority intake holding it would make every webhook wait.
+    assert batch_niceness({}, state_dialect="sqlite") == 0
+    assert batch_niceness({}, state_dialect="postgresql") == DEFAULT_BATCH_NICE == 10
+    assert batch_niceness({"KOMBO_BATCH_NICE": "4"}, state_dialect="sqlite") == 4
+
+
 @pytest.mark.parametrize(
     ("raw", "says"),
     [("ten", "is not a whole number"), ("2.5", "is not a whole number"), ("-5", "out of range"),
