@@ -17,9 +17,10 @@ the intake's 5-minute poll, which is what an order would wait for without the we
 Part 1 with `--with-pipeline`: the same load while a scheduler, dag-processor and triggerer run the intake on
 the same machine (the load's orders wake it, and it invites them: they exist in the sandbox, created two days
 back so that only the webhook brings them in); `--workers N` api-server workers. The scheduler, dag-processor
-and triggerer start at `KOMBO_BATCH_NICE` (unset: 10 on PostgreSQL, 0 on SQLite; `--pipeline-nice N`), as a
-launcher using kombo_sync.deploy.priority starts them. The sandbox and the platform stand-in run in a process of their own, at nice 10
-(`--stand-ins-nice`): in production they are other companies' servers.
+and triggerer run at the api-server's priority (`--pipeline-nice N` starts them lower). The sandbox and the
+platform stand-in run in a process of their own, at nice 10 (`--stand-ins-nice`): in production they are other
+companies' servers. After the load the bench waits for the intake to invite every order of it and prints how long
+that took (`--catch-up-timeout`).
 `--in-process`: CPU per accepted order without HTTP (bench/webhook_cpu.py).
 
     python bench/webhook.py                       # 200 req/s for 30 s
@@ -57,7 +58,6 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
 
-from kombo_sync.deploy.priority import BATCH_NICE_ENV, DEFAULT_BATCH_NICE, batch_niceness  # noqa: E402
 from kombo_sync.kombo.signatures import SIGNATURE_HEADER, sign  # noqa: E402
 from tests.support.webhooks import LiveAirflow, encode, integration_event, order_event, signed  # noqa: E402
 
@@ -504,8 +504,7 @@ class Pipeline:
         self.live = LiveAirflow(
             workdir / "airflow-pipeline",
             components=("api-server", "scheduler", "dag-processor", "triggerer"),
-            # Every component but the api-server, and the tasks they start, at KOMBO_BATCH_NICE
-            # (kombo_sync.deploy.priority).
+            # Every component but the api-server, and the tasks they start, at --pipeline-nice.
             batch_nice=pipeline_nice,
             env={
                 "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -649,10 +648,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pipeline-nice",
         type=int,
-        default=None,
+        default=0,
         help="--with-pipeline/--e2e: start the scheduler, dag-processor, triggerer (and so their tasks) at this "
-        f"niceness (default: {BATCH_NICE_ENV}, else {DEFAULT_BATCH_NICE} on PostgreSQL and 0 on SQLite, as "
-        "kombo_sync.deploy.priority chooses; 0 = the same priority as the api-server)",
+        "niceness (default 0: the api-server's priority, as every deployment of this project runs them; "
+        "docs/webhook.md has what nice 10 did)",
     )
     parser.add_argument(
         "--stand-ins-nice",
@@ -700,14 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.duration * args.rate > 200_000:
         parser.error("rate and duration must be positive, and rate x duration at most 200000")
-    if args.pipeline_nice is None:
-        try:
-            args.pipeline_nice = batch_niceness(
-                state_dialect="sqlite" if args.state == "sqlite" else "postgresql"
-            )
-        except ValueError as exc:
-            parser.error(str(exc))
-    elif not 0 <= args.pipeline_nice <= 19:
+    if not 0 <= args.pipeline_nice <= 19:
         parser.error("--pipeline-nice takes 0-19")
 
     workdir = Path(tempfile.mkdtemp(prefix="kombo-webhook-bench-"))

@@ -42,7 +42,6 @@ import psutil
 import yaml
 
 from kombo_sync.backoff import exponential_delay
-from kombo_sync.deploy.priority import BATCH_NICE_ENV, PriorityError, batch_niceness, lower_priority
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -207,17 +206,13 @@ class Processes:
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
-    def start(
-        self, name: str, args: list[str], env: dict[str, str], *, niceness: int = 0
-    ) -> subprocess.Popen[bytes]:
-        """Start `args` in a session of its own; `niceness` > 0 lowers its CPU priority (and its children's)."""
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         if name in self.logs:
             self.logs[name].close()
         log = self.logs[name] = open(self.log_path(name), "ab")
         proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lower_priority(niceness) if niceness > 0 else None,
-        )  # fmt: skip
+            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.children[name] = proc
         self.started_at[name] = time.monotonic()
         return proc
@@ -861,19 +856,16 @@ def cli_line(env: dict[str, str]) -> str:
 
 class Supervisor:
     """Airflow's components as separate processes; one that exits is restarted (with a growing pause when it
-    keeps dying), which `airflow standalone` does not do. All but the api-server run at `niceness`
-    (`KOMBO_BATCH_NICE`, kombo_sync.deploy.priority): the webhook's answers first, the batch side catches up."""
+    keeps dying), which `airflow standalone` does not do."""
 
-    def __init__(self, procs: Processes, env: dict[str, str], *, niceness: int = 0) -> None:
+    def __init__(self, procs: Processes, env: dict[str, str]) -> None:
         self.procs = procs
         self.env = env
-        self.niceness = niceness
         self.restarts: dict[str, int] = dict.fromkeys(COMPONENTS, 0)
         self.restart_at: dict[str, float] = {}
 
     def start(self, component: str) -> None:
-        niceness = 0 if component == "api-server" else self.niceness
-        self.procs.start(component, [str(BIN / "airflow"), component], self.env, niceness=niceness)
+        self.procs.start(component, [str(BIN / "airflow"), component], self.env)
 
     def start_all(self) -> None:
         for component in COMPONENTS:
@@ -958,9 +950,6 @@ def install_stop_handlers() -> None:
 
 
 def up(home: Path, finish_after: float) -> int:
-    # The trial's state store is SQLite: unless KOMBO_BATCH_NICE says otherwise, one priority for all (see
-    # kombo_sync.deploy.priority). A bad value stops the trial before anything starts.
-    niceness = batch_niceness(state_dialect="sqlite")
     keys = Keys.fresh()
     api_hold = hold_port()  # the api-server's port, held until the api-server starts
     api_port = int(api_hold.getsockname()[1])
@@ -1002,13 +991,12 @@ def up(home: Path, finish_after: float) -> int:
             airflow(env, "pools", "import", str(pool_file), log=procs.log_path("airflow-cli"))
             integrations = seed(home, ports, env)
 
-            supervisor = Supervisor(procs, env, niceness=niceness)
+            supervisor = Supervisor(procs, env)
             api_hold.close()
             supervisor.start_all()
             say(
                 f"started Airflow's {', '.join(COMPONENTS)} as separate processes (parallelism "
-                f"{env['AIRFLOW__CORE__PARALLELISM']} for {os.cpu_count()} CPUs; all but the api-server at nice "
-                f"{niceness}, {BATCH_NICE_ENV}); waiting for the api-server ..."
+                f"{env['AIRFLOW__CORE__PARALLELISM']} for {os.cpu_count()} CPUs); waiting for the api-server ..."
             )
 
             def healthy() -> bool:
@@ -1149,7 +1137,7 @@ def main(argv: list[str] | None = None) -> int:
             return up(home, args.finish_after) if args.up else demo(home)
     except Stop:
         return 0
-    except (RuntimeError, PriorityError, httpx.HTTPError, subprocess.CalledProcessError) as exc:
+    except (RuntimeError, httpx.HTTPError, subprocess.CalledProcessError) as exc:
         say(f"error: {exc}")
         return 1
 

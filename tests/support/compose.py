@@ -19,8 +19,6 @@ from typing import Any
 
 import yaml
 
-from kombo_sync.deploy.priority import niceness_for_cpu_shares
-
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATORS = (":-", ":?", ":+", "-", "?", "+")
 
@@ -55,8 +53,6 @@ class ProcessSpec:
     env: dict[str, str]
     profiles: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
-    # The service's `cpu_shares` as the niceness that gives a local process the same weight against nice 0.
-    niceness: int = 0
 
 
 def read_env_file(path: str | Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -326,24 +322,4 @@ class ComposeFile:
         env.update({key: local(value) for key, value in self.environment(service).items()})
         env.update(env_overrides or {})
         argv = [local(arg) for arg in self.command(service)] + list(extra_args or [])
-        return ProcessSpec(
-            name=name or service,
-            argv=argv,
-            env=env,
-            profiles=self.profiles(service),
-            niceness=self.niceness(service),
-        )
-
-    def cpu_shares(self, service: str) -> int | None:
-        value = self.services[service].get("cpu_shares")
-        if value is None:
-            return None
-        try:
-            return int(str(value))
-        except ValueError:
-            raise ComposeError(f"{service}: cpu_shares {value!r} is not a whole number") from None
-
-    def niceness(self, service: str) -> int:
-        """Containers compete for the host's cores by `cpu_shares` (default 1024); local processes by niceness."""
-        shares = self.cpu_shares(service)
-        return 0 if shares is None else niceness_for_cpu_shares(shares)
+        return ProcessSpec(name=name or service, argv=argv, env=env, profiles=self.profiles(service))

@@ -31,7 +31,6 @@ from sqlalchemy.engine import make_url
 
 from kombo_sync.connections import normalize_url
 from kombo_sync.deploy import bootstrap
-from kombo_sync.deploy.priority import lower_priority
 from tests.support.compose import ComposeFile, ProcessSpec, read_env_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -272,8 +271,6 @@ class LocalCeleryDeployment:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() kills its children too
-            # The compose file's cpu_shares, as a niceness (kombo_sync.deploy.priority).
-            preexec_fn=lower_priority(spec.niceness) if spec.niceness > 0 else None,
         )
         running = RunningProcess(spec, popen, log_path, log_file)
         self.processes.append(running)

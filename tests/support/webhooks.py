@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import os
 import signal
@@ -22,7 +23,6 @@ from typing import Any
 
 import httpx
 
-from kombo_sync.deploy.priority import lower_priority
 from kombo_sync.kombo.signatures import SIGNATURE_HEADER, sign
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -228,7 +228,7 @@ class LiveAirflow:
 
     `home` is the AIRFLOW_HOME; `env` adds to (and overrides) the current environment, e.g. the webhook
     secret and `AIRFLOW_CONN_KOMBO_STATE`. Logs go to `<log_dir>/<component>.log`. `batch_nice` > 0 starts every
-    component but the api-server at that niceness, as `make up` does (`KOMBO_BATCH_NICE`).
+    component but the api-server at that niceness (and so the task processes they start).
     """
 
     def __init__(
@@ -308,7 +308,7 @@ class LiveAirflow:
         niceness = 0 if component == "api-server" else self.batch_nice
         self.processes[component] = subprocess.Popen(
             args, env=self.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lower_priority(niceness) if niceness > 0 else None,
+            preexec_fn=functools.partial(os.nice, niceness) if niceness > 0 else None,
         )  # fmt: skip
         return self.processes[component]
 

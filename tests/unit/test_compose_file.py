@@ -260,19 +260,3 @@ def test_init_env_writes_a_usable_env_file(tmp_path):
     assert values["POSTGRES_PASSWORD"] in env["AIRFLOW_CONN_KOMBO_WAREHOUSE"]
     with pytest.raises(FileExistsError):
         init_env(ENV_EXAMPLE, target)
-
-
-def test_the_batch_services_yield_the_cpu_to_the_api_server(compose):
-    """On one host a burst of webhooks is answered first: the scheduler, dag-processor, triggerer and workers
-    (and the tasks they run) have a tenth of the api-server's CPU share, the weight of nice 10 against nice 0."""
-    batch = {"airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}
-    assert compose.cpu_shares("airflow-apiserver") is None  # Docker's default, 1024
-    assert {name: compose.cpu_shares(name) for name in batch} == dict.fromkeys(batch, 102)
-    assert {name: compose.niceness(name) for name in batch} == dict.fromkeys(batch, 10)
-    assert read_env_file(ENV_EXAMPLE)["KOMBO_BATCH_CPU_SHARES"] == "102"
-    equal = ComposeFile.with_env_file(COMPOSE, ENV_EXAMPLE, {"KOMBO_BATCH_CPU_SHARES": "1024"})
-    assert {name: equal.niceness(name) for name in batch} == dict.fromkeys(batch, 0)
-    with pytest.raises(ComposeError, match="cpu_shares 'many' is not a whole number"):
-        ComposeFile.with_env_file(COMPOSE, ENV_EXAMPLE, {"KOMBO_BATCH_CPU_SHARES": "many"}).niceness(
-            "airflow-worker"
-        )
