@@ -389,8 +389,8 @@ def _orders_by_state(state_conn: str, integration: str) -> dict[str, int]:
 def _wait_for_catch_up(
     state_conn: str, integration: str, counts: dict[str, int], load_ended: float, timeout: float
 ) -> None:
-    """The price of the batch side's lower priority: how long after the load the intake has invited (or
-    otherwise closed) every one of the load's orders. Polled every 2 s, so up to 2 s late."""
+    """How long after the load the intake has invited (or otherwise closed) every one of the load's orders: what
+    a burst costs the batch side. Polled every 2 s, so up to 2 s late."""
     waiting = counts.get("received", 0) + counts.get("inviting", 0)
     if not waiting or timeout <= 0:
         return
@@ -499,7 +499,6 @@ class Pipeline:
         pipeline_nice: int = 0,
     ) -> None:
         self.stand_ins = StandIns(workdir, niceness=stand_ins_nice)
-        self.pipeline_nice = pipeline_nice
         self.sandbox = self.stand_ins.sandbox
         self.live = LiveAirflow(
             workdir / "airflow-pipeline",
