@@ -545,3 +545,50 @@ def test_duplicate_lookup_generic_plan_reads_one_candidate_not_the_package(
     assert "$1" in plan, plan  # the generic plan: parameters, not values
     assert "Rows Removed by Filter" not in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+def test_a_poll_and_a_dispatch_at_once_do_not_deadlock(
+    state_store: StateStore, make_state_store: Any
+) -> None:
+    """A poll re-recording a page of orders (in Kombo's listing order) while a dispatcher marks some of the same
+    orders invited, group by group: both lock the rows in id order, so on PostgreSQL they wait for each other
+    instead of deadlocking (the dispatcher's locked read failed with DeadlockDetected when the poll updated the
+    page in listing order)."""
+    ids = [f"ord-{n:03d}" for n in range(40)]
+    repo = OrderRepository(state_store)
+    repo.record_orders([kombo_order(order_id) for order_id in ids], "poll")
+    assert len(repo.claim_orders_for_invite("dispatcher", 300, len(ids))) == len(ids)
+    page = [kombo_order(order_id) for order_id in reversed(ids)]  # the listing's order is not the ids' order
+    dispatched = threading.Event()
+    polls = 0
+
+    def poll() -> None:
+        nonlocal polls
+        poller = OrderRepository(make_state_store())
+        while not dispatched.is_set() or polls < 3:
+            poller.record_orders(page, "poll")
+            polls += 1
+
+    def dispatch() -> list[dict[str, bool | None]]:
+        dispatcher = OrderRepository(make_state_store())
+        try:
+            return [
+                dispatcher.mark_invited_many(
+                    [
+                        SentInvitation(order_id, "platform", f"inv-{order_id}", None, None)
+                        for order_id in group
+                    ],
+                    "dispatcher",
+                )
+                for group in (ids[start : start + 4] for start in range(0, len(ids), 4))
+            ]
+        finally:
+            dispatched.set()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        polling = pool.submit(poll)
+        marked = pool.submit(dispatch).result(timeout=120)
+        polling.result(timeout=120)
+    assert [value for group in marked for value in group.values()] == [True] * len(ids)
+    assert {repo.get(order_id).state for order_id in ids} == {"invited"}  # type: ignore[union-attr]
+    assert polls >= 3

@@ -278,11 +278,17 @@ def active_duplicate_query(
 
 
 # `mark_invited_many`'s statements, built once: the same compiled statement for every group, whatever its size.
-_HELD_FOR_INVITE = sa.select(orders.c.id, orders.c.attempts).where(
-    orders.c.id.in_(sa.bindparam("ids", expanding=True)),
-    orders.c.state == INVITING,
-    orders.c.lease_owner == sa.bindparam("owner"),
+_HELD_FOR_INVITE = (
+    sa.select(orders.c.id, orders.c.attempts)
+    .where(
+        orders.c.id.in_(sa.bindparam("ids", expanding=True)),
+        orders.c.state == INVITING,
+        orders.c.lease_owner == sa.bindparam("owner"),
+    )
+    .order_by(orders.c.id)
 )
+# Locked in id order, as `record_orders` updates a page: two transactions that lock some of the same orders take
+# those locks in the same order, so they wait for each other instead of deadlocking (PostgreSQL).
 _HELD_FOR_INVITE_LOCKED = _HELD_FOR_INVITE.with_for_update()
 _MARK_INVITED = (
     sa.update(orders)
@@ -386,8 +392,14 @@ class OrderRepository:
             raise ValueError(f"seen_via must be one of {ORDER_SEEN_VIA}, not {seen_via!r}")
         rows = [_order_columns(order, integration_id, json_safe) for order in kombo_orders]
         now = now or self.store.now()
+        # Written in id order, not Kombo's listing order: each existing order's UPDATE locks its row until COMMIT,
+        # and a dispatcher marking its orders invited locks them in id order too (`mark_invited_many`); in
+        # different orders, a poll and a dispatch holding one order each and waiting for the other's would
+        # deadlock on PostgreSQL (one of them failed with DeadlockDetected).
+        in_id_order = sorted(range(len(rows)), key=lambda index: str(rows[index]["id"]))
         with self.store.transaction(conn=conn) as tx:
-            results = [self._record(tx, columns, seen_via, now) for columns in rows]
+            recorded = {index: self._record(tx, rows[index], seen_via, now) for index in in_id_order}
+        results = [recorded[index] for index in range(len(rows))]
         created = sum(result.created for result in results)
         if created:
             log.info(
