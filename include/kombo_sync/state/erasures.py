@@ -98,6 +98,8 @@ class CandidateErasure:
                 sa.select(orders.c.id, orders.c.state, orders.c.candidate_email, orders.c.candidate_email_hash,
                           orders.c.order_json)
                 .where(orders.c.id.in_(wanted), orders.c.erased_at.is_(None))
+                # Written in id order, the lock order of every multi-order writer (OrderRepository.record_orders).
+                .order_by(orders.c.id)
             ).all()  # fmt: skip
             erased_ids = [row.id for row in rows]
             if not erased_ids:
