@@ -368,26 +368,27 @@ def run_load(
             runs: object = dict(pipeline.intake_runs())
         except Exception as exc:  # the CLI is slow or chatty on a loaded machine: the figures above stand
             runs = f"not listed ({type(exc).__name__})"
-        counts = _orders_by_state(state_conn, integration)
-        print(f"intake runs so far: {runs}; the load's orders by state: {counts}")
-        _wait_for_catch_up(state_conn, integration, counts, load_ended, args.catch_up_timeout)
+        from kombo_sync.connections import sqlalchemy_url
+        from kombo_sync.state.orders import OrderRepository
+        from kombo_sync.state.store import StateStore
+
+        store = StateStore(sqlalchemy_url(_ConnView(json.loads(state_conn))))
+        try:
+            orders = OrderRepository(store)
+            counts = _orders_by_state(orders, integration)
+            print(f"intake runs so far: {runs}; the load's orders by state: {counts}")
+            _wait_for_catch_up(orders, integration, counts, load_ended, args.catch_up_timeout)
+        finally:
+            store.dispose()
     return met
 
 
-def _orders_by_state(state_conn: str, integration: str) -> dict[str, int]:
-    from kombo_sync.connections import sqlalchemy_url
-    from kombo_sync.state.orders import OrderRepository
-    from kombo_sync.state.store import StateStore
-
-    store = StateStore(sqlalchemy_url(_ConnView(json.loads(state_conn))))
-    try:
-        return {state: n for state, n in OrderRepository(store).counts_by_state(integration).items() if n}
-    finally:
-        store.dispose()
+def _orders_by_state(orders: Any, integration: str) -> dict[str, int]:
+    return {state: n for state, n in orders.counts_by_state(integration).items() if n}
 
 
 def _wait_for_catch_up(
-    state_conn: str, integration: str, counts: dict[str, int], load_ended: float, timeout: float
+    orders: Any, integration: str, counts: dict[str, int], load_ended: float, timeout: float
 ) -> None:
     """How long after the load the intake has invited (or otherwise closed) every one of the load's orders: what
     a burst costs the batch side. Polled every 2 s, so up to 2 s late."""
@@ -398,7 +399,7 @@ def _wait_for_catch_up(
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
         time.sleep(2)
-        counts = _orders_by_state(state_conn, integration)
+        counts = _orders_by_state(orders, integration)
         waiting = counts.get("received", 0) + counts.get("inviting", 0)
     after = time.monotonic() - load_ended
     if waiting:
