@@ -148,15 +148,12 @@ def process_cpu_seconds(pid: int) -> float:
 def make_client(base_url: str, args: argparse.Namespace, concurrency: int) -> Any:
     from kombo_sync.kombo.client import KomboClient
 
-    burst = max(1, int(args.rate * args.rate_window * args.burst_share))
+    burst, pace = client_pace(args)
     return KomboClient(
         f"{base_url}/v1",
         API_KEY,
         timeout=30,
-        # What a team sets in the kombo_default connection extras when it knows its allowed rate: a burst
-        # that absorbs scheduling hiccups, and a rate lowered by it so no fixed window ever sees more than
-        # the limit (rate x window + burst <= limit).
-        rate_limit_per_second=None if args.no_client_rate else args.rate - burst / args.rate_window,
+        rate_limit_per_second=None if args.no_client_rate else pace,
         rate_limit_burst=None if args.no_client_rate else burst,
         max_in_flight_per_integration=30,
         max_connections=max(concurrency, 10),
@@ -192,10 +189,17 @@ def floor_bodies(order_ids: list[str], integrations: list[str]) -> list[tuple[st
     ]  # fmt: skip
 
 
-def floor_pace(args: argparse.Namespace) -> tuple[float, float]:
-    """(burst, rate): the pipeline's client-side pacing (see make_client)."""
-    burst = max(1, int(args.rate * args.rate_window * args.burst_share))
-    return burst, args.rate - burst / args.rate_window
+def client_pace(args: argparse.Namespace) -> tuple[int, float]:
+    """(burst, rate): the client-side pacing of the pipeline and of both floors, as a team sets it in the
+    kombo_default connection extras when it knows its limit (README, "Rate limits"): a burst that absorbs
+    scheduling hiccups, and a rate lowered by the burst and by an allowance for the requests' arrival jitter,
+    so that no fixed window of Kombo's sees more than the limit: rate x window + burst + allowance <= limit.
+    Without the allowance a window can receive one request too many (the first window of a run: the burst
+    leaves at once while the first connections open), and the 429 pauses every send until the window resets."""
+    window_limit = args.rate * args.rate_window
+    burst = max(1, int(window_limit * args.burst_share))
+    allowance = window_limit * args.jitter_share
+    return burst, args.rate - (burst + allowance) / args.rate_window
 
 
 def floor_summary(started: float, cpu_before: float, count: int, errors: list[int]) -> dict[str, Any]:
@@ -221,7 +225,7 @@ def floor_loop(
     from concurrent.futures import ThreadPoolExecutor
 
     bodies = floor_bodies(order_ids, integrations)
-    burst, pace = floor_pace(args)
+    burst, pace = client_pace(args)
     lock, next_slot = threading.Lock(), [0.0]
     errors: list[int] = []
     local = threading.local()
@@ -267,7 +271,7 @@ def floor_loop_async(
     import aiohttp
 
     bodies = floor_bodies(order_ids, integrations)
-    burst, pace = floor_pace(args)
+    burst, pace = client_pace(args)
     errors: list[int] = []
 
     async def main() -> dict[str, Any]:
@@ -489,7 +493,13 @@ def main(argv: list[str] | None = None) -> int:
         default="asyncio",
         help="the sender's send_with setting",
     )
-    parser.add_argument("--burst-share", type=float, default=0.02, help="client burst, share of one window")
+    parser.add_argument("--burst-share", type=float, default=0.01, help="client burst, share of one window")
+    parser.add_argument(
+        "--jitter-share",
+        type=float,
+        default=0.01,
+        help="allowance for arrival jitter kept free in each window, share of one window (0: pace at the limit)",
+    )
     parser.add_argument("--no-client-rate", action="store_true", help="no client-side pacing: headers only")
     parser.add_argument("--state-url", default=None, help="state store for the timed run (default: SQLite)")
     parser.add_argument("--memory-rows", type=int, default=1_000_000)

@@ -375,3 +375,35 @@ def test_sender_records_deliveries_through_the_outbox_repository(state_store, mo
         (order_id, payload_hash(p)) for order_id, p in payloads.items()
     )
     assert ResultOutbox(state_store).counts_by_state()["sent"] == 30
+
+
+def test_the_sends_run_with_the_heap_frozen_and_give_it_back(state_store):
+    # A full collection over the process's long-lived objects would stop the sends' loop (kombo_sync.heap): the
+    # sender freezes what exists when it starts and unfreezes it when it is done, even when a send fails.
+    import gc
+
+    import kombo_sync.writeback.sender as sender_module
+    from kombo_sync.state.outbox import OutboxEntry, ResultOutbox
+    from kombo_sync.writeback.mapping import payload_hash
+
+    gc.unfreeze()  # whatever an earlier test left frozen in this process
+    payloads = {f"f{n}": {"status": "COMPLETED", "score": n} for n in range(5)}
+    ResultOutbox(state_store).enqueue(
+        [OutboxEntry(order_id, "lever:x", payload_hash(p), p, None) for order_id, p in payloads.items()]
+    )
+    seen: list[int] = []
+
+    class Kombo:
+        def put_result(self, integration_id, order_id, payload):
+            seen.append(gc.get_freeze_count())
+            if order_id == "f3":
+                raise RuntimeError("a bug in a send")
+            return []
+
+        def get_orders_by_ids(self, integration_id, order_ids):  # pragma: no cover - nothing to read back
+            return []
+
+    summary = sender_module.ResultSender(state_store, Kombo(), wb_settings().writeback).run()
+    assert summary["claimed"] == 5 and summary["sent"] == 4
+    assert len(seen) == 5 and min(seen) > 1_000  # the interpreter's, pytest's and our modules' objects
+    assert gc.get_freeze_count() == 0
