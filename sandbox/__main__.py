@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="create an ACTIVE assessment integration at start-up (repeatable); ids are printed",
     )
     parser.add_argument("--request-log-size", type=int, default=50_000, help="request log entries kept")
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="do not freeze bulk-created orders out of Python's full garbage collections",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs one line per request")
     return parser
 
@@ -86,6 +91,7 @@ def settings_from_args(args: argparse.Namespace) -> KomboSandboxSettings:
         knobs=KomboKnobs.model_validate(knob_values),
         integrations=tuple(args.integration),
         request_log_size=args.request_log_size,
+        gc_freeze_bulk=not args.no_gc_freeze,
     )
 
 

@@ -227,10 +227,11 @@ async def admin_bulk_orders(request: Request, spec: BulkOrdersIn) -> dict[str, A
         for index in range(spec.count)
     ]
     runtime.state.add_orders(orders)
-    # Bulk orders are what a benchmark's requests then work on: kept out of the collector's full collections,
-    # which would otherwise look at all of them every few seconds and stop the sandbox for 100-150 ms each
-    # time, a latency spike the `latency_ms` knob did not ask for.
-    gc.freeze()
+    if runtime.settings.gc_freeze_bulk:
+        # Bulk orders are what a benchmark's requests then work on: kept out of the collector's full
+        # collections, which would otherwise look at all of them every few seconds and stop the sandbox for
+        # 100-150 ms each time, a latency spike the `latency_ms` knob did not ask for.
+        gc.freeze()
     return {"count": len(orders), "ids": [order.id for order in orders] if spec.return_ids else None}
 
 

@@ -48,6 +48,9 @@ class KomboSandboxSettings:
     request_log_size: int = 50_000  # entries kept; counters cover every request
     log_url_base: str | None = None  # default: this server's own `/_sandbox/logs/{id}`
     integrations: tuple[str, ...] = ()  # "tool" or "tool:id": ACTIVE integrations present from the start
+    # Freeze what is alive after a bulk order creation out of the garbage collector's full collections (the
+    # sandbox as its own process, `python -m sandbox`; not when it runs inside a test's process).
+    gc_freeze_bulk: bool = False
 
 
 def _is_api_path(request: Request) -> bool:

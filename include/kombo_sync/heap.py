@@ -10,8 +10,10 @@ limit: a 429 and a pause of every send until the window reset (docs/writeback.md
 `frozen_heap()` moves the objects that exist when the loop starts out of the collector's sight for the loop's
 duration (`gc.freeze`) and gives them back afterwards (`gc.unfreeze`); objects created during the loop are
 collected as before. Nothing is collected to start (that would be the same stall), so garbage that exists at the
-start waits until the end. Nested and concurrent uses share one freeze; a heap that something else froze (the
-webhook's process, `kombo_sync.webhooks.tuning`) is left as it is. `KOMBO_GC_FREEZE=0` turns it off.
+start waits until the end. Nested and concurrent uses share one freeze. A process that already holds frozen
+objects keeps them frozen: Airflow's executors freeze the heap before they fork their workers, so a task process
+starts with its parent's objects frozen and its own (our modules, the DAG's) not; those are frozen too and stay
+so, since unfreezing would also give back what the parent froze. `KOMBO_GC_FREEZE=0` turns it off.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def freeze_enabled() -> bool:
 @contextmanager
 def frozen_heap(what: str) -> Iterator[int]:
     """Exempt the objects alive now from full collections while the block runs; yields how many were frozen
-    by this call (0 when another holder had already frozen the heap or when turned off)."""
+    by this call (0 inside another holder's block or when turned off)."""
     global _holders, _owned
     if not freeze_enabled():
         yield 0
@@ -45,10 +47,11 @@ def frozen_heap(what: str) -> Iterator[int]:
     frozen = 0
     with _lock:
         _holders += 1
-        if _holders == 1 and gc.get_freeze_count() == 0:
+        if _holders == 1:
+            before = gc.get_freeze_count()
             gc.freeze()
-            frozen = gc.get_freeze_count()
-            _owned = True
+            frozen = gc.get_freeze_count() - before
+            _owned = before == 0
     if frozen:
         log.debug("%s: %d long-lived objects exempted from full garbage collections", what, frozen)
     try:
