@@ -32,8 +32,10 @@ _holders = 0
 _owned = False  # the current freeze is ours to undo
 
 
-def freeze_enabled() -> bool:
-    return os.environ.get("KOMBO_GC_FREEZE", "1").strip().lower() not in ("0", "false", "no", "off")
+def freeze_enabled(variable: str = "KOMBO_GC_FREEZE") -> bool:
+    """Whether a heap-freeze switch (on unless set to 0, false, no or off) is on; also the webhook's
+    `KOMBO_WEBHOOK_GC_FREEZE`."""
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @contextmanager

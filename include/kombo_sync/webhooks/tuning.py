@@ -31,6 +31,8 @@ import sys
 import threading
 from typing import Any
 
+from kombo_sync.heap import freeze_enabled
+
 log = logging.getLogger(__name__)
 
 MIN_LONG_LIVED = 50_000
@@ -48,12 +50,7 @@ class HeapFreezer:
 
     @staticmethod
     def enabled() -> bool:
-        return os.environ.get("KOMBO_WEBHOOK_GC_FREEZE", "1").strip().lower() not in (
-            "0",
-            "false",
-            "no",
-            "off",
-        )
+        return freeze_enabled("KOMBO_WEBHOOK_GC_FREEZE")
 
     def start(self) -> None:
         """Collect once and freeze what survives; from then on, watch full collections. Idempotent."""
