@@ -54,11 +54,14 @@ def _database_url(admin_url: str, name: str) -> str:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
-def _create_pg_database(admin_url: str) -> str:
+def _create_pg_database(admin_url: str, icu_locale: str | None = None) -> str:
     name = f"kombo_test_{uuid.uuid4().hex[:12]}"
+    # With `icu_locale`, the database compares text by that ICU locale's rules (en-US: "a" < "B"), as a
+    # database created with a linguistic default collation does; otherwise by the server's default.
+    options = f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'" if icu_locale else ""
     engine = _pg_admin_engine(admin_url)
     with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"{options}')
     engine.dispose()
     return name
 
@@ -112,12 +115,13 @@ def pg_state_database(pg_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_pg_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
-    """Make fresh, empty PostgreSQL databases (URLs) for this test; all are dropped after it."""
+def make_pg_database(pg_admin_url: str) -> Iterator[Callable[..., str]]:
+    """Make fresh, empty PostgreSQL databases (URLs) for this test (`make(icu_locale="en-US")`: one whose text
+    compares by that locale); all are dropped after it."""
     names: list[str] = []
 
-    def make() -> str:
-        names.append(_create_pg_database(pg_admin_url))
+    def make(icu_locale: str | None = None) -> str:
+        names.append(_create_pg_database(pg_admin_url, icu_locale))
         return _database_url(pg_admin_url, names[-1])
 
     yield make

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from kombo_sync.state.orders import (
+    _HELD_FOR_INVITE_LOCKED,
     ALLOWED_TRANSITIONS,
     InvalidTransition,
     OrderNotFound,
@@ -20,7 +21,7 @@ from kombo_sync.state.orders import (
     SentInvitation,
     active_duplicate_query,
 )
-from kombo_sync.state.schema import ORDER_STATES, invitations
+from kombo_sync.state.schema import ORDER_STATES, invitations, orders
 from kombo_sync.state.store import StateStore
 
 INTEGRATION = "workday:HWUTwvyx2wLoSUHphiWVrp28"
@@ -554,7 +555,61 @@ def test_a_poll_and_a_dispatch_at_once_do_not_deadlock(
     orders invited, group by group: both lock the rows in id order, so on PostgreSQL they wait for each other
     instead of deadlocking (the dispatcher's locked read failed with DeadlockDetected when the poll updated the
     page in listing order)."""
-    ids = [f"ord-{n:03d}" for n in range(40)]
+    _poll_and_dispatch_at_once(state_store, make_state_store, [f"ord-{n:03d}" for n in range(40)])
+
+
+# Kombo's ids mix cases; Python's (and a C collation's) order puts "B" before "a", en-US's puts "a" first.
+MIXED_CASE_IDS = [f"{prefix}{n:02d}" for n in range(10) for prefix in ("A", "b", "C", "d")]
+
+
+@pytest.fixture
+def linguistic_pg_store(make_pg_database: Callable[..., str], state_clock: Any) -> Iterator[StateStore]:
+    """A migrated state store on a PostgreSQL database whose default collation is ICU's en-US."""
+    store = StateStore(make_pg_database(icu_locale="en-US"), clock=state_clock)
+    store.migrate()
+    yield store
+    store.dispose()
+
+
+def test_multi_order_writers_lock_in_pythons_order_under_a_linguistic_collation(
+    linguistic_pg_store: StateStore,
+) -> None:
+    """The dispatcher's locked read returns (and so locks) its orders in Python's string order, the order in which
+    `record_orders` updates a page, also on a database whose collation orders text otherwise."""
+    store = linguistic_pg_store
+    repo = OrderRepository(store)
+    repo.record_orders([kombo_order(order_id) for order_id in MIXED_CASE_IDS], "poll")
+    repo.claim_orders_for_invite("dispatcher", 300, len(MIXED_CASE_IDS))
+    with store.transaction() as conn:
+        by_collation = list(
+            conn.execute(
+                sa.select(orders.c.id).where(orders.c.id.in_(MIXED_CASE_IDS)).order_by(orders.c.id)
+            ).scalars()
+        )
+        locked = list(
+            conn.execute(_HELD_FOR_INVITE_LOCKED, {"ids": MIXED_CASE_IDS, "owner": "dispatcher"}).scalars()
+        )
+    assert by_collation != sorted(MIXED_CASE_IDS), "the database's collation orders these ids as Python does"
+    assert locked == sorted(MIXED_CASE_IDS)
+
+
+def test_a_poll_and_a_dispatch_at_once_do_not_deadlock_under_a_linguistic_collation(
+    linguistic_pg_store: StateStore, state_clock: Any
+) -> None:
+    stores: list[StateStore] = []
+
+    def make_store() -> StateStore:
+        stores.append(StateStore(linguistic_pg_store.url, clock=state_clock))
+        return stores[-1]
+
+    try:
+        _poll_and_dispatch_at_once(linguistic_pg_store, make_store, MIXED_CASE_IDS)
+    finally:
+        for store in stores:
+            store.dispose()
+
+
+def _poll_and_dispatch_at_once(state_store: StateStore, make_state_store: Any, ids: list[str]) -> None:
     repo = OrderRepository(state_store)
     repo.record_orders([kombo_order(order_id) for order_id in ids], "poll")
     assert len(repo.claim_orders_for_invite("dispatcher", 300, len(ids))) == len(ids)

@@ -10,6 +10,8 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from kombo_sync.state.store import StateStore
 
@@ -100,3 +102,33 @@ def expire_leases_of_earlier_tries(
             .values(lease_expires_at=now)
         )
     return int(result.rowcount or 0)
+
+
+class _ByteOrder(sa.ColumnElement[Any]):
+    """`in_byte_order(column)`: the column, compared by its bytes (PostgreSQL: `COLLATE "C"`)."""
+
+    inherit_cache = True
+    _traverse_internals = [("clause", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, clause: sa.ColumnElement[Any]) -> None:
+        self.clause = clause
+        self.type = clause.type
+
+
+@compiles(_ByteOrder)
+def _byte_order_default(element: _ByteOrder, compiler: Any, **kw: Any) -> str:
+    # SQLite compares text with BINARY (memcmp of UTF-8) unless a column says otherwise: Python's order already.
+    return str(compiler.process(element.clause, **kw))
+
+
+@compiles(_ByteOrder, "postgresql")
+def _byte_order_postgresql(element: _ByteOrder, compiler: Any, **kw: Any) -> str:
+    return f'{compiler.process(element.clause, **kw)} COLLATE "C"'
+
+
+def in_byte_order(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """`column` to ORDER BY in Python's string order (code points, which UTF-8's byte order follows) whatever the
+    database's collation. Writers that lock several rows lock them in this order (`sorted()` in Python, this in
+    SQL): under a linguistic collation (en_US: "a" < "B", Python: "B" < "a") mixed-case ids would be locked in
+    different orders by different writers, and two of them could deadlock on PostgreSQL."""
+    return _ByteOrder(column)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from kombo_sync.candidate_hash import CandidateHasher, normalize_email, replace_emails
-from kombo_sync.state._util import from_row
+from kombo_sync.state._util import from_row, in_byte_order
 from kombo_sync.state.orders import INVITING, RECEIVED, InvalidTransition, OrderRepository, scrub_order_json
 from kombo_sync.state.schema import ERASURE_KINDS, erasures, orders, quarantine, result_outbox
 from kombo_sync.state.store import StateStore
@@ -99,7 +99,7 @@ class CandidateErasure:
                           orders.c.order_json)
                 .where(orders.c.id.in_(wanted), orders.c.erased_at.is_(None))
                 # Written in id order, the lock order of every multi-order writer (OrderRepository.record_orders).
-                .order_by(orders.c.id)
+                .order_by(in_byte_order(orders.c.id))
             ).all()  # fmt: skip
             erased_ids = [row.id for row in rows]
             if not erased_ids:

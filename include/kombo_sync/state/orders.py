@@ -27,6 +27,7 @@ from kombo_sync.state._util import (
     clip,
     expire_leases_of_earlier_tries,
     from_row,
+    in_byte_order,
     not_by_index,
     to_jsonable,
 )
@@ -285,10 +286,11 @@ _HELD_FOR_INVITE = (
         orders.c.state == INVITING,
         orders.c.lease_owner == sa.bindparam("owner"),
     )
-    .order_by(orders.c.id)
+    .order_by(in_byte_order(orders.c.id))
 )
 # Locked in id order, as `record_orders` updates a page: two transactions that lock some of the same orders take
-# those locks in the same order, so they wait for each other instead of deadlocking (PostgreSQL).
+# those locks in the same order, so they wait for each other instead of deadlocking (PostgreSQL). Python's string
+# order, whatever the database's collation (`in_byte_order`).
 _HELD_FOR_INVITE_LOCKED = _HELD_FOR_INVITE.with_for_update()
 _MARK_INVITED = (
     sa.update(orders)

@@ -25,7 +25,14 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from kombo_sync.state._util import chunked, clip, expire_leases_of_earlier_tries, from_row, to_jsonable
+from kombo_sync.state._util import (
+    chunked,
+    clip,
+    expire_leases_of_earlier_tries,
+    from_row,
+    in_byte_order,
+    to_jsonable,
+)
 from kombo_sync.state.schema import OUTBOX_STATES, orders, result_outbox
 from kombo_sync.state.store import StateStore
 
@@ -408,7 +415,7 @@ class ResultOutbox:
                 query = (
                     sa.select(_row.order_id, _row.payload_hash, _row.state, _row.created_at)
                     .where(_row.order_id.in_(batch))
-                    .order_by(_row.order_id, _row.payload_hash)
+                    .order_by(in_byte_order(_row.order_id), _row.payload_hash)
                 )
                 if self.store.dialect == "postgresql":
                     # Held until commit, so the plan below is what the UPDATEs find (SQLite: BEGIN IMMEDIATE).
