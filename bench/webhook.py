@@ -19,8 +19,9 @@ the same machine (the load's orders wake it, and it invites them: they exist in 
 back so that only the webhook brings them in); `--workers N` api-server workers. The scheduler, dag-processor
 and triggerer run at the api-server's priority (`--pipeline-nice N` starts them lower). The sandbox and the
 platform stand-in run in a process of their own, at nice 10 (`--stand-ins-nice`): in production they are other
-companies' servers. After the load the bench waits for the intake to invite every order of it and prints how long
-that took (`--catch-up-timeout`).
+companies' servers. After the load the bench splits the load's answer times by whether an intake dispatch was
+running when each request was due (from the `runs` table) and prints the worst answer of each second, then waits
+for the intake to invite every order of it and prints how long that took (`--catch-up-timeout`).
 `--in-process`: CPU per accepted order without HTTP (bench/webhook_cpu.py).
 
     python bench/webhook.py                       # 200 req/s for 30 s
@@ -84,6 +85,9 @@ class LoadResult:
     sent: int = 0
     late_ms_max: float = 0.0
     elapsed_s: float = 0.0
+    # Each request's due time (wall clock, seconds) and its answer time from then (ms; None: no answer in time),
+    # to set the answers against what ran on the machine meanwhile (`dispatch_overlap`).
+    by_due: list[tuple[float, float | None]] = field(default_factory=list)
 
     def pct(self, q: float, values: list[float] | None = None) -> float:
         values = self.latencies_ms if values is None else values
@@ -160,6 +164,8 @@ async def drive(
 
     loop = asyncio.get_running_loop()
 
+    wall_offset = time.time() - loop.time()
+
     async def one(raw_request: bytes, expected: int, due: float) -> None:
         async with gate:
             started = loop.time()
@@ -168,9 +174,11 @@ async def drive(
                 status = await asyncio.wait_for(client.post(raw_request), max(0.001, due + timeout - started))
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 result.errors[type(exc).__name__] += 1
+                result.by_due.append((due + wall_offset, None))
                 return
             answered = loop.time()
             result.latencies_ms.append((answered - due) * 1000)
+            result.by_due.append((due + wall_offset, (answered - due) * 1000))
             result.service_ms.append((answered - started) * 1000)
             if status != expected:
                 result.errors[f"HTTP {status}"] += 1
@@ -377,10 +385,60 @@ def run_load(
             orders = OrderRepository(store)
             counts = _orders_by_state(orders, integration)
             print(f"intake runs so far: {runs}; the load's orders by state: {counts}")
+            dispatch_overlap(load, _dispatch_spans(store))
             _wait_for_catch_up(orders, integration, counts, load_ended, args.catch_up_timeout)
         finally:
             store.dispose()
     return met
+
+
+def _dispatch_spans(store: Any) -> list[tuple[float, float | None]]:
+    """(start, end or None while running) of the intake's dispatch tasks, wall clock seconds, from the `runs`
+    table the tasks record themselves in."""
+    import sqlalchemy as sa
+
+    from kombo_sync.intake.tasks import DISPATCH_JOB
+    from kombo_sync.state.schema import runs
+
+    with store.transaction(readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(runs.c.started_at, runs.c.finished_at).where(runs.c.job == DISPATCH_JOB)
+        ).all()
+    return [(row.started_at.timestamp(), row.finished_at and row.finished_at.timestamp()) for row in rows]
+
+
+def dispatch_overlap(load: LoadResult, spans: list[tuple[float, float | None]]) -> None:
+    """Print the load's answer times split by whether an intake dispatch was running when each request was due,
+    and the worst answer of each second of the load (`*`: a dispatch ran during that second): where the tail
+    comes from when the api-server shares the machine with the batch side."""
+    if not load.by_due:
+        return
+
+    def running(moment: float) -> bool:
+        return any(start <= moment and (end is None or moment < end) for start, end in spans)
+
+    split: dict[bool, list[float | None]] = {True: [], False: []}
+    for due, latency in load.by_due:
+        split[running(due)].append(latency)
+    for during, answers in ((True, split[True]), (False, split[False])):
+        answered = [latency for latency in answers if latency is not None]
+        label = "while an intake dispatch ran" if during else "while none ran"
+        if answers:
+            print(
+                f"  answers due {label:<29} {len(answers):>6}: p99 {load.pct(99, answered):8.1f} ms, "
+                f"{len(answers) - len(answered)} not answered in time"
+            )
+    first = min(due for due, _ in load.by_due)
+    seconds: dict[int, list[float]] = {}
+    for due, latency in load.by_due:
+        # An answer that never came counts as the timeout's length or more: shown as the largest of the second.
+        seconds.setdefault(int(due - first), []).append(float("inf") if latency is None else latency)
+    cells = []
+    for second in sorted(seconds):
+        worst = max(seconds[second])
+        marker = "*" if any(running(first + second + tenth / 10) for tenth in range(10)) else ""
+        cells.append(f"{second}{marker}:{'timeout' if worst == float('inf') else f'{worst:.0f}'}")
+    print("  worst answer (ms) by second of the load (*: a dispatch ran then): " + " ".join(cells))
 
 
 def _orders_by_state(orders: Any, integration: str) -> dict[str, int]:
