@@ -395,16 +395,14 @@ def run_load(
 def _dispatch_spans(store: Any) -> list[tuple[float, float | None]]:
     """(start, end or None while running) of the intake's dispatch tasks, wall clock seconds, from the `runs`
     table the tasks record themselves in."""
-    import sqlalchemy as sa
-
     from kombo_sync.intake.tasks import DISPATCH_JOB
-    from kombo_sync.state.schema import runs
+    from kombo_sync.state.audit import RunAudit
 
-    with store.transaction(readonly=True) as conn:
-        rows = conn.execute(
-            sa.select(runs.c.started_at, runs.c.finished_at).where(runs.c.job == DISPATCH_JOB)
-        ).all()
-    return [(row.started_at.timestamp(), row.finished_at and row.finished_at.timestamp()) for row in rows]
+    # A bench's load sees a few dozen dispatches at most.
+    return [
+        (run.started_at.timestamp(), run.finished_at and run.finished_at.timestamp())
+        for run in RunAudit(store).recent(DISPATCH_JOB, limit=10_000)
+    ]
 
 
 def dispatch_overlap(load: LoadResult, spans: list[tuple[float, float | None]]) -> None:
@@ -420,9 +418,9 @@ def dispatch_overlap(load: LoadResult, spans: list[tuple[float, float | None]]) 
     split: dict[bool, list[float | None]] = {True: [], False: []}
     for due, latency in load.by_due:
         split[running(due)].append(latency)
-    for during, answers in ((True, split[True]), (False, split[False])):
+    for during, label in ((True, "while an intake dispatch ran"), (False, "while none ran")):
+        answers = split[during]
         answered = [latency for latency in answers if latency is not None]
-        label = "while an intake dispatch ran" if during else "while none ran"
         if answers:
             print(
                 f"  answers due {label:<29} {len(answers):>6}: p99 {load.pct(99, answered):8.1f} ms, "
@@ -436,7 +434,9 @@ def dispatch_overlap(load: LoadResult, spans: list[tuple[float, float | None]]) 
     cells = []
     for second in sorted(seconds):
         worst = max(seconds[second])
-        marker = "*" if any(running(first + second + tenth / 10) for tenth in range(10)) else ""
+        begins = first + second
+        overlaps = any(start < begins + 1 and (end is None or end > begins) for start, end in spans)
+        marker = "*" if overlaps else ""
         cells.append(f"{second}{marker}:{'timeout' if worst == float('inf') else f'{worst:.0f}'}")
     print("  worst answer (ms) by second of the load (*: a dispatch ran then): " + " ".join(cells))
 
