@@ -1,8 +1,8 @@
 """Shared pieces of the hostile-input fuzz tests (tests/*/test_fuzz_*.py): settings, strategies and counts.
 
 Every fuzz test calls `tried(name)` once per example; the session prints the counts at the end
-(`pytest_terminal_summary` in tests/conftest.py) and each module asserts its own minimum, so a strategy that
-silently stops generating fails instead of passing on a handful of cases.
+(`pytest_terminal_summary` in tests/conftest.py) and each module asserts its own minimum (`assert_enough`), so a
+strategy that silently stops generating fails instead of passing on a handful of cases.
 """
 
 from __future__ import annotations
@@ -22,6 +22,15 @@ COUNTS: Counter[str] = Counter()
 
 def tried(name: str) -> None:
     COUNTS[name] += 1
+
+
+def assert_enough(name: str, minimum: int) -> None:
+    """At least `minimum` examples of `name` were tried, unless its test did not run at all (deselected with
+    `-k`, or skipped): a test that ran calls `tried` for every example, so a count of zero means it never ran."""
+    count = COUNTS[name]
+    assert count == 0 or count >= minimum, (
+        f"{name}: only {count} examples tried (at least {minimum} expected)"
+    )
 
 
 def fuzz_settings(max_examples: int) -> settings:

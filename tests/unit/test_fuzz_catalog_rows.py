@@ -22,7 +22,7 @@ from kombo_sync.catalog.source import (
 )
 from kombo_sync.state._util import to_jsonable
 from kombo_sync.storable import storable_text, text_problem
-from tests.support.fuzz import COUNTS, fuzz_settings, hostile_values, json_values, tried
+from tests.support.fuzz import assert_enough, fuzz_settings, hostile_values, json_values, tried
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::hypothesis.errors.HypothesisWarning"
@@ -145,6 +145,6 @@ def test_hostile_catalog_files_are_refused_by_name_or_validated(tmp_path_factory
 @pytest.fixture(scope="module", autouse=True)
 def _enough_examples():
     yield
-    assert COUNTS[ROWS] >= 150
-    assert COUNTS[DOCUMENTS] >= 100
-    assert COUNTS[FILES] >= 80
+    assert_enough(ROWS, 150)
+    assert_enough(DOCUMENTS, 100)
+    assert_enough(FILES, 80)

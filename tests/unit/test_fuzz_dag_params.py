@@ -16,7 +16,7 @@ from kombo_sync.runs import ParamError, RunInfo, scope_params
 from kombo_sync.storable import text_problem
 from kombo_sync.writeback import tasks as writeback_tasks
 from kombo_sync.writeback.window import writeback_window
-from tests.support.fuzz import COUNTS, fuzz_settings, hostile_values, tried
+from tests.support.fuzz import assert_enough, fuzz_settings, hostile_values, tried
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::hypothesis.errors.HypothesisWarning"
@@ -80,4 +80,4 @@ def test_params_are_read_as_meant_or_refused_by_name(params):
 @pytest.fixture(scope="module", autouse=True)
 def _enough_examples():
     yield
-    assert COUNTS[NAME] >= 300
+    assert_enough(NAME, 300)

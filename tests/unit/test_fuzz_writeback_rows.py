@@ -16,7 +16,7 @@ from kombo_sync.kombo.models import ResultPayload
 from kombo_sync.state._util import to_jsonable
 from kombo_sync.storable import storable_text, text_problem
 from kombo_sync.writeback.mapping import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, canonical_json, map_results
-from tests.support.fuzz import COUNTS, deep_list, fuzz_settings, hostile_values, tried
+from tests.support.fuzz import assert_enough, deep_list, fuzz_settings, hostile_values, tried
 
 COLUMNS = ("order_id", *REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 # What each rejection starts with: the column it names, or the step (report, Kombo's own model).
@@ -136,5 +136,5 @@ def test_any_timestamp_is_read_or_rejected_by_name(completed_at, updated_at):
 @pytest.fixture(scope="module", autouse=True)
 def _enough_examples():
     yield
-    assert COUNTS["writeback rows: hostile cells mixed with good rows"] >= MIN_EXAMPLES
-    assert COUNTS["writeback rows: completed_at / updated_at of every kind"] >= 60
+    assert_enough("writeback rows: hostile cells mixed with good rows", MIN_EXAMPLES)
+    assert_enough("writeback rows: completed_at / updated_at of every kind", 60)
