@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import httpx
@@ -15,8 +19,9 @@ from kombo_sync.invites.base import (
     PermanentInvitationError,
     RetriableInvitationError,
 )
-from kombo_sync.invites.platform import PlatformInviter
+from kombo_sync.invites.platform import PlatformInviter, PlatformTimeout, PlatformUnreachable
 from kombo_sync.settings import PipelineSettings
+from tests.support.platform_transport import platform_answering
 
 ORDER = InvitationRequest(
     order_id="B5KQKhAgTv6ZwzrfAbqbhipd",
@@ -29,18 +34,8 @@ ORDER = InvitationRequest(
 )
 
 
-def inviter_answering(handler) -> tuple[PlatformInviter, list[httpx.Request]]:  # type: ignore[no-untyped-def]
-    seen: list[httpx.Request] = []
-
-    def record(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return handler(request)
-
-    return PlatformInviter("http://platform.test", "tok-123", transport=httpx.MockTransport(record)), seen
-
-
 def test_creates_the_invitation_with_the_order_id_as_idempotency_key() -> None:
-    inviter, seen = inviter_answering(
+    inviter, seen = platform_answering(
         lambda request: httpx.Response(
             201,
             json={
@@ -69,7 +64,7 @@ def test_creates_the_invitation_with_the_order_id_as_idempotency_key() -> None:
 
 def test_a_repeat_answered_200_returns_the_same_invitation() -> None:
     answers = iter([201, 200])
-    inviter, _ = inviter_answering(
+    inviter, _ = platform_answering(
         lambda request: httpx.Response(next(answers), json={"invitation_id": "inv_1", "assessment_url": "u"})
     )
     assert inviter.send(ORDER, ORDER.order_id) == inviter.send(ORDER, ORDER.order_id)
@@ -77,7 +72,7 @@ def test_a_repeat_answered_200_returns_the_same_invitation() -> None:
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 429, 409, 408, 401, 403])
 def test_server_errors_and_throttling_are_retriable(status: int) -> None:
-    inviter, _ = inviter_answering(
+    inviter, _ = platform_answering(
         lambda request: httpx.Response(status, json={"error": "service_unavailable"})
     )
     with pytest.raises(RetriableInvitationError) as caught:
@@ -87,7 +82,7 @@ def test_server_errors_and_throttling_are_retriable(status: int) -> None:
 
 @pytest.mark.parametrize("status", [400, 404, 410, 422])
 def test_client_errors_are_permanent_and_do_not_leak_the_body(status: int) -> None:
-    inviter, _ = inviter_answering(
+    inviter, _ = platform_answering(
         lambda request: httpx.Response(
             status, json={"error": "invalid_request", "message": "grace.hopper@example.com is bad"}
         )
@@ -100,13 +95,13 @@ def test_client_errors_are_permanent_and_do_not_leak_the_body(status: int) -> No
 
 def test_timeouts_and_connection_errors_are_retriable() -> None:
     def timeout(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
+        raise PlatformTimeout("ReadTimeoutError")
 
     def refused(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+        raise PlatformUnreachable("NewConnectionError")
 
     for handler, code in ((timeout, "TIMEOUT"), (refused, "UNAVAILABLE")):
-        inviter, _ = inviter_answering(handler)
+        inviter, _ = platform_answering(handler)
         with pytest.raises(RetriableInvitationError) as caught:
             inviter.send(ORDER, ORDER.order_id)
         assert caught.value.code == code
@@ -114,7 +109,7 @@ def test_timeouts_and_connection_errors_are_retriable() -> None:
 
 @pytest.mark.parametrize("body", [b"not json", b'{"invitation_id": "inv_1"}', b"[]"])
 def test_an_answer_without_id_and_link_is_retriable(body: bytes) -> None:
-    inviter, _ = inviter_answering(lambda request: httpx.Response(201, content=body))
+    inviter, _ = platform_answering(lambda request: httpx.Response(201, content=body))
     with pytest.raises(RetriableInvitationError, match="platform answered"):
         inviter.send(ORDER, ORDER.order_id)
 
@@ -180,7 +175,7 @@ def test_a_claimed_order_from_the_state_store_can_be_sent_as_is() -> None:
         candidate_first_name="C", candidate_last_name=None, candidate_phone=None, candidate_remote_id=None,
         application_remote_id=None, job_remote_id=None, job_name="Engineer", order_json={},
     )  # fmt: skip
-    inviter, seen = inviter_answering(
+    inviter, seen = platform_answering(
         lambda request: httpx.Response(201, json={"invitation_id": "inv_9", "assessment_url": "u"})
     )
     assert inviter.send(claim, claim.order_id).external_id == "inv_9"
@@ -202,7 +197,7 @@ def test_revoke_posts_to_the_order_and_reads_the_platform_s_answer() -> None:
             ),
         ]
     )
-    inviter, seen = inviter_answering(lambda request: next(answers))
+    inviter, seen = platform_answering(lambda request: next(answers))
     statuses = [inviter.revoke("ord/1", "cancelled in the ATS").status for _ in range(4)]
     assert statuses == ["revoked", "already_revoked", "not_found", "finished"]
     request = seen[0]
@@ -213,20 +208,20 @@ def test_revoke_posts_to_the_order_and_reads_the_platform_s_answer() -> None:
 
 @pytest.mark.parametrize("status", [409, 429, 500, 503])
 def test_revoke_without_a_definite_answer_is_retriable(status: int) -> None:
-    inviter, _ = inviter_answering(lambda request: httpx.Response(status, json={"error": "busy"}))
+    inviter, _ = platform_answering(lambda request: httpx.Response(status, json={"error": "busy"}))
     with pytest.raises(RetriableInvitationError):
         inviter.revoke("ord-1", "cancelled")
 
 
 def test_revoke_refused_by_the_platform_is_permanent_and_timeouts_are_retriable() -> None:
-    inviter, _ = inviter_answering(lambda request: httpx.Response(422, json={"error": "invalid_request"}))
+    inviter, _ = platform_answering(lambda request: httpx.Response(422, json={"error": "invalid_request"}))
     with pytest.raises(PermanentInvitationError):
         inviter.revoke("ord-1", "cancelled")
 
     def timeout(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
+        raise PlatformTimeout("ReadTimeoutError")
 
-    inviter, _ = inviter_answering(timeout)
+    inviter, _ = platform_answering(timeout)
     with pytest.raises(RetriableInvitationError):
         inviter.revoke("ord-1", "cancelled")
 
@@ -237,3 +232,97 @@ def test_the_email_channel_answers_not_revocable_without_a_connection() -> None:
     assert (answer.status, answer.channel) == ("not_revocable", "email")
     with pytest.raises(InviterConfigurationError):
         inviters.revoker(None)
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers every POST 201 with an invitation and records the request line, headers and body."""
+
+    seen: list[tuple[str, dict[str, str], bytes]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.seen.append((self.path, dict(self.headers.items()), body))
+        answer = json.dumps({"invitation_id": "inv_7", "assessment_url": "http://p/a/inv_7"}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_server() -> Iterator[tuple[str, list[tuple[str, dict[str, str], bytes]]]]:
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+    handler = type("Recorder", (_Recorder,), {"seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def test_the_real_transport_sends_the_request_over_http(recording_server, no_proxy_env) -> None:  # type: ignore[no-untyped-def]
+    url, seen = recording_server
+    inviter = PlatformInviter(url + "/v2", "tok-123", timeout=5)
+    try:
+        result = inviter.send(ORDER, ORDER.order_id)
+        assert (result.external_id, result.url) == ("inv_7", "http://p/a/inv_7")
+        inviter.send(ORDER, ORDER.order_id)  # the pooled connection again
+        with pytest.raises(RetriableInvitationError, match="without a revoked invitation"):
+            inviter.revoke("ord/1", "cancelled")  # the recorder answers every POST with an invitation
+    finally:
+        inviter.close()
+    (path, headers, body), _, (revoke_path, _, _) = seen
+    assert path == "/v2/api/invitations" and revoke_path == "/v2/api/invitations/ord%2F1/revoke"
+    assert headers["Authorization"] == "Bearer tok-123" and headers["Idempotency-Key"] == ORDER.order_id
+    assert headers["Content-Type"] == "application/json" and headers["Accept"] == "application/json"
+    assert json.loads(body) == PlatformInviter.request_body(ORDER, ORDER.order_id)
+
+
+def test_the_real_transport_s_timeouts_and_refusals_are_retriable(no_proxy_env) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as silent:  # accepts (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        inviter = PlatformInviter(f"http://127.0.0.1:{silent.getsockname()[1]}", None, timeout=0.3)
+        with pytest.raises(RetriableInvitationError) as caught:
+            inviter.send(ORDER, ORDER.order_id)
+        assert caught.value.code == "TIMEOUT" and "0.3 s" in str(caught.value)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: connections are refused
+        inviter = PlatformInviter(f"http://127.0.0.1:{port}", None, timeout=5)
+        with pytest.raises(RetriableInvitationError) as caught:
+            inviter.revoke("ord-1", "cancelled")
+        assert caught.value.code == "UNAVAILABLE" and "NewConnectionError" in str(caught.value)
+
+
+def test_the_real_transport_goes_through_the_environment_s_proxy_unless_no_proxy_names_the_host(
+    recording_server, no_proxy_env
+) -> None:  # type: ignore[no-untyped-def]
+    proxy_url, seen = recording_server
+    no_proxy_env.setenv("HTTP_PROXY", proxy_url)
+    inviter = PlatformInviter("http://platform.invalid", "tok-123", timeout=5)
+    assert inviter.send(ORDER, ORDER.order_id).external_id == "inv_7"
+    ((request_target, headers, _),) = seen
+    assert request_target == "http://platform.invalid/api/invitations"  # a proxy's absolute-form target
+    assert headers["Authorization"] == "Bearer tok-123"
+
+    no_proxy_env.setenv("NO_PROXY", "platform.invalid")
+    direct = PlatformInviter("http://platform.invalid", None, timeout=5)
+    with pytest.raises(RetriableInvitationError) as caught:  # straight to a host that does not resolve
+        direct.send(ORDER, ORDER.order_id)
+    assert caught.value.code == "UNAVAILABLE" and len(seen) == 1

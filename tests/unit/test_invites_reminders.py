@@ -19,8 +19,9 @@ from kombo_sync.invites.base import (
     RetriableInvitationError,
 )
 from kombo_sync.invites.email import EmailInviter, InvitationTemplates, message_id_for
-from kombo_sync.invites.platform import PlatformInviter
+from kombo_sync.invites.platform import PlatformInviter, PlatformTimeout
 from kombo_sync.settings import PipelineSettings
+from tests.support.platform_transport import platform_answering
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "include" / "templates"
 REQUEST = ReminderRequest(
@@ -36,16 +37,6 @@ REQUEST = ReminderRequest(
     candidate_first_name="Grace",
 )
 KEY = "B5KQKhAgTv6ZwzrfAbqbhipd:reminder:2"
-
-
-def platform_answering(handler) -> tuple[PlatformInviter, list[httpx.Request]]:  # type: ignore[no-untyped-def]
-    seen: list[httpx.Request] = []
-
-    def record(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return handler(request)
-
-    return PlatformInviter("http://platform.test", "tok", transport=httpx.MockTransport(record)), seen
 
 
 def test_platform_remind_posts_the_key_and_number_and_reads_the_reminder():
@@ -95,11 +86,12 @@ def test_platform_failures_are_classified(status, error):
 
 def test_platform_timeout_is_retriable():
     def boom(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
+        raise PlatformTimeout("ReadTimeoutError")
 
     platform, _ = platform_answering(boom)
-    with pytest.raises(RetriableInvitationError):
+    with pytest.raises(RetriableInvitationError) as caught:
         platform.remind(REQUEST, KEY)
+    assert caught.value.code == "TIMEOUT"
 
 
 def email_channel() -> EmailInviter:
