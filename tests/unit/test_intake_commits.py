@@ -82,3 +82,31 @@ def test_a_failed_transaction_raises_in_every_sender_of_its_group() -> None:
     # The next order is committed normally: a failure does not leave the commit turn taken.
     assert commits.commit(sent("b")) is True
     assert calls == [["a"], ["b"]]
+
+
+def test_with_a_pause_the_next_commit_starts_no_sooner_and_takes_the_orders_handed_over_meanwhile() -> None:
+    pause = 0.5
+    groups: list[tuple[float, list[str]]] = []
+    ended: list[float] = []
+
+    def commit_many(items: Sequence[SentInvitation]) -> dict[str, bool | None]:
+        groups.append((time.monotonic(), [item.order_id for item in items]))
+        ended.append(time.monotonic())
+        return dict.fromkeys((item.order_id for item in items), True)
+
+    commits = GroupCommit(commit_many, pause_after_commit=pause)
+    # The committer itself does not wait for the pause: it returns as soon as its commit ended.
+    started = time.monotonic()
+    assert commits.commit(sent("first")) is True
+    assert time.monotonic() - started < pause / 2
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        later = [pool.submit(commits.commit, sent(order_id)) for order_id in ("a", "b", "c")]
+        assert [future.result(10) for future in later] == [True, True, True]
+    # The three were handed over during the pause and went into one transaction, started after it.
+    assert [sorted(group) for _, group in groups] == [["first"], ["a", "b", "c"]]
+    assert groups[1][0] - ended[0] >= pause - 0.01
+    # After the pause has passed, a commit starts at once.
+    time.sleep(pause)
+    started = time.monotonic()
+    assert commits.commit(sent("later")) is True
+    assert time.monotonic() - started < pause / 2

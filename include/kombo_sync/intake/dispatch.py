@@ -46,7 +46,7 @@ from email_validator import EmailNotValidError, validate_email
 from kombo_sync.backoff import exponential_delay
 from kombo_sync.candidate_hash import CandidateHasher, normalize_email
 from kombo_sync.intake.claims import IntakeOrders
-from kombo_sync.intake.commits import GroupCommit
+from kombo_sync.intake.commits import SQLITE_COMMIT_PAUSE_SECONDS, GroupCommit
 from kombo_sync.intake.duplicates import (
     DuplicateScope,
     duplicate_keys,
@@ -208,7 +208,10 @@ class Dispatcher:
         self.repo = IntakeOrders(store)
         self.counters = _Counters()
         self.times = _StepTimes()
-        self.commits = GroupCommit(self._commit_many)
+        self.commits = GroupCommit(
+            self._commit_many,
+            pause_after_commit=SQLITE_COMMIT_PAUSE_SECONDS if store.dialect == "sqlite" else 0.0,
+        )
         self.package_names = _PackageNames(client, self.intake.package_names)
 
     def _step(self, step: str, order_id: str) -> None:
