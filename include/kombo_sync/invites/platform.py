@@ -113,9 +113,8 @@ class Urllib3Transport:
             response = self._pool.urlopen(
                 "POST", url, body=body, headers=headers, timeout=self._timeout, retries=False, redirect=False
             )
-        except (
-            urllib3.exceptions.NewConnectionError
-        ) as exc:  # refused, no route, no such host (a TimeoutError too)
+        # Refused, no route, no such host: a NewConnectionError, which urllib3 also makes a TimeoutError.
+        except urllib3.exceptions.NewConnectionError as exc:
             raise PlatformUnreachable(type(exc).__name__) from exc
         except urllib3.exceptions.TimeoutError as exc:
             raise PlatformTimeout(type(exc).__name__) from exc
